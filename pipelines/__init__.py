@@ -1,0 +1,1 @@
+"""Data pipelines and jobs: raw click logs in, prepared session data out."""
