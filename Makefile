@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` (the main job, end to end) and `make test`.
+# Both set up the virtual environment first; nothing needs to be installed by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := demo
+
+.PHONY: setup demo test lint bench-prepare accuracy clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch from local disk first; the project's range then accepts it.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	mkdir -p $(DEMO)
+	$(BIN)/gru4rec generate $(DEMO)/clicks.tsv.gz --sessions 20000 --items 1000
+	$(BIN)/gru4rec prepare $(DEMO)/clicks.tsv.gz --out $(DEMO)/data --overwrite
+
+lint: setup
+	$(BIN)/ruff check gru4rec pipelines tests benchmarks
+	$(BIN)/ruff format --check gru4rec pipelines tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench-prepare: setup
+	$(BIN)/python -m benchmarks.prepare_bench --events 30000000 --repeats 3
+
+clean:
+	rm -rf $(DEMO) mlruns mlflow.db

@@ -1,0 +1,60 @@
+"""The `gru4rec` command line: thin Typer commands over the library and the pipelines."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from gru4rec.commands import data_commands
+from gru4rec.errors import Gru4RecError
+
+app = typer.Typer(
+    help="Session-based recommendations with GRU4Rec: prepare click logs, train, evaluate, "
+    "index and recommend.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(command: F) -> F:
+    """Report a Gru4RecError as one paragraph on stderr and exit 2, without a traceback."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except Gru4RecError as error:
+            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return run  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+) -> None:
+    """Configure logging once, for every command."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _add(name: str, command: Callable[..., Any]) -> None:
+    app.command(name)(friendly_errors(command))
+
+
+# The command modules import their heavy libraries (torch, mlflow) inside each command,
+# so `gru4rec --help` stays fast.
+_add("generate", data_commands.generate)
+_add("prepare", data_commands.prepare)

@@ -1,0 +1,1 @@
+"""Typer command groups; each module adds its commands to the app."""

@@ -1,0 +1,190 @@
+"""`gru4rec generate` and `gru4rec prepare`: click logs in, prepared session data out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.sources import FORMAT_NAMES
+
+# Wide enough for the summary table when the output is a file or a pipe (rich assumes 80).
+out_console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+
+def generate(
+    out: Annotated[Path, typer.Argument(help="File to write; a .gz suffix compresses it.")],
+    sessions: Annotated[int, typer.Option(help="Number of sessions to draw.", min=1)] = 20_000,
+    items: Annotated[int, typer.Option(help="Number of distinct items.", min=2)] = 1_000,
+    days: Annotated[
+        float, typer.Option(help="Sessions start uniformly over this many days.")
+    ] = 30.0,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="gru4rec-tsv (SessionId, ItemId, Time with a header) or yoochoose "
+            "(the raw yoochoose-clicks.dat layout: session, ISO time, item, category).",
+        ),
+    ] = "gru4rec-tsv",
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same log.")] = 0,
+) -> None:
+    """Write a synthetic click log with learnable next-item structure and skewed popularity."""
+    from gru4rec.errors import InputDataError
+    from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+
+    if log_format not in ("gru4rec-tsv", "yoochoose"):
+        raise InputDataError(f"--format must be gru4rec-tsv or yoochoose, not {log_format!r}.")
+    clicks = generate_clicks(SyntheticLog(n_sessions=sessions, n_items=items, days=days, seed=seed))
+    write_click_log(clicks, out, log_format)  # type: ignore[arg-type]
+    err_console.print(f"wrote {clicks.height:,} events of {sessions:,} sessions to {out}")
+
+
+def prepare(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="One click log (cleaned and split by time), or two files of a published "
+            "split: train then test (kept as given).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (atomically).")],
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help=f"Layout of the log: {', '.join(FORMAT_NAMES)}. The named formats set the "
+            "column options below; generic needs them.",
+        ),
+    ] = "gru4rec-tsv",
+    session_col: Annotated[str | None, typer.Option(help="Session id column.")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Item id column.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
+    time_unit: Annotated[
+        str | None, typer.Option(help="Unit of the time column: s, ms or iso (ISO-8601 text).")
+    ] = None,
+    user_col: Annotated[
+        str | None,
+        typer.Option(
+            help="User id column; without a session column, sessions are built from "
+            "user + idle gap."
+        ),
+    ] = None,
+    event_col: Annotated[str | None, typer.Option(help="Event-type column.")] = None,
+    event_filter: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep only this event type (repeat the option for several)."),
+    ] = None,
+    order_col: Annotated[
+        str | None,
+        typer.Option(
+            help="Position of an event inside its session: orders equal times, or "
+            "stands in for time in logs without one."
+        ),
+    ] = None,
+    split_col: Annotated[
+        str | None,
+        typer.Option(help="Column holding a published split ('train'/'test') to keep exactly."),
+    ] = None,
+    separator: Annotated[
+        str | None,
+        typer.Option(
+            help="Field separator of text logs (default: tab for .tsv/.txt/.dat, comma otherwise)."
+        ),
+    ] = None,
+    idle_gap: Annotated[
+        float, typer.Option(help="Seconds of inactivity that end a user's session.")
+    ] = 3600.0,
+    remove_repeats: Annotated[
+        bool | None,
+        typer.Option(
+            "--remove-repeats/--keep-repeats",
+            help="Drop consecutive repeats of an item inside a session "
+            "[default: remove for a whole log, keep for a published split].",
+        ),
+    ] = None,
+    apply_filter: Annotated[
+        bool | None,
+        typer.Option(
+            "--filter/--no-filter",
+            help="Filter iteratively by session length and item support "
+            "[default: on for a whole log, off for a published split].",
+        ),
+    ] = None,
+    min_session_length: Annotated[int, typer.Option(help="Shortest session kept.", min=1)] = 2,
+    min_item_support: Annotated[
+        int, typer.Option(help="Fewest events of an item kept.", min=1)
+    ] = 5,
+    test_days: Annotated[
+        float | None,
+        typer.Option(
+            help="Test = sessions starting in the last N days [default: the "
+            "format's, 1 day; 7 for diginetica and retailrocket]."
+        ),
+    ] = None,
+    valid_days: Annotated[
+        float | None,
+        typer.Option(
+            help="Validation (train_tr/valid) = the last N days of train "
+            "[default: as --test-days; 0: none]."
+        ),
+    ] = None,
+    valid_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Validation = the last fraction of train sessions (for logs without time)."
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Clean a click log into session data: filter events, build sessions, drop repeats,
+    filter support, split by time, map items; writes Parquet + manifest.json to OUT.
+    """
+    from pipelines.prepare import PrepareOptions
+    from pipelines.prepare import prepare as run_prepare
+    from pipelines.sources import resolve_spec
+
+    spec = resolve_spec(
+        log_format,
+        session_col=session_col, item_col=item_col, time_col=time_col, time_unit=time_unit,
+        user_col=user_col, event_col=event_col, event_filter=event_filter or None,
+        order_col=order_col, split_col=split_col, separator=separator,
+    )  # fmt: skip
+    options = PrepareOptions(
+        idle_gap=idle_gap, remove_repeats=remove_repeats, apply_filter=apply_filter,
+        min_session_length=min_session_length, min_item_support=min_item_support,
+        test_days=test_days, valid_days=valid_days, valid_fraction=valid_fraction,
+    )  # fmt: skip
+    with err_console.status("preparing") as status:
+        manifest = run_prepare(
+            inputs, out, spec, options, format_name=log_format, overwrite=overwrite,
+            report=lambda step: status.update(f"done: {step}"),
+        )  # fmt: skip
+    out_console.print(summary_table(manifest))
+    err_console.print(f"wrote {out} in {manifest['seconds']} s")
+
+
+def summary_table(manifest: dict[str, Any]) -> Table:
+    """The manifest's step counts as a table: what every step kept and dropped."""
+    table = Table(title="prepare: counts after every step")
+    table.add_column("scope", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    for column in ("events", "sessions", "items", "dropped events", "dropped sessions",
+                   "dropped items"):  # fmt: skip
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def show(value: object) -> str:
+        return "?" if value is None else f"{value:,}"
+
+    for row in manifest["steps"]:
+        table.add_row(
+            row["scope"], row["step"],
+            *(show(row[key]) for key in ("events", "sessions", "items", "dropped_events",
+                                          "dropped_sessions", "dropped_items")),
+        )  # fmt: skip
+    return table

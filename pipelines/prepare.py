@@ -1,0 +1,278 @@
+"""`gru4rec prepare`: raw click log in, the prepared-data directory out.
+
+The directory follows docs/data-contract.md. It is written into a temporary sibling
+and renamed into place at the end, so a failure never leaves a partial directory,
+and `manifest.json` records the options and the counts after every step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from gru4rec.errors import InputDataError
+from pipelines import sessions as steps
+from pipelines.sources import SourceSpec, TextIdsNeeded, scan_events, validate_events
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FILES = ("train", "test", "train_tr", "valid")
+OUTPUT_COLUMNS = ("session_id", "item_id", "item_idx", "time")
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """The optional steps; None picks the default for a whole log vs a kept split."""
+
+    idle_gap: float = 3600.0  # seconds of inactivity that end a user's session
+    remove_repeats: bool | None = None  # default: on for a whole log, off for a kept split
+    apply_filter: bool | None = None  # iterative support filter; same default rule
+    min_session_length: int = 2
+    min_item_support: int = 5
+    test_days: float | None = None  # None: the format's customary period
+    valid_days: float | None = None  # None: as test_days; 0: no validation split
+    valid_fraction: float | None = None  # last fraction of train sessions, for logs without time
+
+    def __post_init__(self) -> None:
+        if self.min_session_length < 1 or self.min_item_support < 1:
+            raise InputDataError("--min-session-length and --min-item-support must be >= 1.")
+        if self.idle_gap <= 0:
+            raise InputDataError("--idle-gap must be a positive number of seconds.")
+        for name in ("test_days", "valid_days"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InputDataError(f"--{name.replace('_', '-')} must be >= 0.")
+        if self.valid_fraction is not None and not 0 < self.valid_fraction < 1:
+            raise InputDataError("--valid-fraction must be between 0 and 1 (exclusive).")
+
+
+class StepLog:
+    """Counts after every step, and what each step dropped."""
+
+    def __init__(self, report: Callable[[str], None] | None = None) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._report = report
+
+    def record(self, step: str, events: pl.DataFrame, *, scope: str = "all") -> None:
+        counts = steps.count(events)
+        previous = next((row for row in reversed(self.rows) if row["scope"] == scope), None)
+        row: dict[str, Any] = {"step": step, "scope": scope, **counts}
+        for key in ("events", "sessions", "items"):
+            before = previous[key] if previous else counts[key]
+            # None: the step before could not count it (raw rows before the event filter).
+            row[f"dropped_{key}"] = None if before is None else int(before) - counts[key]
+        self.rows.append(row)
+        if self._report:
+            self._report(step)
+
+
+def _read(paths: Sequence[Path], spec: SourceSpec) -> pl.DataFrame:
+    """Collect the normalised events once (streaming), checked row by row."""
+    try:
+        events = scan_events(paths, spec).collect(engine="streaming")
+        validate_events(events, paths, spec)
+    except TextIdsNeeded:
+        logger.info("ids are not all integers: reading them as text")
+        events = scan_events(paths, spec, text_ids=True).collect(engine="streaming")
+        validate_events(events, paths, spec)
+    except pl.exceptions.PolarsError as error:
+        names = ", ".join(map(str, paths))
+        raise InputDataError(
+            f"{names}: cannot be read ({error}). Check the format options."
+        ) from error
+    return events.drop("row", "file")
+
+
+def _raw_row_count(paths: Sequence[Path], spec: SourceSpec) -> int:
+    return sum(
+        scan_events([path], SourceSpec(**{**asdict(spec), "event_filter": ()}))
+        .select(pl.len())
+        .collect()
+        .item()
+        for path in paths
+    )
+
+
+def clean(
+    paths: Sequence[Path], spec: SourceSpec, options: PrepareOptions, log: StepLog
+) -> tuple[pl.DataFrame, bool]:
+    """Read, filter event types, build sessions, order, drop repeats, filter support.
+
+    Returns the events and whether they carry a kept (published) split.
+    """
+    kept_split = len(paths) == 2 or spec.split_col is not None
+    events = _read(paths, spec)
+    step = "read"
+    if spec.event_filter:
+        raw = _raw_row_count(paths, spec)
+        log.rows.append(
+            {"step": "read", "scope": "all", "events": raw, "sessions": None, "items": None,
+             "dropped_events": 0, "dropped_sessions": 0, "dropped_items": 0}
+        )  # fmt: skip
+        step = f"event filter: {', '.join(spec.event_filter)}"
+    if "session_id" not in events.columns:
+        events = steps.build_sessions(events, options.idle_gap)
+        step += f" (sessions: user + {options.idle_gap:g} s idle gap)"
+    log.record(step, events)
+    events = steps.order_events(events)
+    if options.remove_repeats if options.remove_repeats is not None else not kept_split:
+        events = steps.remove_consecutive_repeats(events)
+        log.record("remove consecutive repeats", events)
+    if options.apply_filter if options.apply_filter is not None else not kept_split:
+        events, rounds = steps.filter_support(
+            events, options.min_session_length, options.min_item_support
+        )
+        log.record(
+            f"filter: session length >= {options.min_session_length}, item support >= "
+            f"{options.min_item_support} ({rounds} rounds)",
+            events,
+        )
+    return events, kept_split
+
+
+def split(
+    events: pl.DataFrame,
+    kept_split: bool,
+    spec: SourceSpec,
+    options: PrepareOptions,
+    log: StepLog,
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """Train/test (and train_tr/valid) with dense item indices; returns (splits, item map)."""
+    has_time = spec.time_col is not None
+    test_days = options.test_days if options.test_days is not None else spec.test_days
+    if kept_split:
+        train = events.filter(pl.col("split") == "train").drop("split")
+        test = events.filter(pl.col("split") == "test").drop("split")
+    elif has_time:
+        train, test = steps.split_by_time(events, test_days)
+    else:
+        raise InputDataError(
+            "the log has no time column, so it cannot be split by time: pass --split-col "
+            "with a published split, or a time column."
+        )
+    label = "kept split" if kept_split else f"split: last {test_days:g} days"
+    log.record(label, train, scope="train")
+    log.record(label, test, scope="test")
+    test = _drop_unknown(test, train, options, log, "test")
+    items = steps.item_map(train)
+    splits = {"train": train, "test": test}
+
+    valid_days = options.valid_days if options.valid_days is not None else test_days
+    train_tr: pl.DataFrame | None = None
+    valid: pl.DataFrame | None = None
+    if options.valid_fraction is not None:
+        train_tr, valid = steps.split_by_fraction(train, options.valid_fraction)
+        valid_label = f"validation: last {options.valid_fraction:g} of sessions"
+    elif has_time and valid_days > 0:
+        train_tr, valid = steps.split_by_time(train, valid_days)
+        valid_label = f"validation: last {valid_days:g} days"
+    if train_tr is not None and valid is not None:
+        log.record(valid_label, train_tr, scope="train_tr")
+        log.record(valid_label, valid, scope="valid")
+        splits["train_tr"] = train_tr
+        splits["valid"] = _drop_unknown(valid, train_tr, options, log, "valid")
+    for name, frame in splits.items():
+        if frame.height == 0:
+            raise InputDataError(
+                f"the {name} split is empty after the steps above; adjust --test-days, "
+                "--valid-days or the filters (see the counts in the error's log)."
+            )
+    # Dropping rare items can remove a session's first event and so move its start:
+    # order again, so each file is in the order the batching consumes.
+    ordered = {name: steps.order_events(frame) for name, frame in splits.items()}
+    return {name: steps.attach_item_idx(f, items) for name, f in ordered.items()}, items
+
+
+def _drop_unknown(
+    frame: pl.DataFrame, reference: pl.DataFrame, options: PrepareOptions, log: StepLog, scope: str
+) -> pl.DataFrame:
+    kept, short = steps.drop_unknown_items(
+        frame, reference["item_id"].unique(), options.min_session_length
+    )
+    log.rows.append(
+        {"step": "drop items unknown to train", "scope": scope, **steps.count(kept),
+         "dropped_events": frame.height - kept.height,
+         "dropped_sessions": steps.count(frame)["sessions"] - steps.count(kept)["sessions"],
+         "dropped_items": steps.count(frame)["items"] - steps.count(kept)["items"],
+         "dropped_events_in_short_sessions": short.height}
+    )  # fmt: skip
+    return kept
+
+
+def prepare(
+    paths: Sequence[Path],
+    out_dir: Path,
+    spec: SourceSpec,
+    options: PrepareOptions = PrepareOptions(),
+    *,
+    format_name: str = "generic",
+    overwrite: bool = False,
+    report: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the pipeline and write `out_dir` atomically; returns the manifest.
+
+    `report(step)` is called after each step (for a progress display).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise InputDataError(f"{out_dir} already exists; pass --overwrite to replace it.")
+    if not out_dir.parent.exists():
+        raise InputDataError(f"{out_dir.parent}: the parent directory does not exist.")
+    started = time.perf_counter()
+    log = StepLog(report)
+    events, kept_split = clean([Path(p) for p in paths], spec, options, log)
+    splits, items = split(events, kept_split, spec, options, log)
+    manifest: dict[str, Any] = {
+        "format": format_name,
+        "inputs": [str(Path(p).resolve()) for p in paths],
+        "source": asdict(spec),
+        "options": asdict(options),
+        "kept_split": kept_split,
+        "steps": log.rows,
+        "splits": {name: steps.count(frame) for name, frame in splits.items()},
+        "n_items": items.height,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    manifest = json.loads(json.dumps(manifest))  # return exactly what is written
+    _write_atomically(out_dir, splits, items, manifest, overwrite)
+    return manifest
+
+
+def _write_atomically(
+    out_dir: Path,
+    splits: dict[str, pl.DataFrame],
+    items: pl.DataFrame,
+    manifest: dict[str, Any],
+    overwrite: bool,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    staging = out_dir.with_name(f".{out_dir.name}.tmp-{tag}")
+    try:
+        staging.mkdir()
+        for name, frame in splits.items():
+            output = frame.select(
+                "session_id", "item_id", pl.col("item_idx").cast(pl.Int32), "time"
+            )
+            output.write_parquet(staging / f"{name}.parquet")
+        items.write_parquet(staging / "items.parquet")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out_dir.exists() and overwrite:
+            retired = out_dir.with_name(f".{out_dir.name}.old-{tag}")
+            os.replace(out_dir, retired)
+            os.replace(staging, out_dir)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
