@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from gru4rec.commands import data_commands
+from gru4rec.commands import data_commands, model_commands
 from gru4rec.errors import Gru4RecError
 
 app = typer.Typer(
@@ -50,11 +50,15 @@ def main(
     )
 
 
-def _add(name: str, command: Callable[..., Any]) -> None:
-    app.command(name)(friendly_errors(command))
+def _add(name: str, command: Callable[..., Any], extra_args: bool = False) -> None:
+    # extra_args: `--cutoffs 1 5 10 20` leaves "5 10 20" as extra arguments for the command.
+    settings = {"allow_extra_args": True} if extra_args else {}
+    app.command(name, context_settings=settings)(friendly_errors(command))
 
 
 # The command modules import their heavy libraries (torch, mlflow) inside each command,
 # so `gru4rec --help` stays fast.
 _add("generate", data_commands.generate)
 _add("prepare", data_commands.prepare)
+_add("train", model_commands.train, extra_args=True)
+_add("evaluate", model_commands.evaluate, extra_args=True)

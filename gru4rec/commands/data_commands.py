@@ -105,7 +105,7 @@ def prepare(
         typer.Option(
             "--remove-repeats/--keep-repeats",
             help="Drop consecutive repeats of an item inside a session "
-            "[default: remove for a whole log, keep for a published split].",
+            "(default: remove for a whole log, keep for a published split).",
         ),
     ] = None,
     apply_filter: Annotated[
@@ -113,7 +113,7 @@ def prepare(
         typer.Option(
             "--filter/--no-filter",
             help="Filter iteratively by session length and item support "
-            "[default: on for a whole log, off for a published split].",
+            "(default: on for a whole log, off for a published split).",
         ),
     ] = None,
     min_session_length: Annotated[int, typer.Option(help="Shortest session kept.", min=1)] = 2,
@@ -131,7 +131,7 @@ def prepare(
         float | None,
         typer.Option(
             help="Validation (train_tr/valid) = the last N days of train "
-            "[default: as --test-days; 0: none]."
+            "(default: as --test-days; 0: none)."
         ),
     ] = None,
     valid_fraction: Annotated[

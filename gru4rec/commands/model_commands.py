@@ -1,0 +1,219 @@
+"""`gru4rec train` and `gru4rec evaluate`: thin wrappers over gru4rec.workflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gru4rec.errors import ConfigError
+
+console = Console(stderr=True)
+out_console = Console(width=None if sys.stdout.isatty() else 160)
+TIES = ("standard", "conservative", "median")
+
+
+def parse_cutoffs(first: str, extra: list[str]) -> tuple[int, ...]:
+    """`--cutoffs 1 5 10 20` (values after the first arrive as extra arguments) or `1,5,10,20`."""
+    values = [v for text in [first, *extra] for v in text.replace(",", " ").split()]
+    try:
+        cutoffs = tuple(sorted({int(v) for v in values}))
+    except ValueError:
+        raise ConfigError(
+            f"--cutoffs takes positive integers, e.g. --cutoffs 1 5 10 20; got {values}."
+        ) from None
+    if not cutoffs or cutoffs[0] < 1:
+        raise ConfigError(f"--cutoffs must be positive integers; got {values}.")
+    return cutoffs
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes key=value (e.g. --set n_epochs=5); got {pair!r}.")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def _ties(ties: str) -> Any:
+    if ties not in TIES:
+        raise ConfigError(f"--ties must be one of {', '.join(TIES)}; got {ties!r}.")
+    return ties
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically (a temporary file in the same directory, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+    os.replace(handle.name, path)
+
+
+def train(
+    ctx: typer.Context,
+    data_dir: Annotated[Path, typer.Argument(help="A directory written by `gru4rec prepare`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="Tuned settings to start from: rsc15, yoochoose, rees46, coveo, "
+            "retailrocket or diginetica."
+        ),
+    ] = "rsc15",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a setting, key=value (repeatable), e.g. "
+            "--set n_epochs=5 --set layers=200 --set loss=bpr-max.",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (GPU if present), cpu or cuda.")] = "auto",
+    train_split: Annotated[
+        str, typer.Option(help="Split to train on (train, or train_tr for tuning).")
+    ] = "train",
+    test_split: Annotated[
+        str, typer.Option(help="Split evaluated after training (valid when tuning); 'none' skips.")
+    ] = "test",
+    valid_split: Annotated[
+        str | None,
+        typer.Option(help="Split evaluated after every epoch and logged as valid_* metrics."),
+    ] = None,
+    cutoffs: Annotated[
+        str, typer.Option(help="Metric cutoffs: --cutoffs 1 5 10 20.")
+    ] = "1,5,10,20",
+    ties: Annotated[
+        str, typer.Option(help="Tie mode of ranks: standard, conservative, median.")
+    ] = "conservative",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: all cores).")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+        ),
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "gru4rec",
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+    register: Annotated[
+        str | None, typer.Option(help="Register the model under this name in the MLflow registry.")
+    ] = None,
+    track: Annotated[
+        bool, typer.Option(help="Log to MLflow (--no-track: train without it).")
+    ] = True,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the test metrics here.")
+    ] = None,
+) -> None:
+    """Train GRU4Rec on a prepared directory, save the checkpoint, evaluate, log to MLflow."""
+    import contextlib
+
+    from gru4rec.config import apply_overrides, get_preset
+    from gru4rec.progress import EpochProgress, progress_bar
+    from gru4rec.workflow import evaluate_split, train_model
+
+    evaluation = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": _ties(ties)}
+    config = apply_overrides(get_preset(preset), _parse_sets(set_ or []))
+    run: Any = contextlib.nullcontext()
+    callbacks: list[Any] = []
+    on_validation = None
+    if track:
+        from gru4rec import tracking
+
+        run = tracking.start_run(tracking_uri, experiment, run_name)
+        callbacks.append(tracking.MlflowCallback())
+        on_validation = tracking.log_validation
+    with run:
+        if track:
+            tracking.log_inputs(data_dir, {"preset": preset, "command": "train"})
+        with progress_bar(console) as progress:
+            model, items, result = train_model(
+                data_dir, config, out, split=train_split, device=device, num_threads=threads,
+                callbacks=[*callbacks, EpochProgress(progress)], valid_split=valid_split,
+                on_validation=on_validation, **evaluation,
+            )  # fmt: skip
+        console.print(f"saved the model to {out} ({result.seconds:.1f} s of training)")
+        metrics = None
+        if test_split != "none":
+            metrics = evaluate_split(model, items, data_dir, split=test_split, **evaluation)
+            out_console.print(metrics_table(metrics, title=f"{test_split}: {out}"))
+            if json_out:
+                write_json(json_out, metrics)
+        if track:
+            if metrics is not None:
+                tracking.log_test_metrics(metrics, prefix=f"{test_split}_")
+            uri = tracking.log_model(out, registered_name=register)
+            console.print(
+                f"logged to MLflow ({tracking.resolve_tracking_uri(tracking_uri)}): {uri}"
+            )
+
+
+def evaluate(
+    ctx: typer.Context,
+    model_dir: Annotated[
+        Path, typer.Argument(help="A model directory written by `gru4rec train`.")
+    ],
+    data: Annotated[Path, typer.Option(help="A directory written by `gru4rec prepare`.")],
+    split: Annotated[str, typer.Option(help="Which split of DATA to evaluate.")] = "test",
+    cutoffs: Annotated[
+        str, typer.Option(help="Metric cutoffs, e.g. --cutoffs 1 5 10 20 (or 1,5,10,20).")
+    ] = "1,5,10,20",
+    ties: Annotated[
+        str,
+        typer.Option(
+            help="Rank of a target tied with other items: standard (1 + #higher), "
+            "conservative (#higher-or-equal) or median (their mean)."
+        ),
+    ] = "conservative",
+    batch_size: Annotated[int, typer.Option(help="Sessions scored together.", min=1)] = 512,
+    device: Annotated[str, typer.Option(help="auto (GPU if present), cpu or cuda.")] = "auto",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the metrics as JSON here.")
+    ] = None,
+) -> None:
+    """Rank every next item of every test session against ALL items; print Recall, MRR, NDCG,
+    coverage and popularity at each cutoff. Test items unknown to the model are counted, not fatal.
+    """
+    from gru4rec.progress import progress_bar
+    from gru4rec.workflow import evaluate_model_dir, n_test_events
+
+    options = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": _ties(ties)}
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"evaluating {split}", total=n_test_events(data, split), info="")
+        metrics = evaluate_model_dir(
+            model_dir, data, device=device, split=split, batch_size=batch_size,
+            progress=lambda done: progress.update(task, completed=done), **options,
+        )  # fmt: skip
+    out_console.print(metrics_table(metrics, title=f"{split}: {model_dir}"))
+    if json_out:
+        write_json(json_out, metrics)
+        console.print(f"wrote {json_out}")
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    """Recall/MRR/NDCG/coverage/popularity by cutoff, then the counts."""
+    table = Table(title=f"{title} ({metrics['ties']} ties, {metrics['n_events']:,} events)")
+    table.add_column("cutoff", justify="right")
+    names = ("recall", "mrr", "ndcg", "coverage", "popularity")
+    for name in names:
+        table.add_column(name, justify="right")
+    for k in metrics["cutoffs"]:
+        table.add_row(
+            str(k), *(f"{metrics.get(f'{name}@{k}', float('nan')):.4f}" for name in names)
+        )
+    table.caption = (
+        f"unknown test events dropped: {metrics.get('n_unknown_events', 0):,}; "
+        f"sessions left too short: {metrics.get('n_short_sessions_dropped', 0):,}"
+    )
+    return table

@@ -1,0 +1,54 @@
+"""Progress bars for long work (training epochs, evaluation), on stderr."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from gru4rec.config import GRU4RecConfig
+from gru4rec.train import Callback, EpochStats
+
+
+def progress_bar(console: Console | None = None) -> Progress:
+    """A bar with a description, count, free-text info and time remaining."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+    )
+
+
+class EpochProgress(Callback):
+    """One bar per epoch, refreshed every `every` steps to keep the training loop cheap."""
+
+    def __init__(self, progress: Progress, every: int = 50) -> None:
+        self.progress, self.every = progress, every
+        self.task: TaskID | None = None
+        self.n_epochs = 0
+
+    def on_train_start(self, config: GRU4RecConfig) -> None:
+        self.n_epochs = config.n_epochs
+
+    def on_epoch_start(self, epoch: int, n_steps: int) -> None:
+        description = f"epoch {epoch + 1}/{self.n_epochs}"
+        self.task = self.progress.add_task(description, total=n_steps, info="")
+
+    def on_step_end(self, epoch: int, step: int, loss: float) -> None:
+        if self.task is not None and (step + 1) % self.every == 0:
+            self.progress.update(self.task, completed=step + 1, info=f"loss {loss:.4f}")
+
+    def on_epoch_end(self, epoch: int, stats: EpochStats) -> None:
+        if self.task is not None:
+            total = self.progress.tasks[self.task].total
+            info = f"loss {stats.loss:.4f}, {stats.events_per_s:,.0f} events/s"
+            self.progress.update(self.task, completed=total, info=info)

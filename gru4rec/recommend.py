@@ -1,0 +1,135 @@
+"""Sessions in, ranked recommendations out: the session encoder and exact top-k scoring.
+
+`Recommender.from_path(model_dir).recommend(sessions, k)` takes sessions as sequences of
+ORIGINAL item ids (as users have them), skips and counts unknown items, and returns the
+top-k items by the model's score `h . W + b` over all items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+
+from gru4rec.errors import ConfigError
+from gru4rec.model import GRU4Rec
+
+
+@dataclass(frozen=True)
+class EncodeReport:
+    """What encoding skipped: unknown items, and sessions with no known item at all."""
+
+    n_sessions: int
+    n_unknown_items: int  # events whose item the model does not know (skipped)
+    empty_sessions: tuple[int, ...]  # positions of sessions with no known item (no output)
+
+
+class Recommender:
+    """A trained model plus its item map, ready to score sessions."""
+
+    def __init__(self, model: GRU4Rec, items: pl.DataFrame, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.item_ids = items.sort("item_idx")["item_id"]
+        self._index = {item: i for i, item in enumerate(self.item_ids.to_list())}
+
+    @classmethod
+    def from_path(cls, model_dir: str | Path, device: str = "auto") -> Recommender:
+        """Load a checkpoint directory (no arbitrary unpickling)."""
+        from gru4rec.checkpoint import load_checkpoint
+
+        model, _config, items = load_checkpoint(Path(model_dir), device=device)
+        return cls(model, items, next(model.parameters()).device)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def to_indices(self, sessions: Sequence[Sequence[Any]]) -> tuple[list[list[int]], int]:
+        """Map original ids to indices, skipping unknown ones; returns (sessions, n_unknown)."""
+        mapped, unknown = [], 0
+        for session in sessions:
+            known = [self._index[item] for item in session if item in self._index]
+            unknown += len(session) - len(known)
+            mapped.append(known)
+        return mapped, unknown
+
+    @torch.inference_mode()
+    def encode_indices(self, sessions: Sequence[Sequence[int]]) -> Tensor:
+        """Final GRU output of each (non-empty) session: (S, H).
+
+        Sessions are left-padded to a common length; a row's hidden state only changes
+        at positions holding one of its items, so padding has no effect.
+        """
+        lengths = torch.tensor([len(s) for s in sessions], device=self.device)
+        longest = int(lengths.max())
+        padded = torch.zeros((len(sessions), longest), dtype=torch.long, device=self.device)
+        for row, session in enumerate(sessions):
+            padded[row, longest - len(session) :] = torch.tensor(session, dtype=torch.long)
+        hidden = self.model.init_hidden(len(sessions), self.device)
+        output = torch.zeros_like(hidden[-1])
+        for position in range(longest):
+            active = (lengths >= longest - position).unsqueeze(1)  # (S, 1)
+            step_output, step_hidden = self.model.forward_step(padded[:, position], hidden)
+            hidden = [
+                torch.where(active, new, old) for new, old in zip(step_hidden, hidden, strict=True)
+            ]
+            output = torch.where(active, step_output, output)
+        return output
+
+    def recommend(
+        self,
+        sessions: Sequence[Sequence[Any]],
+        k: int = 20,
+        *,
+        exclude_seen: bool = False,
+        batch_size: int = 512,
+    ) -> tuple[pl.DataFrame, EncodeReport]:
+        """Top-k items for every session that has at least one known item.
+
+        Returns a long table (`session`: position in `sessions`, `rank` 1..k, `item_id`,
+        `score`), ordered by session then rank, and what was skipped.
+        """
+        if not 1 <= k <= self.n_items:
+            raise ConfigError(
+                f"k must be between 1 and the number of items ({self.n_items}); got {k}."
+            )
+        mapped, unknown = self.to_indices(sessions)
+        served = [i for i, session in enumerate(mapped) if session]
+        parts = []
+        for start in range(0, len(served), batch_size):
+            rows = served[start : start + batch_size]
+            batch = [mapped[i] for i in rows]
+            with torch.inference_mode():
+                scores = self.model.score_all(self.encode_indices(batch))  # (S, n_items)
+                if exclude_seen:
+                    for row, session in enumerate(batch):
+                        scores[row, session] = -torch.inf
+                top = torch.topk(scores, k, dim=1)
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "session": np.repeat(np.array(rows, dtype=np.int64), k),
+                        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows)),
+                        "item_idx": top.indices.cpu().numpy().ravel(),
+                        "score": top.values.float().cpu().numpy().ravel(),
+                    }
+                )
+            )
+        empty = tuple(i for i, session in enumerate(mapped) if not session)
+        report = EncodeReport(len(sessions), unknown, empty)
+        if not parts:
+            schema = {"session": pl.Int64, "rank": pl.Int32, "item_id": self.item_ids.dtype,
+                      "score": pl.Float32}  # fmt: skip
+            return pl.DataFrame(schema=schema), report
+        table = pl.concat(parts)
+        item_id = self.item_ids.gather(table["item_idx"].to_numpy())
+        return table.with_columns(item_id.alias("item_id")).select(
+            "session", "rank", "item_id", "score"
+        ), report

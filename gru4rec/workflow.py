@@ -1,0 +1,154 @@
+"""Train and evaluate from a prepared-data directory: what `gru4rec train/evaluate` and the
+nightly job run. Tracking and progress display attach as callbacks; nothing here needs MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from gru4rec.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from gru4rec.config import GRU4RecConfig
+from gru4rec.data import load_items, load_split
+from gru4rec.evaluate import TieMode, evaluate
+from gru4rec.model import GRU4Rec
+from gru4rec.train import Callback, EpochStats, FitResult, fit
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CUTOFFS = (1, 5, 10, 20)
+
+
+def train_model(
+    data_dir: Path,
+    config: GRU4RecConfig,
+    out_dir: Path,
+    *,
+    split: str = "train",
+    device: str = "auto",
+    callbacks: Sequence[Callback] = (),
+    num_threads: int | None = None,
+    valid_split: str | None = None,
+    on_validation: Callable[[int, dict[str, Any]], None] | None = None,
+    **evaluation: Any,
+) -> tuple[GRU4Rec, pl.DataFrame, FitResult]:
+    """Train on `<data_dir>/<split>.parquet` and save the checkpoint to `out_dir`.
+
+    valid_split: evaluated after every epoch (outside the epoch's timing); the metrics go
+        to `on_validation(epoch, metrics)`. `evaluation` holds `evaluate_split` options.
+    Returns (model, item map, fit result).
+    """
+    items = load_items(data_dir)
+    data, report = load_split(data_dir, split)
+    logger.info("training on %s: %s", split, report)
+    model = GRU4Rec.from_config(items.height, config)
+    if valid_split is not None:
+        callbacks = [
+            *callbacks,
+            _Validation(model, items, data_dir, valid_split, on_validation, evaluation),
+        ]
+    result = fit(
+        model,
+        data,
+        config,
+        item_support=items["support"].to_numpy(),
+        callbacks=callbacks,
+        device=resolve_device(device),
+        num_threads=num_threads,
+    )
+    extra = {
+        "data_dir": str(Path(data_dir).resolve()),
+        "train_split": split,
+        "train_events": report.n_events,
+        "epochs": [dataclasses.asdict(epoch) for epoch in result.epochs],
+    }
+    save_checkpoint(out_dir, model, config, items, extra=extra)
+    return model, items, result
+
+
+class _Validation(Callback):
+    """Evaluates a split after every epoch and hands the metrics on."""
+
+    def __init__(
+        self,
+        model: GRU4Rec,
+        items: pl.DataFrame,
+        data_dir: Path,
+        split: str,
+        report: Callable[[int, dict[str, Any]], None] | None,
+        options: dict[str, Any],
+    ) -> None:
+        self.model, self.items, self.data_dir, self.split = model, items, data_dir, split
+        self.report, self.options = report, options
+
+    def on_epoch_end(self, epoch: int, stats: EpochStats) -> None:
+        metrics = evaluate_split(
+            self.model, self.items, self.data_dir, split=self.split, **self.options
+        )
+        logger.info("epoch %d %s: %s", epoch + 1, self.split, _headline(metrics))
+        if self.report is not None:
+            self.report(epoch, metrics)
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("recall@", "mrr@"))
+    )
+
+
+def evaluate_split(
+    model: GRU4Rec,
+    items: pl.DataFrame,
+    data_dir: Path,
+    *,
+    split: str = "test",
+    cutoffs: Sequence[int] = DEFAULT_CUTOFFS,
+    ties: TieMode = "conservative",
+    batch_size: int = 512,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Full-ranking metrics of `model` on a split, with what loading had to drop.
+
+    Items are matched by their original ids, so any prepared directory works: events of
+    items the model does not know are dropped and counted (`n_unknown_events`), as are the
+    sessions left shorter than 2 (`n_short_sessions_dropped`).
+    """
+    data, report = load_split(data_dir, split, item_ids=items["item_id"])
+    device = next(model.parameters()).device
+    metrics = evaluate(
+        model,
+        data,
+        cutoffs=cutoffs,
+        ties=ties,
+        batch_size=batch_size,
+        device=device,
+        item_support=items["support"].to_numpy(),
+        progress=progress,
+    )
+    return {
+        **metrics,
+        "split": split,
+        "n_unknown_events": report.n_unknown_events,
+        "n_short_sessions_dropped": report.n_short_sessions_dropped,
+        "n_sessions": report.n_sessions,
+    }
+
+
+def evaluate_model_dir(
+    model_dir: Path, data_dir: Path, *, device: str = "auto", **options: Any
+) -> dict[str, Any]:
+    """Load a checkpoint and evaluate it on a prepared directory (see `evaluate_split`)."""
+    model, _config, items = load_checkpoint(model_dir, device=device)
+    return evaluate_split(model, items, data_dir, **options)
+
+
+def n_test_events(data_dir: Path, split: str) -> int:
+    """Prediction events of a split (events minus sessions), for sizing a progress bar."""
+    frame = pl.scan_parquet(Path(data_dir) / f"{split}.parquet")
+    row = frame.select(pl.len(), pl.col("session_id").n_unique()).collect().row(0)
+    return int(row[0] - row[1])

@@ -1,0 +1,209 @@
+"""`gru4rec train` / `gru4rec evaluate` with MLflow: the embedded SQLite store and a real
+`mlflow server` on 127.0.0.1; reloads re-evaluate to the same metrics; bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gru4rec.cli import app
+from pipelines.prepare import prepare
+from pipelines.sources import resolve_spec
+from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+
+runner = CliRunner()
+TINY = ["--preset", "rsc15", "--set", "n_epochs=2", "--set", "layers=32", "--set", "n_sample=64",
+        "--set", "batch_size=16"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    clicks = generate_clicks(SyntheticLog(n_sessions=1500, n_items=60, days=10, seed=5))
+    log = write_click_log(clicks, root / "clicks.tsv", "gru4rec-tsv")
+    prepare([log], root / "prepared", resolve_spec("gru4rec-tsv"))
+    return root / "prepared"
+
+
+def train(data_dir: Path, out: Path, *extra: str) -> dict:
+    json_path = out.with_suffix(".json")
+    result = runner.invoke(app, ["train", str(data_dir), "--out", str(out), *TINY,
+                                 "--json", str(json_path), *extra])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return json.loads(json_path.read_text()) if json_path.exists() else {}
+
+
+def evaluate(model: Path | str, data_dir: Path, tmp_path: Path, *extra: str) -> dict:
+    json_path = tmp_path / "eval.json"
+    result = runner.invoke(app, ["evaluate", str(model), "--data", str(data_dir),
+                                 "--json", str(json_path), *extra])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return json.loads(json_path.read_text())
+
+
+def check_run(tracking_uri: str, metrics: dict, model_dir: Path, tmp_path: Path) -> None:
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["gru4rec-tests"])
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["metrics.test_recall_at_20"] == pytest.approx(metrics["recall@20"])
+    assert run["metrics.test_mrr_at_20"] == pytest.approx(metrics["mrr@20"])
+    assert run["metrics.events_per_s"] > 0 and run["params.layers"] == "32"
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(run["run_id"], "train_loss")
+    assert [m.step for m in history] == [0, 1]
+    assert len(client.get_metric_history(run["run_id"], "valid_recall_at_20")) == 2
+    artifacts = {a.path for a in client.list_artifacts(run["run_id"], "checkpoint")}
+    assert {
+        "checkpoint/weights.pt",
+        "checkpoint/config.json",
+        "checkpoint/items.parquet",
+    } <= artifacts
+    # The registered model, through an alias, recommends the same as the model directory.
+    client.set_registered_model_alias("tiny", "champion", "1")
+    pyfunc = mlflow.pyfunc.load_model("models:/tiny@champion")
+    from gru4rec.recommend import Recommender
+
+    items = Recommender.from_path(model_dir, device="cpu").item_ids.head(3).to_list()
+    served = pyfunc.predict(pd.DataFrame({"items": [items]}), params={"k": 5})
+    direct, _ = Recommender.from_path(model_dir, device="cpu").recommend([items], 5)
+    assert served["item_id"].tolist() == direct["item_id"].to_list()
+    # The checkpoint reloaded from the run's artifacts re-evaluates to the same metrics.
+    local = Path(client.download_artifacts(run["run_id"], "checkpoint", str(tmp_path)))
+    again = evaluate(
+        local, Path(json.loads((local / "config.json").read_text())["extra"]["data_dir"]), tmp_path
+    )
+    assert again["recall@20"] == pytest.approx(metrics["recall@20"])
+    assert again["mrr@20"] == pytest.approx(metrics["mrr@20"])
+
+
+def test_train_and_track_in_the_embedded_sqlite_store(data_dir: Path, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    model = tmp_path / "model"
+    metrics = train(data_dir, model, "--tracking-uri", uri, "--experiment", "gru4rec-tests",
+                    "--register", "tiny", "--valid-split", "valid")  # fmt: skip
+    assert metrics["ties"] == "conservative" and metrics["n_events"] > 0
+    assert {"recall@20", "mrr@20", "ndcg@20", "coverage@20", "n_events", "ties"} <= set(metrics)
+    # The model learned the synthetic successor structure far beyond popularity.
+    assert metrics["recall@20"] > 0.6
+    # `gru4rec evaluate` of the saved directory gives the same numbers.
+    assert evaluate(model, data_dir, tmp_path)["recall@20"] == pytest.approx(metrics["recall@20"])
+    check_run(uri, metrics, model, tmp_path)
+
+
+def test_default_store_is_mlflow_db_in_the_working_directory(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    train(data_dir, tmp_path / "model", "--experiment", "gru4rec-tests", "--test-split", "none")
+    assert (tmp_path / "mlflow.db").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1: SQLite backend, a temporary artifact root."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"]  # fmt: skip
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError((tmp_path / "server.log").read_text()) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_train_against_a_real_mlflow_server(
+    data_dir: Path, tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # the environment variable route
+    model = tmp_path / "model"
+    metrics = train(data_dir, model, "--experiment", "gru4rec-tests", "--register", "tiny",
+                    "--valid-split", "valid")  # fmt: skip
+    check_run(mlflow_server, metrics, model, tmp_path)
+
+
+# ---- bad input: a clear error and exit code 2 ----
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--preset", "rsc16"], "rsc16"),
+        (["--set", "dropout_p_hidden=-0.1"], "dropout_p_hidden"),
+        (["--set", "batch_size=0"], "batch_size"),
+        (["--set", "hidden_size=100"], "hidden_size"),
+        (["--set", "n_epochs"], "key=value"),
+        (["--ties", "optimistic"], "--ties"),
+        (["--cutoffs", "0"], "--cutoffs"),
+    ],
+)
+def test_bad_settings(data_dir: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+    result = runner.invoke(app, ["train", str(data_dir), "--out", str(tmp_path / "m"), "--no-track",
+                                 *extra])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_data_directory_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["train", str(tmp_path / "empty"), "--out", str(tmp_path / "m"),
+                                 "--no-track"])  # fmt: skip
+    assert result.exit_code == 2 and "items.parquet" in result.output
+
+
+def test_corrupt_and_mismatched_checkpoints(data_dir: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    train(data_dir, model, "--no-track", "--test-split", "none")
+    other = tmp_path / "other"
+    train(data_dir, other, "--no-track", "--test-split", "none", "--set", "layers=16")
+    os.replace(other / "weights.pt", tmp_path / "weights16.pt")
+    (other / "weights.pt").write_bytes((model / "weights.pt").read_bytes())  # 32 units vs config 16
+    result = runner.invoke(app, ["evaluate", str(other), "--data", str(data_dir)])
+    assert result.exit_code == 2 and "weights.pt" in result.output
+    (model / "weights.pt").write_bytes(b"not a checkpoint")
+    result = runner.invoke(app, ["evaluate", str(model), "--data", str(data_dir)])
+    assert result.exit_code == 2 and "weights.pt" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", str(data_dir)])
+    assert result.exit_code == 2
+
+
+def test_cutoffs_as_separate_values(data_dir: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    train(data_dir, model, "--no-track", "--test-split", "none")
+    metrics = evaluate(model, data_dir, tmp_path, "--cutoffs", "3", "7", "--ties", "median")
+    assert metrics["cutoffs"] == [3, 7] and "recall@7" in metrics and metrics["ties"] == "median"
