@@ -21,6 +21,10 @@ demo: setup
 	mkdir -p $(DEMO)
 	$(BIN)/gru4rec generate $(DEMO)/clicks.tsv.gz --sessions 20000 --items 1000
 	$(BIN)/gru4rec prepare $(DEMO)/clicks.tsv.gz --out $(DEMO)/data --overwrite
+	cd $(DEMO) && ../$(BIN)/gru4rec train data --out model --preset rsc15 --set n_epochs=3 \
+		--valid-split valid --register demo --json train-metrics.json
+	$(BIN)/gru4rec evaluate $(DEMO)/model --data $(DEMO)/data --cutoffs 1 5 10 20 \
+		--ties conservative --json $(DEMO)/metrics.json
 
 lint: setup
 	$(BIN)/ruff check gru4rec pipelines tests benchmarks
@@ -32,6 +36,9 @@ test: lint
 
 bench-prepare: setup
 	$(BIN)/python -m benchmarks.prepare_bench --events 30000000 --repeats 3
+
+accuracy: setup
+	$(BIN)/pytest -m slow -s
 
 clean:
 	rm -rf $(DEMO) mlruns mlflow.db

@@ -1,0 +1,231 @@
+"""The GRU4Rec network: item input, a stack of GRU layers, and sparse item scoring.
+
+Pure `nn.Module`: no I/O, no optimiser, no batching. One step of every session slot:
+
+    x = input(item)                     # (B, E): shared / separate embedding, or one-hot
+    x = dropout(x, p_embed)
+    for each layer l:
+        h_l = dropout(GRU_l(x, h_l), p_hidden);  x = h_l   # the dropped-out output is carried
+    score(item) = x . W[item] + b[item]
+
+GRU (Cho et al.; the form of the GRU4Rec paper, reset gate applied before the matmul):
+    r = sigmoid(x W_r + h U_r + b_r),  z = sigmoid(x W_z + h U_z + b_z)
+    c = tanh(x W_c + (r * h) U_c + b_c),  h' = (1 - z) * h + z * c
+
+Row lookups of item matrices use `F.embedding(..., sparse=True)`, so training produces
+row-sparse gradients touching only the target, negative and input items.
+
+Example:
+    >>> model = GRU4Rec(n_items=1000, layers=(100,))
+    >>> hidden = model.init_hidden(32, "cpu")
+    >>> output, hidden = model.forward_step(torch.randint(1000, (32,)), hidden)
+    >>> scores = model.score_all(output)  # (32, 1000)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gru4rec.config import EmbeddingMode, GRU4RecConfig
+
+
+def uniform_init_(
+    weight: Tensor, fan_in: int, fan_out: int, generator: torch.Generator | None
+) -> None:
+    """Fill `weight` from U(-s, s) with s = sqrt(6 / (fan_in + fan_out)) (Glorot uniform)."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        weight.uniform_(-bound, bound, generator=generator)
+
+
+class GRULayer(nn.Module):
+    """One GRU layer. Gate blocks are stacked in the order (reset, update, candidate).
+
+    weight_input: (input_size, 3H), or None when the input projection is looked up
+        (one-hot input: the model holds it as an (n_items, 3H) table).
+    weight_hidden_rz: (H, 2H); weight_hidden_c: (H, H); bias: (3H,).
+    """
+
+    def __init__(self, input_size: int | None, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        size = hidden_size
+        self.weight_input = (
+            nn.Parameter(torch.empty(input_size, 3 * size)) if input_size is not None else None
+        )
+        self.weight_hidden_rz = nn.Parameter(torch.empty(size, 2 * size))
+        self.weight_hidden_c = nn.Parameter(torch.empty(size, size))
+        self.bias = nn.Parameter(torch.zeros(3 * size))
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Glorot-uniform per gate block (fan_out = H), biases 0, as the reference."""
+        size = self.hidden_size
+        if self.weight_input is not None:
+            for block in self.weight_input.split(size, dim=1):
+                uniform_init_(block, self.weight_input.shape[0], size, generator)
+        for block in self.weight_hidden_rz.split(size, dim=1):
+            uniform_init_(block, size, size, generator)
+        uniform_init_(self.weight_hidden_c, size, size, generator)
+        with torch.no_grad():
+            self.bias.zero_()
+
+    def project_input(self, x: Tensor) -> Tensor:
+        """(B, input_size) -> (B, 3H) input part of the gates, bias included."""
+        assert self.weight_input is not None
+        return torch.addmm(self.bias, x, self.weight_input)
+
+    def forward(self, gates_x: Tensor, hidden: Tensor) -> Tensor:
+        """gates_x: (B, 3H) projected input incl. bias; hidden: (B, H) -> new hidden (B, H)."""
+        size = self.hidden_size
+        gates_rz = torch.sigmoid(gates_x[:, : 2 * size] + hidden @ self.weight_hidden_rz)
+        reset, update = gates_rz[:, :size], gates_rz[:, size:]  # (B, H) each
+        candidate = torch.tanh(gates_x[:, 2 * size :] + (reset * hidden) @ self.weight_hidden_c)
+        return hidden + update * (candidate - hidden)  # = (1 - z) h + z c
+
+
+class GRU4Rec(nn.Module):
+    """Session-based recommender: one forward step of every session slot.
+
+    Args:
+        n_items: number of items (rows of the item matrix).
+        layers: GRU sizes, first to last.
+        embedding: "shared" (input embedding = output item matrix, width layers[-1]),
+            "separate" (its own (n_items, embedding_size) table) or "none" (one-hot input).
+        embedding_size: width of the separate embedding.
+        dropout_p_embed: dropout on the input embedding (not applied with "none").
+        dropout_p_hidden: dropout on each layer's output; also what is carried on.
+        seed: seeds the initialisation (None: torch's global generator).
+
+    Parameters: item_weight (n_items, H_last) and item_bias (n_items, 1), the latter kept
+    2-D so that it is looked up sparsely like the item rows; input_embedding (separate);
+    input_weight (n_items, 3 * layers[0]) for one-hot input; `gru` layers.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        layers: Sequence[int] = (100,),
+        *,
+        embedding: EmbeddingMode = "shared",
+        embedding_size: int = 0,
+        dropout_p_embed: float = 0.0,
+        dropout_p_hidden: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {n_items}")
+        self.n_items = n_items
+        self.layers = tuple(layers)
+        self.embedding = embedding
+        self.dropout_p_embed = dropout_p_embed
+        self.dropout_p_hidden = dropout_p_hidden
+        last = self.layers[-1]
+        self.item_weight = nn.Parameter(torch.empty(n_items, last))
+        self.item_bias = nn.Parameter(torch.zeros(n_items, 1))
+        self.input_embedding: nn.Parameter | None = None
+        self.input_weight: nn.Parameter | None = None
+        if embedding == "shared":
+            first_input: int | None = last
+        elif embedding == "separate":
+            self.input_embedding = nn.Parameter(torch.empty(n_items, embedding_size))
+            first_input = embedding_size
+        elif embedding == "none":
+            self.input_weight = nn.Parameter(torch.empty(n_items, 3 * self.layers[0]))
+            first_input = None
+        else:
+            raise ValueError(f"unknown embedding mode {embedding!r}")
+        inputs = [first_input, *self.layers[:-1]]
+        gru_layers = [GRULayer(i, h) for i, h in zip(inputs, self.layers, strict=True)]
+        self.gru = nn.ModuleList(gru_layers)  # registers the parameters
+        self._gru_layers = tuple(gru_layers)  # the same modules, typed, for the step loop
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.reset_parameters(generator)
+
+    @property
+    def gru_layers(self) -> tuple[GRULayer, ...]:
+        """The GRU layers, first to last (the modules registered in `gru`)."""
+        return self._gru_layers
+
+    @classmethod
+    def from_config(cls, n_items: int, config: GRU4RecConfig) -> GRU4Rec:
+        """The model a config describes, initialised from `config.seed`."""
+        return cls(
+            n_items,
+            config.layers,
+            embedding=config.embedding,
+            embedding_size=config.embedding_size,
+            dropout_p_embed=config.dropout_p_embed,
+            dropout_p_hidden=config.dropout_p_hidden,
+            seed=config.seed,
+        )
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """The reference initialisation: Glorot uniform per block, biases 0."""
+        uniform_init_(self.item_weight, self.n_items, self.layers[-1], generator)
+        with torch.no_grad():
+            self.item_bias.zero_()
+        if self.input_embedding is not None:
+            uniform_init_(
+                self.input_embedding, self.n_items, self.input_embedding.shape[1], generator
+            )
+        if self.input_weight is not None:
+            size = self.layers[0]
+            for block in self.input_weight.split(size, dim=1):
+                uniform_init_(block, self.n_items, size, generator)
+        for layer in self._gru_layers:
+            layer.reset_parameters(generator)
+
+    def init_hidden(self, batch_size: int, device: torch.device | str) -> list[Tensor]:
+        """One (batch_size, H_l) zero tensor per layer."""
+        dtype = self.item_weight.dtype
+        return [torch.zeros(batch_size, size, device=device, dtype=dtype) for size in self.layers]
+
+    def forward_step(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Advance every slot by one item.
+
+        inputs: (B,) int64 item indices; hidden: per layer (B, H_l).
+        Returns (output (B, H_last), new hidden per layer); in training mode both carry
+        the hidden dropout, as the reference.
+        """
+        first = self._gru_layers[0]
+        if self.embedding == "none":
+            assert self.input_weight is not None
+            gates_x = F.embedding(inputs, self.input_weight, sparse=True) + first.bias  # (B, 3H)
+        else:
+            table = self.item_weight if self.embedding == "shared" else self.input_embedding
+            assert table is not None
+            x = F.embedding(inputs, table, sparse=True)  # (B, E)
+            x = F.dropout(x, self.dropout_p_embed, self.training)
+            gates_x = first.project_input(x)
+        new_hidden = []
+        for index, layer in enumerate(self._gru_layers):
+            if index > 0:
+                gates_x = layer.project_input(x)
+            x = F.dropout(layer(gates_x, hidden[index]), self.dropout_p_hidden, self.training)
+            new_hidden.append(x)
+        return x, new_hidden
+
+    def forward(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Same as `forward_step` (so that hooks and `model(...)` work)."""
+        return self.forward_step(inputs, hidden)
+
+    def score_items(self, output: Tensor, items: Tensor) -> Tensor:
+        """(B, H_last) x (C,) item indices -> (B, C) scores = output @ W[items].T + b[items].
+
+        Only the C rows are touched (sparse gradients): how training scores its targets
+        and sampled negatives without computing all items.
+        """
+        weight = F.embedding(items, self.item_weight, sparse=True)  # (C, H)
+        bias = F.embedding(items, self.item_bias, sparse=True)  # (C, 1)
+        return torch.addmm(bias.T, output, weight.T)
+
+    def score_all(self, output: Tensor) -> Tensor:
+        """(B, H_last) -> (B, n_items) scores of every item (evaluation, recommendation)."""
+        return torch.addmm(self.item_bias.T, output, self.item_weight.T)

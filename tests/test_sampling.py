@@ -1,0 +1,60 @@
+"""Negative sampling: the support^alpha distribution, chunked caching, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gru4rec.sampling import NegativeSampler, log_probabilities, sampling_probabilities
+
+SUPPORT = np.array([1, 4, 9, 16, 100, 0, 25, 2], dtype=np.int64)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_draws_follow_support_to_the_alpha(alpha: float) -> None:
+    sampler = NegativeSampler(SUPPORT, alpha, n_sample=1000, cache_size=50, seed=3)
+    draws = torch.cat([sampler.next() for _ in range(120)]).numpy()  # 120k, over 3 chunks
+    counts = np.bincount(draws, minlength=len(SUPPORT))
+    weights = np.ones(len(SUPPORT)) if alpha == 0 else SUPPORT.astype(float) ** alpha
+    expected = len(draws) * weights / weights.sum()
+    if alpha > 0:
+        assert counts[5] == 0  # support 0 is never drawn
+    seen = expected > 0
+    chi_square = float(np.sum((counts[seen] - expected[seen]) ** 2 / expected[seen]))
+    # 99.9% quantile of chi-square with <= 7 degrees of freedom is 24.3: a wrong alpha
+    # (e.g. 0.5 vs 1) gives thousands here.
+    assert chi_square < 24.3
+
+
+def test_wrong_alpha_would_be_caught() -> None:
+    sampler = NegativeSampler(SUPPORT, 1.0, n_sample=1000, cache_size=100, seed=3)
+    draws = torch.cat([sampler.next() for _ in range(100)]).numpy()
+    counts = np.bincount(draws, minlength=len(SUPPORT))
+    wrong = np.sqrt(SUPPORT.astype(float))
+    expected = len(draws) * wrong / wrong.sum()
+    seen = expected > 0
+    assert float(np.sum((counts[seen] - expected[seen]) ** 2 / expected[seen])) > 1000
+
+
+def test_slices_are_n_sample_long_and_seeded() -> None:
+    first = NegativeSampler(SUPPORT, 0.5, n_sample=7, cache_size=3, seed=11)
+    second = NegativeSampler(SUPPORT, 0.5, n_sample=7, cache_size=3, seed=11)
+    other = NegativeSampler(SUPPORT, 0.5, n_sample=7, cache_size=3, seed=12)
+    a = [first.next().clone() for _ in range(10)]  # crosses several chunk refills
+    b = [second.next().clone() for _ in range(10)]
+    c = [other.next().clone() for _ in range(10)]
+    assert all(x.shape == (7,) and x.dtype == torch.int64 for x in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+    assert not torch.equal(a[0], a[3])  # a refill draws new items, it does not repeat the chunk
+
+
+def test_log_probabilities() -> None:
+    support = np.array([1, 3, 0])
+    assert torch.allclose(
+        log_probabilities(support, 1.0), torch.log(torch.tensor([0.25, 0.75, 1e-24]))
+    )
+    assert torch.allclose(log_probabilities(support, 0.0), torch.log(torch.full((3,), 1 / 3)))
+    half = np.sqrt([1.0, 3.0, 0.0])
+    assert torch.allclose(sampling_probabilities(support, 0.5), torch.tensor(half / half.sum()))
