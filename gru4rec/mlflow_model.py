@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
+import mlflow.models
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 
-class GRU4RecPyfunc(mlflow.pyfunc.PythonModel):
+class GRU4RecPyfunc(PythonModel):
     """Top-k recommendations for item sequences, from a checkpoint logged as an artifact."""
 
     def load_context(self, context: Any) -> None:
@@ -22,7 +24,7 @@ class GRU4RecPyfunc(mlflow.pyfunc.PythonModel):
         self.recommender = Recommender.from_path(context.artifacts["model_dir"], device="auto")
 
     # No type hints on predict: MLflow would try to derive a signature from them.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(self, context, model_input, params=None):
         params = params or {}
         if isinstance(model_input, pd.DataFrame):
             sessions = [list(items) for items in model_input["items"]]

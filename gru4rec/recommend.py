@@ -125,7 +125,7 @@ class Recommender:
         empty = tuple(i for i, session in enumerate(mapped) if not session)
         report = EncodeReport(len(sessions), unknown, empty)
         if not parts:
-            schema = {"session": pl.Int64, "rank": pl.Int32, "item_id": self.item_ids.dtype,
+            schema: dict[str, Any] = {"session": pl.Int64, "rank": pl.Int32, "item_id": self.item_ids.dtype,
                       "score": pl.Float32}  # fmt: skip
             return pl.DataFrame(schema=schema), report
         table = pl.concat(parts)

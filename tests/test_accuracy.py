@@ -28,7 +28,10 @@ def train_and_evaluate(data_dir: Path, preset: str, out: Path) -> dict:
                                  "--preset", preset, "--json", str(json_path), "--no-track"])  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads(json_path.read_text())
-    print(f"\n{preset}: " + json.dumps({k: metrics[k] for k in ("recall@20", "mrr@20", "ndcg@20", "n_events")}))
+    print(
+        f"\n{preset}: "
+        + json.dumps({k: metrics[k] for k in ("recall@20", "mrr@20", "ndcg@20", "n_events")})
+    )
     return metrics
 
 
