@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from gru4rec.commands import data_commands, model_commands
+from gru4rec.commands import data_commands, model_commands, serve_commands
 from gru4rec.errors import Gru4RecError
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every import
 
 
 def _add(name: str, command: Callable[..., Any], extra_args: bool = False) -> None:
@@ -62,3 +63,5 @@ _add("generate", data_commands.generate)
 _add("prepare", data_commands.prepare)
 _add("train", model_commands.train, extra_args=True)
 _add("evaluate", model_commands.evaluate, extra_args=True)
+_add("index", serve_commands.index)
+_add("recommend", serve_commands.recommend)

@@ -17,8 +17,9 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from gru4rec.errors import ConfigError
+from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.model import GRU4Rec
+from gru4rec.retrieval import INDEX_KINDS, ItemIndex, query_vectors
 
 
 @dataclass(frozen=True)
@@ -31,21 +32,48 @@ class EncodeReport:
 
 
 class Recommender:
-    """A trained model plus its item map, ready to score sessions."""
+    """A trained model plus its item map, ready to score sessions.
 
-    def __init__(self, model: GRU4Rec, items: pl.DataFrame, device: torch.device | str = "cpu"):
+    index: a FAISS `ItemIndex` over the model's item vectors; None scores all items with
+        one matrix multiply in torch (exact, the reference for the index).
+    """
+
+    def __init__(
+        self,
+        model: GRU4Rec,
+        items: pl.DataFrame,
+        device: torch.device | str = "cpu",
+        index: ItemIndex | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.item_ids = items.sort("item_idx")["item_id"]
-        self._index = {item: i for i, item in enumerate(self.item_ids.to_list())}
+        self.index = index
+        self._position = {item: i for i, item in enumerate(self.item_ids.to_list())}
 
     @classmethod
-    def from_path(cls, model_dir: str | Path, device: str = "auto") -> Recommender:
-        """Load a checkpoint directory (no arbitrary unpickling)."""
+    def from_path(
+        cls, model_dir: str | Path, device: str = "auto", index: str = "none"
+    ) -> Recommender:
+        """Load a checkpoint directory (no arbitrary unpickling) and, unless `index` is
+        "none", its saved FAISS index, which must be of that kind (flat, hnsw or ivf)."""
         from gru4rec.checkpoint import load_checkpoint
 
         model, _config, items = load_checkpoint(Path(model_dir), device=device)
-        return cls(model, items, next(model.parameters()).device)
+        item_index = None
+        if index != "none":
+            if index not in INDEX_KINDS:
+                raise ConfigError(
+                    f"--index must be none or one of {', '.join(INDEX_KINDS)}; got {index!r}."
+                )
+            item_index = ItemIndex.load(Path(model_dir))
+            if item_index.options.kind != index:
+                raise CheckpointError(
+                    f"{model_dir} holds a {item_index.options.kind} index, not {index}; rebuild "
+                    f"with `gru4rec index {model_dir} --kind {index}` or pass --index "
+                    f"{item_index.options.kind}."
+                )
+        return cls(model, items, next(model.parameters()).device, item_index)
 
     @property
     def n_items(self) -> int:
@@ -55,7 +83,7 @@ class Recommender:
         """Map original ids to indices, skipping unknown ones; returns (sessions, n_unknown)."""
         mapped, unknown = [], 0
         for session in sessions:
-            known = [self._index[item] for item in session if item in self._index]
+            known = [self._position[item] for item in session if item in self._position]
             unknown += len(session) - len(known)
             mapped.append(known)
         return mapped, unknown
@@ -83,6 +111,29 @@ class Recommender:
             output = torch.where(active, step_output, output)
         return output
 
+    def _top_k(
+        self, sessions: list[list[int]], k: int, exclude_seen: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, item indices), each (S, k), best first; index -1 where nothing was found."""
+        states = self.encode_indices(sessions)
+        # Excluding seen items: ask for more, then drop them (a session has at most len() items).
+        extra = max(len(set(s)) for s in sessions) if exclude_seen else 0
+        wanted = min(k + extra, self.n_items)
+        if self.index is None:
+            with torch.inference_mode():
+                top = torch.topk(self.model.score_all(states), wanted, dim=1)
+            scores, indices = top.values.float().cpu().numpy(), top.indices.cpu().numpy()
+        else:
+            scores, indices = self.index.search(query_vectors(states), wanted)
+        if exclude_seen:
+            seen = np.zeros_like(indices, dtype=bool)
+            for row, session in enumerate(sessions):
+                seen[row] = np.isin(indices[row], session)
+            indices = np.where(seen, -1, indices)
+        # Move the found items to the front of each row, keeping their order, and cut at k.
+        order = np.argsort(indices < 0, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+
     def recommend(
         self,
         sessions: Sequence[Sequence[Any]],
@@ -106,19 +157,17 @@ class Recommender:
         for start in range(0, len(served), batch_size):
             rows = served[start : start + batch_size]
             batch = [mapped[i] for i in rows]
-            with torch.inference_mode():
-                scores = self.model.score_all(self.encode_indices(batch))  # (S, n_items)
-                if exclude_seen:
-                    for row, session in enumerate(batch):
-                        scores[row, session] = -torch.inf
-                top = torch.topk(scores, k, dim=1)
+            scores, indices = self._top_k(batch, k, exclude_seen)
+            found = indices >= 0  # an approximate index may return fewer than k
             parts.append(
                 pl.DataFrame(
                     {
-                        "session": np.repeat(np.array(rows, dtype=np.int64), k),
-                        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows)),
-                        "item_idx": top.indices.cpu().numpy().ravel(),
-                        "score": top.values.float().cpu().numpy().ravel(),
+                        "session": np.repeat(np.array(rows, dtype=np.int64), k)[found.ravel()],
+                        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows))[
+                            found.ravel()
+                        ],
+                        "item_idx": indices[found],
+                        "score": scores[found].astype(np.float32),
                     }
                 )
             )

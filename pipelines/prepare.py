@@ -8,7 +8,6 @@ and `manifest.json` records the options and the counts after every step.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
@@ -22,9 +21,7 @@ import polars as pl
 
 from gru4rec.errors import InputDataError
 from pipelines import sessions as steps
-from pipelines.sources import SourceSpec, TextIdsNeeded, scan_events, validate_events
-
-logger = logging.getLogger(__name__)
+from pipelines.sources import SourceSpec, read_events, scan_events
 
 SPLIT_FILES = ("train", "test", "train_tr", "valid")
 OUTPUT_COLUMNS = ("session_id", "item_id", "item_idx", "time")
@@ -76,23 +73,6 @@ class StepLog:
             self._report(step)
 
 
-def _read(paths: Sequence[Path], spec: SourceSpec) -> pl.DataFrame:
-    """Collect the normalised events once (streaming), checked row by row."""
-    try:
-        events = scan_events(paths, spec).collect(engine="streaming")
-        validate_events(events, paths, spec)
-    except TextIdsNeeded:
-        logger.info("ids are not all integers: reading them as text")
-        events = scan_events(paths, spec, text_ids=True).collect(engine="streaming")
-        validate_events(events, paths, spec)
-    except pl.exceptions.PolarsError as error:
-        names = ", ".join(map(str, paths))
-        raise InputDataError(
-            f"{names}: cannot be read ({error}). Check the format options."
-        ) from error
-    return events.drop("row", "file")
-
-
 def _raw_row_count(paths: Sequence[Path], spec: SourceSpec) -> int:
     return sum(
         scan_events([path], SourceSpec(**{**asdict(spec), "event_filter": ()}))
@@ -111,7 +91,7 @@ def clean(
     Returns the events and whether they carry a kept (published) split.
     """
     kept_split = len(paths) == 2 or spec.split_col is not None
-    events = _read(paths, spec)
+    events = read_events(paths, spec)
     step = "read"
     if spec.event_filter:
         raw = _raw_row_count(paths, spec)

@@ -25,7 +25,9 @@ from gru4rec.errors import InputDataError
 
 TimeUnit = Literal["s", "ms", "iso"]
 
-FORMAT_NAMES = ("gru4rec-tsv", "yoochoose", "diginetica", "retailrocket", "trivago", "generic")
+FORMAT_NAMES = (
+    "gru4rec-tsv", "prepared", "yoochoose", "diginetica", "retailrocket", "trivago", "generic"
+)  # fmt: skip
 
 # trivago RecSys 2019: the actions whose `reference` is an item id.
 TRIVAGO_ITEM_ACTIONS = (
@@ -60,6 +62,8 @@ FORMATS: dict[str, SourceSpec] = {
     "gru4rec-tsv": SourceSpec(
         session_col="SessionId", item_col="ItemId", time_col="Time", separator="\t"
     ),
+    # The split files `gru4rec prepare` writes (docs/data-contract.md), e.g. as recommend input.
+    "prepared": SourceSpec(session_col="session_id", item_col="item_id", time_col="time"),
     # yoochoose-clicks.dat: session, ISO time, item, category; no header.
     "yoochoose": SourceSpec(
         session_col="session_id",
@@ -353,6 +357,26 @@ def validate_events(events: pl.DataFrame, paths: Sequence[Path], spec: SourceSpe
             f"{path}: column {raw_column!r}, {where}: {problem}; "
             f"{bad.height} such row(s) in all. {fix}"
         )
+
+
+def read_events(paths: Sequence[Path], spec: SourceSpec) -> pl.DataFrame:
+    """Collect the normalised events once (streaming), checked row by row.
+
+    Ids are read as integers when they all are, and as text otherwise.
+    """
+    try:
+        try:
+            events = scan_events(paths, spec).collect(engine="streaming")
+            validate_events(events, paths, spec)
+        except TextIdsNeeded:
+            events = scan_events(paths, spec, text_ids=True).collect(engine="streaming")
+            validate_events(events, paths, spec)
+    except pl.exceptions.PolarsError as error:
+        names = ", ".join(map(str, paths))
+        raise InputDataError(
+            f"{names}: cannot be read ({error}). Check the format options."
+        ) from error
+    return events.drop("row", "file")
 
 
 def _raw_value(path: Path, spec: SourceSpec, column: str, row: int) -> object:

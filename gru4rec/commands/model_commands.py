@@ -151,6 +151,11 @@ def train(
             if json_out:
                 write_json(json_out, metrics)
         if track:
+            import mlflow
+
+            run_info = {"run_id": mlflow.active_run().info.run_id,  # type: ignore[union-attr]
+                        "tracking_uri": mlflow.get_tracking_uri(), "experiment": experiment}  # fmt: skip
+            write_json(out / "mlflow_run.json", run_info)  # lets `gru4rec index` log to this run
             if metrics is not None:
                 tracking.log_test_metrics(metrics, prefix=f"{test_split}_")
             uri = tracking.log_model(out, registered_name=register)
