@@ -25,6 +25,9 @@ demo: setup
 		--valid-split valid --register demo --json train-metrics.json
 	$(BIN)/gru4rec evaluate $(DEMO)/model --data $(DEMO)/data --cutoffs 1 5 10 20 \
 		--ties conservative --json $(DEMO)/metrics.json
+	cd $(DEMO) && ../$(BIN)/gru4rec index model --kind flat
+	$(BIN)/gru4rec recommend $(DEMO)/model --input $(DEMO)/data/test.parquet \
+		--output $(DEMO)/recommendations.parquet --k 20
 
 lint: setup
 	$(BIN)/ruff check gru4rec pipelines tests benchmarks
