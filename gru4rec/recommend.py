@@ -92,24 +92,29 @@ class Recommender:
     def encode_indices(self, sessions: Sequence[Sequence[int]]) -> Tensor:
         """Final GRU output of each (non-empty) session: (S, H).
 
-        Sessions are left-padded to a common length; a row's hidden state only changes
-        at positions holding one of its items, so padding has no effect.
+        Sessions are sorted longest first, so at step t the sessions still running are a
+        prefix of the rows: each step computes only those rows (total work = total length).
         """
-        lengths = torch.tensor([len(s) for s in sessions], device=self.device)
-        longest = int(lengths.max())
-        padded = torch.zeros((len(sessions), longest), dtype=torch.long, device=self.device)
-        for row, session in enumerate(sessions):
-            padded[row, longest - len(session) :] = torch.tensor(session, dtype=torch.long)
+        lengths = np.array([len(s) for s in sessions])
+        order = np.argsort(-lengths, kind="stable")
+        longest = int(lengths[order[0]])
+        padded = np.zeros((len(sessions), longest), dtype=np.int64)  # (S, T), sorted rows
+        for row, position in enumerate(order):
+            padded[row, : lengths[position]] = sessions[position]
+        inputs = torch.from_numpy(padded).to(self.device)
+        running = np.searchsorted(-lengths[order], -np.arange(longest), side="left")  # len > t
         hidden = self.model.init_hidden(len(sessions), self.device)
         output = torch.zeros_like(hidden[-1])
-        for position in range(longest):
-            active = (lengths >= longest - position).unsqueeze(1)  # (S, 1)
-            step_output, step_hidden = self.model.forward_step(padded[:, position], hidden)
-            hidden = [
-                torch.where(active, new, old) for new, old in zip(step_hidden, hidden, strict=True)
-            ]
-            output = torch.where(active, step_output, output)
-        return output
+        for step in range(longest):
+            rows = int(running[step])
+            step_output, step_hidden = self.model.forward_step(
+                inputs[:rows, step], [h[:rows] for h in hidden]
+            )
+            for layer, new in zip(hidden, step_hidden, strict=True):
+                layer[:rows] = new
+            output[:rows] = step_output
+        restore = torch.from_numpy(np.argsort(order, kind="stable")).to(self.device)
+        return output[restore]
 
     def _top_k(
         self, sessions: list[list[int]], k: int, exclude_seen: bool
