@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -49,6 +50,8 @@ def main(
         stream=sys.stderr,
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every import
+    # MLflow draws a progress bar per artifact download, which floods logs and pipes.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _add(name: str, command: Callable[..., Any], extra_args: bool = False) -> None:

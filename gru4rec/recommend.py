@@ -7,6 +7,7 @@ top-k items by the model's score `h . W + b` over all items.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,16 @@ from torch import Tensor
 
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.model import GRU4Rec
-from gru4rec.retrieval import INDEX_KINDS, ItemIndex, query_vectors
+from gru4rec.retrieval import (
+    INDEX_DIR,
+    INDEX_KINDS,
+    IndexOptions,
+    ItemIndex,
+    item_vectors,
+    query_vectors,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,11 +71,17 @@ class Recommender:
 
         model, _config, items = load_checkpoint(Path(model_dir), device=device)
         item_index = None
-        if index != "none":
-            if index not in INDEX_KINDS:
-                raise ConfigError(
-                    f"--index must be none or one of {', '.join(INDEX_KINDS)}; got {index!r}."
-                )
+        if index not in ("none", *INDEX_KINDS):
+            raise ConfigError(
+                f"--index must be none or one of {', '.join(INDEX_KINDS)}; got {index!r}."
+            )
+        if index == "flat" and not (Path(model_dir) / INDEX_DIR).exists():
+            # The exact index is cheap to build and answers exactly as a saved one would.
+            logger.warning(
+                "%s has no saved index: building the exact (flat) index in memory", model_dir
+            )
+            item_index = ItemIndex.build(item_vectors(model), IndexOptions("flat"))
+        elif index != "none":
             item_index = ItemIndex.load(Path(model_dir))
             if item_index.options.kind != index:
                 raise CheckpointError(

@@ -40,8 +40,8 @@ def test_exact_index_equals_brute_force_scores(tiny_model: Path) -> None:
 def test_recommendations_for_test_prefixes_reproduce_the_evaluation(
     tiny_model: Path, tiny_prepared: Path
 ) -> None:
-    recommender = Recommender.from_path(tiny_model, device="cpu", index="none")
-    recommender.index = ItemIndex.build(item_vectors(recommender.model), IndexOptions("flat"))
+    recommender = Recommender.from_path(tiny_model, device="cpu", index="flat")
+    assert recommender.index is not None and recommender.index.options.kind == "flat"
     test = pl.read_parquet(tiny_prepared / "test.parquet")
     prefixes, targets = [], []
     for items in test.group_by("session_id", maintain_order=True).agg("item_id")["item_id"]:

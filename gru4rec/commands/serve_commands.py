@@ -220,11 +220,12 @@ def _recommend(
     import polars as pl
 
     from gru4rec.progress import progress_bar
+    from gru4rec.recommend import Recommender
     from pipelines.sessions import order_events
     from pipelines.sources import read_events, resolve_spec
 
     model_dir = resolve_model(model)
-    recommender = _load_recommender(model_dir, device, index_kind)
+    recommender = Recommender.from_path(model_dir, device=device, index=index_kind)
     spec = resolve_spec(log_format, **columns)
     events = order_events(read_events([input_path], spec))
     grouped = events.group_by("session_id", maintain_order=True).agg("item_id")
@@ -272,19 +273,6 @@ def _cast_ids(sessions: list[list[Any]], dtype: Any) -> list[list[Any]]:
 
     series = pl.Series(sessions).cast(pl.List(dtype), strict=False)
     return [[i for i in s if i is not None] if s is not None else [] for s in series.to_list()]
-
-
-def _load_recommender(model_dir: Path, device: str, index_kind: str) -> Any:
-    from gru4rec.recommend import Recommender
-    from gru4rec.retrieval import INDEX_DIR, IndexOptions, ItemIndex, item_vectors
-
-    if index_kind == "flat" and not (model_dir / INDEX_DIR).exists():
-        # The exact index is cheap to build and gives the same answers as a saved one.
-        console.print(f"{model_dir} has no saved index: building the exact (flat) index in memory")
-        recommender = Recommender.from_path(model_dir, device=device, index="none")
-        recommender.index = ItemIndex.build(item_vectors(recommender.model), IndexOptions("flat"))
-        return recommender
-    return Recommender.from_path(model_dir, device=device, index=index_kind)
 
 
 def resolve_model(model: str) -> Path:
