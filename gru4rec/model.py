@@ -187,13 +187,31 @@ class GRU4Rec(nn.Module):
         dtype = self.item_weight.dtype
         return [torch.zeros(batch_size, size, device=device, dtype=dtype) for size in self.layers]
 
-    def forward_step(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    def forward_step(
+        self,
+        inputs: Tensor,
+        hidden: list[Tensor],
+        dropout_masks: Sequence[Tensor | None] | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
         """Advance every slot by one item.
 
         inputs: (B,) int64 item indices; hidden: per layer (B, H_l).
+        dropout_masks: optional explicit masks, [embedding, layer 0, layer 1, ...], each
+            (>= B, width) with values 0 or 1 / (1 - p), or None for no dropout at that
+            site (see `gru4rec.sampling.DropoutMasks`); training uses these so that every
+            training path draws the same masks. Without them, training mode draws with
+            `F.dropout`.
         Returns (output (B, H_last), new hidden per layer); in training mode both carry
         the hidden dropout, as the reference.
         """
+        n_rows = inputs.shape[0]
+
+        def dropout(x: Tensor, site: int, p: float) -> Tensor:
+            if dropout_masks is None:
+                return F.dropout(x, p, self.training)
+            mask = dropout_masks[site]
+            return x if mask is None else x * mask[:n_rows]
+
         first = self._gru_layers[0]
         if self.embedding == "none":
             assert self.input_weight is not None
@@ -202,19 +220,37 @@ class GRU4Rec(nn.Module):
             table = self.item_weight if self.embedding == "shared" else self.input_embedding
             assert table is not None
             x = F.embedding(inputs, table, sparse=True)  # (B, E)
-            x = F.dropout(x, self.dropout_p_embed, self.training)
+            x = dropout(x, 0, self.dropout_p_embed)
             gates_x = first.project_input(x)
         new_hidden = []
         for index, layer in enumerate(self._gru_layers):
             if index > 0:
                 gates_x = layer.project_input(x)
-            x = F.dropout(layer(gates_x, hidden[index]), self.dropout_p_hidden, self.training)
+            x = dropout(layer(gates_x, hidden[index]), index + 1, self.dropout_p_hidden)
             new_hidden.append(x)
         return x, new_hidden
 
-    def forward(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    def dropout_sites(self) -> list[tuple[int, float]]:
+        """(width, p) of every dropout site in `forward_step` order: embedding, then layers.
+
+        The embedding site has p 0 with one-hot input (no embedding to drop out).
+        """
+        embed_width = self.input_embedding.shape[1] if self.input_embedding is not None else 0
+        if self.embedding == "shared":
+            embed_width = self.layers[-1]
+        embed_p = 0.0 if self.embedding == "none" else self.dropout_p_embed
+        return [(max(embed_width, 1), embed_p)] + [
+            (size, self.dropout_p_hidden) for size in self.layers
+        ]
+
+    def forward(
+        self,
+        inputs: Tensor,
+        hidden: list[Tensor],
+        dropout_masks: Sequence[Tensor | None] | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
         """Same as `forward_step` (so that hooks and `model(...)` work)."""
-        return self.forward_step(inputs, hidden)
+        return self.forward_step(inputs, hidden, dropout_masks)
 
     def score_items(self, output: Tensor, items: Tensor) -> Tensor:
         """(B, H_last) x (C,) item indices -> (B, C) scores = output @ W[items].T + b[items].

@@ -1,8 +1,12 @@
-"""Negative items drawn with probability proportional to support^alpha, in large cached chunks.
+"""Training's random draws, made in large chunks off the per-step path.
 
-Drawing a few thousand items every step costs more than the step itself, so, like
-the reference, the sampler draws `cache_size` steps' worth at once and hands out one
-(n_sample,) slice per step.
+- Negative items, drawn with probability proportional to support^alpha. Drawing a few
+  thousand items every step costs more than the step itself, so, like the reference,
+  the sampler draws `cache_size` steps' worth at once and hands out one (n_sample,)
+  slice per step.
+- Dropout masks: one (batch_size, width) mask per dropout site and step, drawn a chunk
+  of steps at a time. Both training paths (`gru4rec.train`'s autograd step and
+  `gru4rec.fast_step`) take their masks from here, so they see the same masks.
 """
 
 from __future__ import annotations
@@ -83,3 +87,59 @@ class NegativeSampler:
         return torch.searchsorted(self._cumulative, uniform, right=True).clamp_max_(
             self.n_items - 1
         )
+
+
+class DropoutMasks:
+    """Inverted-dropout masks, per step one (batch_size, width) tensor per dropout site.
+
+    A mask holds 0 (dropped, probability p) or 1 / (1 - p) (kept), so `x * mask` is
+    `F.dropout(x, p)`. Sites with p == 0 get None. Masks are drawn `chunk_steps` steps at
+    a time from a seeded PCG64 stream; a step with fewer rows uses the first rows.
+
+    Example:
+        >>> masks = DropoutMasks([(512, 0.5), (512, 0.3)], batch_size=128, seed=1)
+        >>> embed_mask, hidden_mask = masks.next()  # (128, 512) each
+    """
+
+    # Floats per chunk (all sites together): 4M floats = 16 MB, a few dozen steps at
+    # the largest presets; the draw costs the same per mask at any chunk size.
+    CHUNK_FLOATS = 1 << 22
+
+    def __init__(
+        self,
+        sites: list[tuple[int, float]],
+        batch_size: int,
+        seed: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        for width, p in sites:
+            if not 0.0 <= p < 1.0 or width < 1:
+                raise ValueError(f"dropout site (width {width}, p {p}) is invalid")
+        self.sites = list(sites)
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.device = torch.device(device)
+        floats_per_step = batch_size * sum(width for width, p in sites if p > 0)
+        self.chunk_steps = max(1, self.CHUNK_FLOATS // max(floats_per_step, 1))
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._chunk: list[torch.Tensor | None] = []
+        self._position = self.chunk_steps  # empty: the first call draws
+
+    def next(self) -> list[torch.Tensor | None]:
+        """This step's mask per site: (batch_size, width) on `device`, or None where p == 0."""
+        if self._position == self.chunk_steps:
+            self._chunk = [self._draw(width, p) for width, p in self.sites]
+            self._position = 0
+        step = self._position
+        self._position += 1
+        return [None if chunk is None else chunk[step] for chunk in self._chunk]
+
+    def _draw(self, width: int, p: float) -> torch.Tensor | None:
+        """(chunk_steps, batch_size, width) masks of one site, or None for p == 0."""
+        if p == 0:
+            return None
+        uniform = self._rng.random((self.chunk_steps, self.batch_size, width), dtype=np.float32)
+        keep = torch.from_numpy(uniform >= np.float32(p))
+        return keep.to(device=self.device, dtype=self.dtype).mul_(1.0 / (1.0 - p))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gru4rec.config import GRU4RecConfig
+from gru4rec.errors import CheckpointError
 from gru4rec.train import Callback, EpochStats, FitResult
 
 logger = logging.getLogger(__name__)
@@ -154,3 +155,28 @@ def log_model(model_dir: Path, registered_name: str | None = None) -> str:
         code_paths=[str(Path(__file__).parent)],
     )
     return str(info.model_uri)
+
+
+def fetch_checkpoint(model: str) -> Path:
+    """A model directory as given, or the checkpoint inside an MLflow model or run artifact
+    (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN_ID/model`), downloaded."""
+    path = Path(model)
+    if path.exists():
+        return path
+    if ":/" not in model:
+        raise CheckpointError(
+            f"model {model}: no such directory, and not an MLflow URI (models:/..., runs:/...)."
+        )
+    import tempfile
+
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_tracking_uri())
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tempfile.mkdtemp())
+    except Exception as error:  # MLflow raises several types for unknown names and runs
+        raise CheckpointError(f"model {model}: cannot be fetched from MLflow ({error}).") from None
+    found = sorted(p.parent for p in Path(local).rglob("weights.pt"))
+    if not found:
+        raise CheckpointError(f"model {model}: the MLflow artifacts hold no GRU4Rec checkpoint.")
+    return found[0]

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-
-from gru4rec.errors import ConfigError, InputDataError
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -182,124 +177,31 @@ def recommend(
     score` (original ids), ordered by session start then rank. Unknown items are skipped and
     counted; sessions without any known item are reported.
     """
-    if k < 1:
-        raise ConfigError(f"--k must be at least 1; got {k}.")
-    staging = _check_output(output)
-    try:
-        _recommend(model, input_path, output, staging, k, log_format, dict(
-            session_col=session_col, item_col=item_col, time_col=time_col, time_unit=time_unit,
-            order_col=order_col, separator=separator,
-        ), exclude_seen, batch_size, device, index_kind)  # fmt: skip
-    finally:
-        staging.unlink(missing_ok=True)
-
-
-def _check_output(output: Path) -> Path:
-    """Fail before any work if the output cannot be written; returns the staging path."""
-    if output.suffix.lower() not in (".parquet", ".pq"):
-        raise InputDataError(f"--output {output}: the output is Parquet; name it *.parquet.")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputDataError(
-            f"--output {output}: the directory {parent} does not exist; create it first."
-        )
-    staging = parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        staging.touch()
-    except OSError as error:
-        raise InputDataError(
-            f"--output {output}: cannot write in {parent} ({error.strerror})."
-        ) from None
-    return staging
-
-
-def _recommend(
-    model: str, input_path: Path, output: Path, staging: Path, k: int, log_format: str,
-    columns: dict[str, Any], exclude_seen: bool, batch_size: int, device: str, index_kind: str,
-) -> None:  # fmt: skip
-    import polars as pl
-
     from gru4rec.progress import progress_bar
     from gru4rec.recommend import Recommender
-    from pipelines.sessions import order_events
-    from pipelines.sources import read_events, resolve_spec
+    from gru4rec.tracking import fetch_checkpoint
+    from pipelines.batch_recommend import recommend_file
+    from pipelines.sources import resolve_spec
 
-    model_dir = resolve_model(model)
+    spec = resolve_spec(
+        log_format, session_col=session_col, item_col=item_col, time_col=time_col,
+        time_unit=time_unit, order_col=order_col, separator=separator,
+    )  # fmt: skip
+    model_dir = fetch_checkpoint(model)
     recommender = Recommender.from_path(model_dir, device=device, index=index_kind)
-    spec = resolve_spec(log_format, **columns)
-    events = order_events(read_events([input_path], spec))
-    grouped = events.group_by("session_id", maintain_order=True).agg("item_id")
-    session_ids, sessions = grouped["session_id"], grouped["item_id"].to_list()
-    if recommender.item_ids.dtype != grouped["item_id"].dtype.inner:  # type: ignore[attr-defined]
-        sessions = _cast_ids(sessions, recommender.item_ids.dtype)
-    started = time.perf_counter()
-    parts, unknown, empty = [], 0, 0
     with progress_bar(console) as progress:
-        task = progress.add_task("recommending", total=len(sessions), info="")
-        for start in range(0, len(sessions), batch_size):
-            batch = sessions[start : start + batch_size]
-            table, report = recommender.recommend(
-                batch, k, exclude_seen=exclude_seen, batch_size=batch_size
-            )
-            unknown += report.n_unknown_items
-            empty += len(report.empty_sessions)
-            parts.append(table.with_columns(pl.col("session") + start))
-            progress.update(task, completed=start + len(batch))
-    seconds = time.perf_counter() - started
-    served = len(sessions) - empty
-    if served == 0:
-        raise InputDataError(
-            f"{input_path}: no session has an item the model knows; nothing to recommend."
-        )
-    recs = pl.concat(parts)
-    recs = recs.select(
-        session_ids.gather(recs["session"].to_numpy()).alias("session_id"),
-        "rank",
-        "item_id",
-        "score",
-    )
-    recs.write_parquet(staging)
-    os.replace(staging, output)
+        task = progress.add_task("recommending", total=None, info="")
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = recommend_file(
+            recommender, input_path, spec, output, k=k, exclude_seen=exclude_seen,
+            batch_size=batch_size, progress=advance,
+        )  # fmt: skip
     console.print(
-        f"wrote {output}: {served:,} sessions served, {empty:,} skipped (no known item), "
-        f"{unknown:,} unknown item events skipped, {recs.height:,} rows, "
-        f"{served / seconds if seconds > 0 else 0:,.0f} sessions/s"
+        f"wrote {output}: {summary['sessions_served']:,} sessions served, "
+        f"{summary['sessions_skipped']:,} skipped (no known item), "
+        f"{summary['unknown_item_events']:,} unknown item events skipped, "
+        f"{summary['rows']:,} rows, {summary['sessions_per_s']:,.0f} sessions/s"
     )
-
-
-def _cast_ids(sessions: list[list[Any]], dtype: Any) -> list[list[Any]]:
-    """Input ids as the model's id type (text ids meet integer ids), when they can be."""
-    import polars as pl
-
-    series = pl.Series(sessions).cast(pl.List(dtype), strict=False)
-    return [[i for i in s if i is not None] if s is not None else [] for s in series.to_list()]
-
-
-def resolve_model(model: str) -> Path:
-    """A model directory as given, or the checkpoint inside a downloaded MLflow model."""
-    path = Path(model)
-    if path.exists():
-        return path
-    if ":/" not in model:
-        raise InputDataError(
-            f"model {model}: no such directory, and not an MLflow URI (models:/..., runs:/...)."
-        )
-    import tempfile
-
-    import mlflow
-
-    from gru4rec.tracking import resolve_tracking_uri
-
-    mlflow.set_tracking_uri(resolve_tracking_uri())
-    try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tempfile.mkdtemp())
-        )
-    except Exception as error:  # MLflow raises several types for unknown names and runs
-        raise InputDataError(f"model {model}: cannot be fetched from MLflow ({error}).") from None
-    found = sorted(p.parent for p in local.rglob("weights.pt"))
-    if not found:
-        raise InputDataError(
-            f"model {model}: the MLflow artifacts hold no GRU4Rec checkpoint (weights.pt)."
-        )
-    return found[0]

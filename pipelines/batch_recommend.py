@@ -1,0 +1,107 @@
+"""Batch recommendations: a file of session events in, a Parquet file of top-k lists out."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from gru4rec.errors import ConfigError, InputDataError
+from gru4rec.recommend import Recommender
+from pipelines.sessions import order_events
+from pipelines.sources import SourceSpec, read_events
+
+
+def recommend_file(
+    recommender: Recommender,
+    input_path: Path,
+    spec: SourceSpec,
+    output: Path,
+    *,
+    k: int = 20,
+    exclude_seen: bool = False,
+    batch_size: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the top-k items of every session in `input_path` to `output` (Parquet).
+
+    The output is long: `session_id, rank, item_id, score` (original ids), sessions in
+    order of their start, ranks 1..k. It is written to a temporary file and renamed, so a
+    failure never leaves a partial file. `progress(done, total)` is called per batch.
+    Returns a summary: sessions served and skipped, unknown item events, rows, speed.
+    """
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1; got {k}.")
+    staging = _staging_path(Path(output))
+    try:
+        events = order_events(read_events([Path(input_path)], spec))
+        grouped = events.group_by("session_id", maintain_order=True).agg("item_id")
+        session_ids = grouped["session_id"]
+        sessions = _as_model_ids(grouped["item_id"], recommender.item_ids.dtype)
+        started = time.perf_counter()
+        parts, unknown, skipped = [], 0, 0
+        for start in range(0, len(sessions), batch_size):
+            batch = sessions[start : start + batch_size]
+            table, report = recommender.recommend(
+                batch, k, exclude_seen=exclude_seen, batch_size=batch_size
+            )
+            unknown += report.n_unknown_items
+            skipped += len(report.empty_sessions)
+            parts.append(table.with_columns(pl.col("session") + start))
+            if progress is not None:
+                progress(start + len(batch), len(sessions))
+        seconds = time.perf_counter() - started
+        served = len(sessions) - skipped
+        if served == 0:
+            raise InputDataError(
+                f"{input_path}: no session has an item the model knows; nothing to recommend."
+            )
+        recs = pl.concat(parts)
+        recs = recs.select(
+            session_ids.gather(recs["session"].to_numpy()).alias("session_id"),
+            "rank", "item_id", "score",
+        )  # fmt: skip
+        recs.write_parquet(staging)
+        os.replace(staging, output)
+    finally:
+        staging.unlink(missing_ok=True)
+    return {
+        "sessions": len(sessions),
+        "sessions_served": served,
+        "sessions_skipped": skipped,
+        "unknown_item_events": unknown,
+        "rows": recs.height,
+        "seconds": seconds,
+        "sessions_per_s": served / seconds if seconds > 0 else 0.0,
+    }
+
+
+def _staging_path(output: Path) -> Path:
+    """A temporary file beside `output`, created now so an unwritable place fails early."""
+    if output.suffix.lower() not in (".parquet", ".pq"):
+        raise InputDataError(f"--output {output}: the output is Parquet; name it *.parquet.")
+    parent = output.parent
+    if not parent.is_dir():
+        raise InputDataError(
+            f"--output {output}: the directory {parent} does not exist; create it first."
+        )
+    staging = parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.touch()
+    except OSError as error:
+        raise InputDataError(
+            f"--output {output}: cannot write in {parent} ({error.strerror})."
+        ) from None
+    return staging
+
+
+def _as_model_ids(lists: pl.Series, dtype: Any) -> list[list[Any]]:
+    """Sessions as lists of ids of the model's id type (integer ids meet text ids)."""
+    if lists.dtype.inner != dtype:  # type: ignore[attr-defined]
+        lists = lists.cast(pl.List(dtype), strict=False)
+    return [[i for i in s if i is not None] if s is not None else [] for s in lists.to_list()]
