@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from gru4rec.commands import data_commands, model_commands, serve_commands
+from gru4rec.commands import data_commands, job_commands, model_commands, serve_commands
 from gru4rec.errors import Gru4RecError
 
 app = typer.Typer(
@@ -68,3 +68,4 @@ _add("train", model_commands.train, extra_args=True)
 _add("evaluate", model_commands.evaluate, extra_args=True)
 _add("index", serve_commands.index)
 _add("recommend", serve_commands.recommend)
+_add("nightly", job_commands.nightly)

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +28,6 @@ import torch
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.model import GRU4Rec
 
-IndexKind = Literal["flat", "hnsw", "ivf"]
 INDEX_KINDS: tuple[str, ...] = ("flat", "hnsw", "ivf")
 INDEX_DIR = "index"
 
@@ -37,7 +36,7 @@ INDEX_DIR = "index"
 class IndexOptions:
     """What to build; the knobs of the approximate kinds."""
 
-    kind: IndexKind = "flat"
+    kind: str = "flat"  # one of INDEX_KINDS (checked below)
     hnsw_m: int = 32  # HNSW: graph degree (more = better recall, more memory)
     ef_construction: int = 200  # HNSW: search width while building
     ef_search: int = 128  # HNSW: search width at query time (>= k)

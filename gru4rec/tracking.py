@@ -126,8 +126,11 @@ def start_run(
     return mlflow.start_run(run_name=run_name, nested=nested)
 
 
-def log_model(model_dir: Path, registered_name: str | None = None) -> str:
-    """Log the checkpoint files and the pyfunc model into the active run; returns its URI."""
+def log_model(model_dir: Path, registered_name: str | None = None) -> Any:
+    """Log the checkpoint files and the pyfunc model into the active run.
+
+    Returns MLflow's ModelInfo (`model_uri`, and `registered_model_version` when registered).
+    """
     import mlflow
     import pandas as pd
     import polars as pl
@@ -154,7 +157,7 @@ def log_model(model_dir: Path, registered_name: str | None = None) -> str:
         pip_requirements=["torch", "numpy", "polars", "pyarrow", "pandas", "mlflow"],
         code_paths=[str(Path(__file__).parent)],
     )
-    return str(info.model_uri)
+    return info
 
 
 def fetch_checkpoint(model: str) -> Path:

@@ -158,7 +158,7 @@ def train(
             write_json(out / "mlflow_run.json", run_info)  # lets `gru4rec index` log to this run
             if metrics is not None:
                 tracking.log_test_metrics(metrics, prefix=f"{test_split}_")
-            uri = tracking.log_model(out, registered_name=register)
+            uri = tracking.log_model(out, registered_name=register).model_uri
             console.print(
                 f"logged to MLflow ({tracking.resolve_tracking_uri(tracking_uri)}): {uri}"
             )

@@ -49,7 +49,7 @@ def index(
     from gru4rec.checkpoint import load_checkpoint
     from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, weights_fingerprint
 
-    options = IndexOptions(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,  # type: ignore[arg-type]
+    options = IndexOptions(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
                            ef_search=ef_search, nlist=nlist, nprobe=nprobe)  # fmt: skip
     model, _config, items = load_checkpoint(model_dir, device="cpu")
     vectors = item_vectors(model)

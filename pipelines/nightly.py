@@ -1,0 +1,322 @@
+"""`gru4rec nightly CONFIG`: prepare, train, evaluate against the champion, index, recommend,
+and only then move the registry alias and publish the outputs.
+
+One parent MLflow run with a nested run per stage. Every stage writes into a fresh run
+directory (`<work_dir>/runs/<stamp>/`); the published outputs are `<work_dir>/current`, a
+symlink swapped atomically at the very end. So a failed stage leaves the alias and the
+previous outputs as they were: the parent and that stage's run are marked FAILED and the
+error propagates (the CLI exits non-zero). Running twice on the same inputs is safe: the
+second model is not strictly better, so the alias stays and the outputs are rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gru4rec.config import apply_overrides, get_preset
+from gru4rec.errors import ConfigError
+from gru4rec.evaluate import TIE_MODES
+from gru4rec.recommend import Recommender
+from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, weights_fingerprint
+from gru4rec.workflow import evaluate_split, train_model
+from pipelines.batch_recommend import recommend_file
+from pipelines.prepare import PrepareOptions, prepare
+from pipelines.sources import SourceSpec, resolve_spec
+
+logger = logging.getLogger(__name__)
+
+SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceSpec)}
+PREPARE_KEYS = {f.name for f in dataclasses.fields(PrepareOptions)}
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    """The nightly job, as read from a TOML or YAML file (see docs/nightly.example.toml)."""
+
+    inputs: tuple[Path, ...]  # the click log (or a train + test pair)
+    work_dir: Path  # runs/<stamp>/ per run, `current` -> the published run
+    experiment: str = "gru4rec-nightly"
+    registered_model: str = "gru4rec"
+    alias: str = "champion"
+    metric: str = "mrr@20"  # higher is better; the alias moves only on a strict improvement
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    log_format: str = "gru4rec-tsv"
+    source: Mapping[str, Any] = field(default_factory=dict)  # SourceSpec overrides
+    prepare: Mapping[str, Any] = field(default_factory=dict)  # PrepareOptions
+    preset: str = "rsc15"
+    overrides: Mapping[str, str] = field(default_factory=dict)  # as `--set key=value`
+    device: str = "auto"
+    cutoffs: tuple[int, ...] = (1, 5, 10, 20)
+    ties: str = "conservative"
+    index: str = "flat"
+    k: int = 20
+    exclude_seen: bool = False
+    keep_runs: int = 3  # run directories kept (the published one always is)
+
+    @classmethod
+    def load(cls, path: Path) -> NightlyConfig:
+        """Read a .toml or .yaml/.yml file; relative paths are relative to its folder."""
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: no such nightly configuration file.")
+        try:
+            if path.suffix == ".toml":
+                raw = tomllib.loads(path.read_text())
+            elif path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                raw = yaml.safe_load(path.read_text()) or {}
+            else:
+                raise ConfigError(f"{path}: the configuration must be .toml, .yaml or .yml.")
+        except (tomllib.TOMLDecodeError, ValueError) as error:
+            raise ConfigError(f"{path}: cannot be parsed ({error}).") from None
+        return cls.from_dict(raw, base=path.parent, origin=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], base: Path, origin: str = "config") -> NightlyConfig:
+        raw = dict(raw)
+        data = dict(raw.pop("data", {}))
+        model = dict(raw.pop("model", {}))
+        evaluation = dict(raw.pop("evaluation", {}))
+        serving = dict(raw.pop("serving", {}))
+        if "inputs" not in data:
+            raise ConfigError(f"{origin}: [data] needs `inputs`, the click-log file(s).")
+        values: dict[str, Any] = {
+            "inputs": tuple(_resolve(base, p) for p in _as_list(data.pop("inputs"))),
+            "work_dir": _resolve(base, raw.pop("work_dir", "nightly")),
+            "log_format": data.pop("format", "gru4rec-tsv"),
+            "source": {k: data.pop(k) for k in list(data) if k in SOURCE_KEYS},
+            "prepare": {k: data.pop(k) for k in list(data) if k in PREPARE_KEYS},
+            "preset": model.pop("preset", "rsc15"),
+            "device": model.pop("device", "auto"),
+            "overrides": {k: _as_text(v) for k, v in dict(model.pop("set", {})).items()},
+        }
+        if "cutoffs" in evaluation:
+            values["cutoffs"] = tuple(int(c) for c in _as_list(evaluation.pop("cutoffs")))
+        values.update({k: evaluation.pop(k) for k in ("ties", "metric") if k in evaluation})
+        values.update({k: serving.pop(k) for k in ("index", "k", "exclude_seen", "keep_runs")
+                       if k in serving})  # fmt: skip
+        known = {f.name for f in dataclasses.fields(cls)}
+        for section, rest in (("", raw), ("data", data), ("model", model),
+                              ("evaluation", evaluation), ("serving", serving)):  # fmt: skip
+            for key in rest:
+                if section or key not in known:
+                    where = f"[{section}] " if section else ""
+                    raise ConfigError(
+                        f"{origin}: unknown key {where}{key!r}; see docs/nightly.example.toml."
+                    )
+        values.update(raw)
+        config = cls(**values)
+        config.validate(origin)
+        return config
+
+    def validate(self, origin: str) -> None:
+        """Check everything that can be checked before any work starts."""
+        resolve_spec(self.log_format, **self.source)
+        PrepareOptions(**self.prepare)
+        apply_overrides(get_preset(self.preset), self.overrides)
+        IndexOptions(kind=self.index)
+        if self.ties not in TIE_MODES:
+            raise ConfigError(f"{origin}: ties must be one of {', '.join(TIE_MODES)}.")
+        name, _, cutoff = self.metric.partition("@")
+        if (
+            name not in ("recall", "mrr", "ndcg")
+            or not cutoff.isdigit()
+            or int(cutoff) not in self.cutoffs
+        ):
+            raise ConfigError(
+                f"{origin}: metric {self.metric!r} must be recall@k, mrr@k or ndcg@k with k in "
+                f"the cutoffs {list(self.cutoffs)}."
+            )
+        if self.k < 1 or self.keep_runs < 1:
+            raise ConfigError(f"{origin}: [serving] k and keep_runs must be >= 1.")
+
+
+def _resolve(base: Path, path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@contextmanager
+def _stage(name: str, report: Callable[[str], None]) -> Iterator[None]:
+    """A nested MLflow run for one stage; an exception marks it (and the parent) FAILED."""
+    import mlflow
+
+    report(f"{name}: started")
+    with mlflow.start_run(run_name=name, nested=True):
+        mlflow.set_tag("stage", name)
+        yield
+    report(f"{name}: done")
+
+
+def run_nightly(
+    config: NightlyConfig, report: Callable[[str], None] = logger.info
+) -> dict[str, Any]:
+    """Run every stage; returns the summary also logged to the parent run."""
+    import mlflow
+
+    from gru4rec import tracking
+
+    mlflow.set_tracking_uri(tracking.resolve_tracking_uri(config.tracking_uri))
+    mlflow.set_experiment(config.experiment)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    run_dir = config.work_dir / "runs" / stamp
+    run_dir.mkdir(parents=True)
+    evaluation = {"cutoffs": config.cutoffs, "ties": config.ties}
+    summary: dict[str, Any] = {"run_dir": str(run_dir)}
+    try:
+        with mlflow.start_run(run_name=f"nightly {stamp}"):
+            mlflow.set_tags({"job": "nightly", "registered_model": config.registered_model})
+            mlflow.log_dict(_jsonable(dataclasses.asdict(config)), "nightly_config.json")
+
+            with _stage("prepare", report):
+                spec = resolve_spec(config.log_format, **config.source)
+                mlflow.log_params(
+                    {"inputs": ",".join(map(str, config.inputs)), "format": config.log_format}
+                )
+                manifest = prepare(config.inputs, run_dir / "data", spec,
+                                   PrepareOptions(**config.prepare), format_name=config.log_format)  # fmt: skip
+                mlflow.log_dict(manifest, "manifest.json")
+                mlflow.log_metrics({f"{split}_{key}": value for split, counts in manifest["splits"].items()
+                                    for key, value in counts.items()})  # fmt: skip
+
+            with _stage("train", report):
+                model_config = apply_overrides(get_preset(config.preset), config.overrides)
+                tracking.log_inputs(run_dir / "data", {"preset": config.preset})
+                model, items, _fit = train_model(
+                    run_dir / "data", model_config, run_dir / "model", device=config.device,
+                    callbacks=[tracking.MlflowCallback()],
+                )  # fmt: skip
+                info = tracking.log_model(
+                    run_dir / "model", registered_name=config.registered_model
+                )
+                summary["new_version"] = str(info.registered_model_version)
+
+            with _stage("evaluate", report):
+                new = evaluate_split(model, items, run_dir / "data", **evaluation)  # type: ignore[arg-type]
+                tracking.log_test_metrics(new, prefix="new_")
+                champion_dir, champion_version = _champion(config)
+                old = None
+                if champion_dir is not None:
+                    champion = Recommender.from_path(champion_dir, device=config.device)
+                    old = evaluate_split(champion.model, _items(champion_dir), run_dir / "data",
+                                         **evaluation)  # type: ignore[arg-type]  # fmt: skip
+                    tracking.log_test_metrics(old, prefix="champion_")
+                promote = old is None or new[config.metric] > old[config.metric]
+                summary.update({
+                    "metric": config.metric, "new": new[config.metric],
+                    "champion": None if old is None else old[config.metric],
+                    "champion_version": champion_version, "promote": promote,
+                })  # fmt: skip
+                mlflow.log_dict(summary, "decision.json")
+
+            serving_dir = run_dir / "model" if promote or champion_dir is None else champion_dir
+            with _stage("index", report):
+                if serving_dir != run_dir / "model":  # serve the champion: a copy beside this run
+                    shutil.copytree(serving_dir, run_dir / "champion_model")
+                    serving_dir = run_dir / "champion_model"
+                serving = Recommender.from_path(serving_dir, device="cpu", index="none")
+                index = ItemIndex.build(
+                    item_vectors(serving.model), IndexOptions(kind=config.index)
+                )
+                index.save(serving_dir, weights_fingerprint(serving_dir))
+                mlflow.log_artifacts(str(serving_dir / "index"), "index")
+
+            with _stage("recommend", report):
+                recommender = Recommender.from_path(
+                    serving_dir, device=config.device, index=config.index
+                )
+                recs = recommend_file(recommender, run_dir / "data" / "test.parquet", resolve_spec("prepared"),
+                                      run_dir / "recommendations.parquet", k=config.k,
+                                      exclude_seen=config.exclude_seen)  # fmt: skip
+                mlflow.log_metrics({f"recommend_{k}": float(v) for k, v in recs.items()})
+                summary["recommendations"] = str(run_dir / "recommendations.parquet")
+
+            with _stage("publish", report):
+                if promote:
+                    _move_alias(config, summary["new_version"])
+                _publish(config.work_dir, run_dir)
+                _prune(config.work_dir, config.keep_runs)
+                (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+                mlflow.log_dict(summary, "summary.json")
+            mlflow.log_metrics(
+                {
+                    "promoted": float(promote),
+                    f"new_{config.metric.replace('@', '_at_')}": new[config.metric],
+                }
+            )
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # never published; nothing else was touched
+        raise
+    return summary
+
+
+def _champion(config: NightlyConfig) -> tuple[Path | None, str | None]:
+    """The checkpoint holding the alias now, and its version (None, None if none does)."""
+    import mlflow
+
+    from gru4rec.tracking import fetch_checkpoint
+
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(config.registered_model, config.alias)
+    except mlflow.exceptions.MlflowException:
+        return None, None
+    uri = f"models:/{config.registered_model}/{version.version}"
+    return fetch_checkpoint(uri), str(version.version)
+
+
+def _items(model_dir: Path) -> Any:
+    import polars as pl
+
+    return pl.read_parquet(Path(model_dir) / "items.parquet").sort("item_idx")
+
+
+def _move_alias(config: NightlyConfig, version: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_registered_model_alias(config.registered_model, config.alias, version)
+    logger.info("moved %s@%s to version %s", config.registered_model, config.alias, version)
+
+
+def _publish(work_dir: Path, run_dir: Path) -> None:
+    """Point `<work_dir>/current` at `run_dir`, atomically (a new symlink renamed over it)."""
+    link = work_dir / "current"
+    staging = work_dir / f".current.tmp-{uuid.uuid4().hex[:8]}"
+    staging.symlink_to(run_dir.relative_to(work_dir))
+    os.replace(staging, link)
+
+
+def _prune(work_dir: Path, keep: int) -> None:
+    """Delete the oldest run directories beyond `keep`, never the published one."""
+    current = (work_dir / "current").resolve()
+    runs = sorted((work_dir / "runs").iterdir())
+    for old in runs[:-keep]:
+        if old.resolve() != current:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
