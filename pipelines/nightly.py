@@ -260,7 +260,7 @@ def run_nightly(
                 _publish(config.work_dir, run_dir)
                 _prune(config.work_dir, config.keep_runs)
                 (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-                mlflow.log_dict(summary, "summary.json")
+            mlflow.log_dict(summary, "summary.json")  # on the parent run
             mlflow.log_metrics(
                 {
                     "promoted": float(promote),

@@ -117,3 +117,28 @@ def test_pandas_baseline_matches_on_boundaries_and_ties(tmp_path: Path) -> None:
     _assert_same_tables(tmp_path)
     manifest = json.loads((tmp_path / "pandas" / "manifest.json").read_text())
     assert manifest["splits"] == pandas_manifest["splits"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipelines.prepare.split builds the item map from train before ordering train "
+    "again, so item_idx is not in order of first appearance in train.parquet",
+)
+def test_item_map_follows_the_order_of_train_parquet(tmp_path: Path) -> None:
+    # Session 1 starts first, but only with rare item 99: once that is filtered out it
+    # starts after session 2, so train.parquet has session 2 (item 20) first.
+    rows = [(1, "00:00:00", 99), (1, "00:01:40", 10), (1, "00:01:50", 20),
+            (2, "00:00:50", 20), (2, "00:01:00", 10), (3, "10:00:00", 10), (3, "10:01:00", 20)]  # fmt: skip
+    log = tmp_path / "clicks.dat"
+    log.write_text("".join(f"{s},2014-04-0{1 + 8 * (s == 3)}T{t}.000Z,{i},0\n" for s, t, i in rows))
+    spec = resolve_spec("yoochoose")
+    options = PrepareOptions(min_item_support=2, valid_days=0)
+    prepare([log], tmp_path / "polars", spec, options, format_name="yoochoose")
+    prepare_pandas(log, tmp_path / "pandas", min_item_support=2, valid_days=0)
+
+    train = pl.read_parquet(tmp_path / "polars" / "train.parquet")
+    assert train["session_id"].unique(maintain_order=True).to_list() == [2, 1]
+    items = pl.read_parquet(tmp_path / "polars" / "items.parquet")
+    pandas_items = pl.read_parquet(tmp_path / "pandas" / "items.parquet")
+    assert pandas_items["item_id"].to_list() == [20, 10]  # the baseline follows the contract
+    assert items["item_id"].to_list() == train["item_id"].unique(maintain_order=True).to_list()

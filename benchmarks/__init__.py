@@ -1,0 +1,1 @@
+"""Benchmarks: the Polars pipeline against plain pandas (run with `python -m benchmarks.<name>`)."""
