@@ -37,8 +37,9 @@ from pipelines.sources import SourceSpec, resolve_spec
 
 logger = logging.getLogger(__name__)
 
-SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceSpec)}
 PREPARE_KEYS = {f.name for f in dataclasses.fields(PrepareOptions)}
+# test_days is in both: the SourceSpec one is only the format default, so prepare takes it.
+SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceSpec)} - PREPARE_KEYS
 
 
 @dataclass(frozen=True)
