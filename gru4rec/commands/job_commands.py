@@ -29,3 +29,109 @@ def nightly(
         f"nightly: {summary['metric']} new {summary['new']:.4f} vs champion {champion}: "
         f"{verdict}; recommendations in {settings.work_dir / 'current' / 'recommendations.parquet'}"
     )
+
+
+def compare(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment whose runs to compare.")],
+    metric: Annotated[
+        str, typer.Option(help="Sort by this metric, e.g. mrr@20 or recall@20.")
+    ] = "mrr@20",
+    plot: Annotated[
+        Path | None, typer.Option(help="PNG to write (default: compare-EXPERIMENT.png).")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+        ),
+    ] = None,
+) -> None:
+    """Print a table of an experiment's runs (parameters that differ, metrics, training time,
+    throughput), best first, and plot metric against cutoff and the training curves.
+    """
+    import sys
+
+    from rich.table import Table
+
+    from gru4rec.compare import load_runs, plot_runs, table_rows
+
+    runs = load_runs(experiment, metric, tracking_uri)
+    header, rows = table_rows(runs, metric)
+    table = Table(title=f"{experiment}: {len(runs)} runs by {metric}")
+    for name in header:
+        table.add_column(name, justify="left" if name == "run" else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    written = plot_runs(runs, plot or Path(f"compare-{experiment}.png"), tracking_uri)
+    console.print(f"wrote {written}")
+
+
+def tune(
+    data_dir: Annotated[Path, typer.Argument(help="Prepared data with train_tr and valid splits.")],
+    preset: Annotated[
+        str, typer.Option(help="Settings to start from (unsearched ones stay).")
+    ] = "rsc15",
+    trials: Annotated[int, typer.Option(help="Configurations to try.", min=1)] = 20,
+    space: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A searched setting (repeatable): key=low:high, key=low:high:log or "
+            "key=a|b|c. Default: the authors' space (layers, batch, lr, dropouts, "
+            "momentum, alpha, bpreg, elu)."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Fixed overrides, key=value.")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "mrr@20",
+    seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "gru4rec-tune",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Random search on the validation split: one parent MLflow run, a nested run per trial;
+    prints the trials best first and logs the best overrides.
+    """
+    import sys
+
+    import mlflow
+    from rich.table import Table
+
+    from gru4rec import tracking
+    from gru4rec.commands.model_commands import _parse_sets
+    from gru4rec.config import apply_overrides, get_preset
+    from gru4rec.tuning import AUTHORS_SPACE, Trial, parse_dimension, random_search
+
+    base = apply_overrides(get_preset(preset), _parse_sets(set_ or []))
+    dimensions = [parse_dimension(text) for text in space] if space else list(AUTHORS_SPACE)
+    unknown = [d.name for d in dimensions if d.name not in base.to_dict()]
+    if unknown:
+        apply_overrides(base, {unknown[0]: "0"})  # raises the usual unknown-key error
+
+    def log_trial(trial: Trial) -> None:
+        mlflow.log_params(trial.overrides)
+        tracking.log_test_metrics(trial.metrics, prefix="valid_")
+        console.print(
+            f"trial {trial.number + 1}/{trials}: {metric} {trial.metrics[metric]:.4f} {trial.overrides}"
+        )
+
+    with tracking.start_run(tracking_uri, experiment, f"tune {preset}"):
+        tracking.log_inputs(data_dir, {"preset": preset, "command": "tune"})
+        results = random_search(data_dir, base, dimensions, trials=trials, metric=metric, seed=seed,
+                                device=device, callbacks=[tracking.MlflowCallback()],
+                                trial_run=lambda n: mlflow.start_run(run_name=f"trial {n + 1}", nested=True),
+                                on_trial=log_trial)  # fmt: skip
+        best = results[0]
+        mlflow.log_dict({"overrides": best.overrides, "metrics": best.metrics}, "best.json")
+        mlflow.log_metric(f"best_valid_{tracking.metric_key(metric)}", best.metrics[metric])
+    table = Table(title=f"tune {preset}: {trials} trials on valid, best first")
+    for name in ("trial", metric, *best.overrides):
+        table.add_column(name, justify="right")
+    for trial in results:
+        table.add_row(
+            str(trial.number + 1), f"{trial.metrics[metric]:.4f}", *trial.overrides.values()
+        )
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    sets = " ".join(f"--set {k}={v}" for k, v in best.overrides.items())
+    console.print(f"best: gru4rec train {data_dir} --preset {preset} {sets}")

@@ -1,0 +1,102 @@
+"""`gru4rec compare` (table + plot of an experiment's runs) and `gru4rec tune` (random search
+on the validation split with nested MLflow runs)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from gru4rec.cli import app
+from gru4rec.compare import differing_params, load_runs, table_rows
+from gru4rec.errors import ConfigError
+from gru4rec.tuning import AUTHORS_SPACE, Dimension, parse_dimension
+
+runner = CliRunner()
+TINY = ["--set", "layers=16", "--set", "n_sample=32", "--set", "batch_size=16"]
+
+
+def test_compare_lists_runs_best_first_with_differing_params(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for epochs in ("1", "3"):
+        result = runner.invoke(app, ["train", str(tiny_prepared), "--out", str(tmp_path / epochs), *TINY,
+                                     "--set", f"n_epochs={epochs}", "--tracking-uri", uri,
+                                     "--experiment", "cmp", "--run-name", f"epochs-{epochs}"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    runs = load_runs("cmp", "mrr@20", uri)
+    assert [r.name for r in runs] == sorted((r.name for r in runs), key=lambda n: -dict(
+        (x.name, x.metrics["mrr_at_20"]) for x in runs)[n])  # fmt: skip
+    assert differing_params(runs) == ["n_epochs"]
+    header, rows = table_rows(runs, "mrr@20")
+    assert header[:2] == ["run", "n_epochs"] and "recall@20" in header and "events/s" in header
+    plot = tmp_path / "cmp.png"
+    result = runner.invoke(
+        app, ["compare", "--experiment", "cmp", "--tracking-uri", uri, "--plot", str(plot)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "epochs-3" in result.output and plot.stat().st_size > 10_000
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_errors(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(ConfigError, match="no MLflow experiment 'nope'"):
+        load_runs("nope", "mrr@20", uri)
+    with pytest.raises(ConfigError, match="--metric"):
+        load_runs("nope", "auc", uri)
+    result = runner.invoke(app, ["compare", "--experiment", "nope", "--tracking-uri", uri])
+    assert result.exit_code == 2
+
+
+def test_parse_dimension() -> None:
+    assert parse_dimension("layers=64:512") == Dimension("layers", 64, 512, integer=True)
+    assert parse_dimension("learning_rate=0.01:0.2:log") == Dimension(
+        "learning_rate", 0.01, 0.2, log=True
+    )
+    assert parse_dimension("loss=cross-entropy|bpr-max").choices == ("cross-entropy", "bpr-max")
+    for bad in ("layers", "layers=5", "lr=0.2:0.1", "lr=0:1:log", "lr=a:b"):
+        with pytest.raises(ConfigError):
+            parse_dimension(bad)
+
+
+def test_samples_stay_in_range() -> None:
+    rng = random.Random(0)
+    for dimension in AUTHORS_SPACE:
+        for _ in range(200):
+            value = dimension.sample(rng)
+            if dimension.choices:
+                assert value in dimension.choices
+            else:
+                assert dimension.low <= float(value) <= dimension.high
+                assert not dimension.integer or value.isdigit()
+    lr = Dimension("learning_rate", 0.01, 1.0, log=True)
+    below = sum(float(lr.sample(rng)) < 0.1 for _ in range(2000)) / 2000
+    assert 0.45 < below < 0.55  # log-uniform: half the mass below the geometric middle
+
+
+def test_tune_runs_nested_trials_on_the_validation_split(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["tune", str(tiny_prepared), "--trials", "2", "--tracking-uri", uri,
+                                 "--space", "layers=8:24", "--space", "learning_rate=0.05:0.3:log",
+                                 "--set", "n_epochs=1", "--set", "n_sample=16"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "best: gru4rec train" in result.output
+    runs = mlflow.search_runs(experiment_names=["gru4rec-tune"], tracking_uri=uri)
+    parent = runs[runs["tags.mlflow.runName"].str.startswith("tune")]
+    trials = runs[runs["tags.mlflow.runName"].str.startswith("trial")]
+    assert len(parent) == 1 and len(trials) == 2
+    assert (trials["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).all()
+    assert trials["metrics.valid_mrr_at_20"].notna().all()
+    assert parent["metrics.best_valid_mrr_at_20"].iloc[0] == pytest.approx(
+        trials["metrics.valid_mrr_at_20"].max()
+    )
+    bad = runner.invoke(app, ["tune", str(tiny_prepared), "--trials", "1", "--tracking-uri", uri,
+                              "--space", "colour=1:2"])  # fmt: skip
+    assert bad.exit_code == 2 and "colour" in bad.output
