@@ -15,6 +15,7 @@ Medians of `--repeats` runs. The machine is shared and noisy: read the ratios, n
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -103,10 +104,8 @@ def throughput(recommender: Recommender, sessions: list[list[object]], k: int, b
     for batch_size in batch_sizes:
         batch = (mapped * (1 + batch_size // len(mapped)))[:batch_size]
         original = [[recommender.item_ids[i] for i in s] for s in batch]
-        seconds = median_seconds(
-            lambda b=original, size=batch_size: recommender.recommend(b, k, batch_size=size),
-            repeats,
-        )
+        serve = functools.partial(recommender.recommend, original, k, batch_size=batch_size)
+        seconds = median_seconds(serve, repeats)
         rate = matmul_rate(
             batch_size, recommender.model.item_weight.shape[1] + 1, recommender.n_items, repeats=3
         )
