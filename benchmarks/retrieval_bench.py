@@ -53,7 +53,7 @@ def approximate_indexes(name: str, vectors: np.ndarray, queries: np.ndarray, k: 
         seconds = (
             exact_seconds
             if kind == "flat"
-            else median_seconds(lambda i=index: i.search(queries, k), repeats)
+            else median_seconds(functools.partial(index.search, queries, k), repeats)
         )
         hits = np.mean(
             [len(set(t) & set(f)) / k for t, f in zip(truth.tolist(), found.tolist(), strict=True)]
