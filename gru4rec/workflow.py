@@ -15,7 +15,7 @@ import polars as pl
 from gru4rec.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from gru4rec.config import GRU4RecConfig
 from gru4rec.data import load_items, load_split
-from gru4rec.evaluate import TieMode, evaluate
+from gru4rec.evaluate import RankingModel, TieMode, evaluate
 from gru4rec.model import GRU4Rec
 from gru4rec.train import Callback, EpochStats, FitResult, fit
 
@@ -102,7 +102,7 @@ def _headline(metrics: dict[str, Any]) -> str:
 
 
 def evaluate_split(
-    model: GRU4Rec,
+    model: RankingModel,
     items: pl.DataFrame,
     data_dir: Path,
     *,
@@ -119,7 +119,8 @@ def evaluate_split(
     sessions left shorter than 2 (`n_short_sessions_dropped`).
     """
     data, report = load_split(data_dir, split, item_ids=items["item_id"])
-    device = next(model.parameters()).device
+    # GRU4Rec models say where they live; the baselines (no parameters) run on the CPU.
+    device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
     metrics = evaluate(
         model,
         data,
@@ -152,3 +153,27 @@ def n_test_events(data_dir: Path, split: str) -> int:
     frame = pl.scan_parquet(Path(data_dir) / f"{split}.parquet")
     row = frame.select(pl.len(), pl.col("session_id").n_unique()).collect().row(0)
     return int(row[0] - row[1])
+
+
+def evaluate_baseline(
+    name: str,
+    data_dir: Path,
+    *,
+    split: str = "train",
+    test_split: str = "test",
+    params: dict[str, Any] | None = None,
+    **evaluation: Any,
+) -> dict[str, Any]:
+    """Fit a baseline (gru4rec.baselines) on a split and evaluate it exactly as GRU4Rec is
+    evaluated (same harness, same tie mode); `fit_seconds` is added to the metrics."""
+    import time
+
+    from gru4rec.baselines import fit_baseline
+
+    items = load_items(data_dir)
+    data, _report = load_split(data_dir, split)
+    started = time.perf_counter()
+    model = fit_baseline(name, data, items.height, **(params or {}))
+    fit_seconds = time.perf_counter() - started
+    metrics = evaluate_split(model, items, data_dir, split=test_split, **evaluation)
+    return {**metrics, "fit_seconds": fit_seconds}
