@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: setup demo test lint bench-prepare accuracy clean
+.PHONY: setup demo test lint bench-prepare bench-retrieval accuracy docker-image stack clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,8 @@ demo: setup
 		--output $(DEMO)/recommendations.parquet --k 20
 
 lint: setup
-	$(BIN)/ruff check gru4rec pipelines tests benchmarks
-	$(BIN)/ruff format --check gru4rec pipelines tests benchmarks
+	$(BIN)/ruff check gru4rec pipelines tests benchmarks notebooks
+	$(BIN)/ruff format --check gru4rec pipelines tests benchmarks notebooks
 	$(BIN)/mypy
 
 test: lint
@@ -42,6 +42,12 @@ bench-prepare: setup
 
 accuracy: setup
 	$(BIN)/pytest -m slow -s
+
+docker-image:
+	docker build -f docker/Dockerfile -t gru4rec:latest .
+
+stack:
+	docker compose -f docker/compose.yaml up -d --build mlflow
 
 clean:
 	rm -rf $(DEMO) mlruns mlflow.db
