@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
+import polars.selectors as cs
 
 from gru4rec.errors import InputDataError
 from pipelines import sessions as steps
@@ -25,6 +26,10 @@ from pipelines.sources import SourceSpec, read_events, scan_events
 
 SPLIT_FILES = ("train", "test", "train_tr", "valid")
 OUTPUT_COLUMNS = ("session_id", "item_id", "item_idx", "time")
+# Snappy (pyarrow's default) writes about twice as fast as zstd, into ~40% larger files.
+COMPRESSION: Final = "snappy"
+# Integer ids are Int32 while prepared where they fit; docs/data-contract.md says Int64.
+WRITTEN_IDS = cs.by_name("session_id", "item_id", require_all=False) & cs.integer()
 
 
 @dataclass(frozen=True)
@@ -60,17 +65,23 @@ class StepLog:
         self.rows: list[dict[str, Any]] = []
         self._report = report
 
-    def record(self, step: str, events: pl.DataFrame, *, scope: str = "all") -> None:
-        counts = steps.count(events)
+    def record(
+        self, step: str, counts: dict[str, int], *, scope: str = "all", **extra: int
+    ) -> None:
+        """`counts` (events, sessions, items) after `step`; drops are against the scope's last row."""
         previous = next((row for row in reversed(self.rows) if row["scope"] == scope), None)
         row: dict[str, Any] = {"step": step, "scope": scope, **counts}
         for key in ("events", "sessions", "items"):
             before = previous[key] if previous else counts[key]
             # None: the step before could not count it (raw rows before the event filter).
             row[f"dropped_{key}"] = None if before is None else int(before) - counts[key]
-        self.rows.append(row)
+        self.rows.append({**row, **extra})
         if self._report:
             self._report(step)
+
+    def last_counts(self, scope: str) -> dict[str, int]:
+        row = next(row for row in reversed(self.rows) if row["scope"] == scope)
+        return {key: row[key] for key in ("events", "sessions", "items")}
 
 
 def _raw_row_count(paths: Sequence[Path], spec: SourceSpec) -> int:
@@ -85,13 +96,16 @@ def _raw_row_count(paths: Sequence[Path], spec: SourceSpec) -> int:
 
 def clean(
     paths: Sequence[Path], spec: SourceSpec, options: PrepareOptions, log: StepLog
-) -> tuple[pl.DataFrame, bool]:
-    """Read, filter event types, build sessions, order, drop repeats, filter support.
+) -> tuple[pl.DataFrame, pl.Series, bool]:
+    """Read, filter event types, build sessions, drop repeats, filter support, order.
 
-    Returns the events and whether they carry a kept (published) split.
+    Returns the events in `order_events` order with dense item codes as `item_id`, the
+    item ids by code, and whether the events carry a kept (published) split. Repeats
+    and the filter only flip bits of a keep-mask; the kept events are taken once at the
+    end, so memory holds one copy of the events.
     """
     kept_split = len(paths) == 2 or spec.split_col is not None
-    events = read_events(paths, spec)
+    events = read_events(paths, spec, compact=True)
     step = "read"
     if spec.event_filter:
         raw = _raw_row_count(paths, spec)
@@ -103,21 +117,24 @@ def clean(
     if "session_id" not in events.columns:
         events = steps.build_sessions(events, options.idle_gap)
         step += f" (sessions: user + {options.idle_gap:g} s idle gap)"
-    log.record(step, events)
-    events = steps.order_events(events)
+    # Only the time orders a session's events from here on: drop what is not written.
+    events = steps.group_sessions(events).drop("user_id", "order", strict=False)
+    events, item_ids = steps.encode_items(events)
+    kept = steps.KeptEvents(events, len(item_ids))
+    log.record(step, kept.counts())
     if options.remove_repeats if options.remove_repeats is not None else not kept_split:
-        events = steps.remove_consecutive_repeats(events)
-        log.record("remove consecutive repeats", events)
+        kept.drop_consecutive_repeats(events)
+        log.record("remove consecutive repeats", kept.counts())
     if options.apply_filter if options.apply_filter is not None else not kept_split:
-        events, rounds = steps.filter_support(
-            events, options.min_session_length, options.min_item_support
-        )
+        rounds = kept.filter_support(options.min_session_length, options.min_item_support)
         log.record(
             f"filter: session length >= {options.min_session_length}, item support >= "
             f"{options.min_item_support} ({rounds} rounds)",
-            events,
+            kept.counts(),
         )
-    return events, kept_split
+    index = kept.start_index(events)
+    del kept  # and its view of the item codes: taking the events then frees them
+    return steps.take(events, index), item_ids, kept_split
 
 
 def split(
@@ -127,25 +144,33 @@ def split(
     options: PrepareOptions,
     log: StepLog,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Train/test (and train_tr/valid) with dense item indices; returns (splits, item map)."""
+    """Train/test (and train_tr/valid) from events in `order_events` order.
+
+    Returns the splits, each in `order_events` order, and the item map of train (of
+    whatever `item_id` holds: `clean` gives dense codes). Split by time, train and test
+    are the head and tail of the events, and train_tr and valid those of train (slices,
+    not copies); only the small test and valid are ordered again, as dropping unknown
+    items moved some sessions' starts.
+    """
     has_time = spec.time_col is not None
     test_days = options.test_days if options.test_days is not None else spec.test_days
     if kept_split:
-        train = events.filter(pl.col("split") == "train").drop("split")
-        test = events.filter(pl.col("split") == "test").drop("split")
+        train, test = (
+            steps.order_events(events.filter(pl.col("split") == name).drop("split"))
+            for name in ("train", "test")
+        )
     elif has_time:
-        train, test = steps.split_by_time(events, test_days)
+        train, test = steps.split_by_time(events, test_days, ordered=True)
     else:
         raise InputDataError(
             "the log has no time column, so it cannot be split by time: pass --split-col "
             "with a published split, or a time column."
         )
     label = "kept split" if kept_split else f"split: last {test_days:g} days"
-    log.record(label, train, scope="train")
-    log.record(label, test, scope="test")
-    test = _drop_unknown(test, train, options, log, "test")
-    items = steps.item_map(train)
-    splits = {"train": train, "test": test}
+    items = steps.item_map(train)  # of train in its final order, as written
+    log.record(label, _count(train, items.height), scope="train")
+    log.record(label, steps.count(test), scope="test")
+    splits = {"train": train, "test": _drop_unknown(test, items["item_id"], options, log, "test")}
 
     valid_days = options.valid_days if options.valid_days is not None else test_days
     train_tr: pl.DataFrame | None = None
@@ -154,39 +179,38 @@ def split(
         train_tr, valid = steps.split_by_fraction(train, options.valid_fraction)
         valid_label = f"validation: last {options.valid_fraction:g} of sessions"
     elif has_time and valid_days > 0:
-        train_tr, valid = steps.split_by_time(train, valid_days)
+        train_tr, valid = steps.split_by_time(train, valid_days, ordered=True)
         valid_label = f"validation: last {valid_days:g} days"
     if train_tr is not None and valid is not None:
-        log.record(valid_label, train_tr, scope="train_tr")
-        log.record(valid_label, valid, scope="valid")
+        train_tr_items = train_tr["item_id"].unique(maintain_order=True)  # (the fastest)
+        log.record(valid_label, _count(train_tr, len(train_tr_items)), scope="train_tr")
+        log.record(valid_label, steps.count(valid), scope="valid")
         splits["train_tr"] = train_tr
-        splits["valid"] = _drop_unknown(valid, train_tr, options, log, "valid")
+        splits["valid"] = _drop_unknown(valid, train_tr_items, options, log, "valid")
     for name, frame in splits.items():
         if frame.height == 0:
             raise InputDataError(
                 f"the {name} split is empty after the steps above; adjust --test-days, "
                 "--valid-days or the filters (see the counts in the error's log)."
             )
-    # Dropping rare items can remove a session's first event and so move its start:
-    # order again, so each file is in the order the batching consumes.
-    ordered = {name: steps.order_events(frame) for name, frame in splits.items()}
-    return {name: steps.attach_item_idx(f, items) for name, f in ordered.items()}, items
+    return splits, items
+
+
+def _count(frame: pl.DataFrame, n_items: int) -> dict[str, int]:
+    """`steps.count` of a large grouped frame whose distinct items are already known."""
+    return {"events": frame.height, "sessions": len(steps.session_offsets(frame)), "items": n_items}
 
 
 def _drop_unknown(
-    frame: pl.DataFrame, reference: pl.DataFrame, options: PrepareOptions, log: StepLog, scope: str
+    frame: pl.DataFrame, known_items: pl.Series, options: PrepareOptions, log: StepLog, scope: str
 ) -> pl.DataFrame:
-    kept, short = steps.drop_unknown_items(
-        frame, reference["item_id"].unique(), options.min_session_length
-    )
-    log.rows.append(
-        {"step": "drop items unknown to train", "scope": scope, **steps.count(kept),
-         "dropped_events": frame.height - kept.height,
-         "dropped_sessions": steps.count(frame)["sessions"] - steps.count(kept)["sessions"],
-         "dropped_items": steps.count(frame)["items"] - steps.count(kept)["items"],
-         "dropped_events_in_short_sessions": short.height}
+    """`steps.drop_unknown_items`, logged; the sessions are ordered again (starts moved)."""
+    kept, short = steps.drop_unknown_items(frame, known_items, options.min_session_length)
+    log.record(
+        "drop items unknown to train", steps.count(kept), scope=scope,
+        dropped_events_in_short_sessions=short.height,
     )  # fmt: skip
-    return kept
+    return steps.order_events(kept)
 
 
 def prepare(
@@ -210,7 +234,7 @@ def prepare(
         raise InputDataError(f"{out_dir.parent}: the parent directory does not exist.")
     started = time.perf_counter()
     log = StepLog(report)
-    events, kept_split = clean([Path(p) for p in paths], spec, options, log)
+    events, item_ids, kept_split = clean([Path(p) for p in paths], spec, options, log)
     splits, items = split(events, kept_split, spec, options, log)
     manifest: dict[str, Any] = {
         "format": format_name,
@@ -219,32 +243,45 @@ def prepare(
         "options": asdict(options),
         "kept_split": kept_split,
         "steps": log.rows,
-        "splits": {name: steps.count(frame) for name, frame in splits.items()},
+        "splits": {name: log.last_counts(name) for name in splits},
         "n_items": items.height,
         "seconds": round(time.perf_counter() - started, 3),
     }
     manifest = json.loads(json.dumps(manifest))  # return exactly what is written
-    _write_atomically(out_dir, splits, items, manifest, overwrite)
+    _write_atomically(out_dir, _as_written(splits, items, item_ids), manifest, overwrite)
     return manifest
 
 
+def _as_written(
+    splits: dict[str, pl.DataFrame], items: pl.DataFrame, item_ids: pl.Series
+) -> dict[str, pl.LazyFrame]:
+    """The files' tables as docs/data-contract.md has them, from the item codes.
+
+    Ids and `item_idx` are looked up by code (no join), a chunk at a time as each file
+    is written, and so are the integer ids cast to Int64.
+    """
+    code = pl.col("item_id")
+    idx_by_code = pl.Series([None] * len(item_ids), dtype=pl.Int32)
+    idx_by_code = idx_by_code.scatter(items["item_id"], items["item_idx"])
+    item_id = pl.lit(item_ids).gather(code).alias("item_id")
+    item_idx = pl.lit(idx_by_code).gather(code).alias("item_idx")
+    tables = {
+        name: frame.lazy().select("session_id", item_id, item_idx, "time")
+        for name, frame in splits.items()
+    }
+    tables["items"] = items.lazy().with_columns(item_id)
+    return {name: table.with_columns(WRITTEN_IDS.cast(pl.Int64)) for name, table in tables.items()}
+
+
 def _write_atomically(
-    out_dir: Path,
-    splits: dict[str, pl.DataFrame],
-    items: pl.DataFrame,
-    manifest: dict[str, Any],
-    overwrite: bool,
+    out_dir: Path, tables: dict[str, pl.LazyFrame], manifest: dict[str, Any], overwrite: bool
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     staging = out_dir.with_name(f".{out_dir.name}.tmp-{tag}")
     try:
         staging.mkdir()
-        for name, frame in splits.items():
-            output = frame.select(
-                "session_id", "item_id", pl.col("item_idx").cast(pl.Int32), "time"
-            )
-            output.write_parquet(staging / f"{name}.parquet")
-        items.write_parquet(staging / "items.parquet")
+        for name, table in tables.items():
+            table.sink_parquet(staging / f"{name}.parquet", compression=COMPRESSION)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists() and overwrite:
             retired = out_dir.with_name(f".{out_dir.name}.old-{tag}")

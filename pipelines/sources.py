@@ -7,8 +7,10 @@ spec into a lazy frame with the normalised columns
     session_id?  user_id?  item_id  time (Float64 seconds, or the order)  order?  split?
 
 where `?` marks columns that exist only when the source has them. Nothing is read
-until the caller collects; problems found then are explained by `explain_bad_rows`,
-which names the file, the column, the row and the fix.
+until the caller collects; `read_events` collects once, cheaply typed (ids as Int32
+where they fit, ISO times in the one layout a sample shows), widens the types when a
+value does not fit, and explains a bad value with `validate_events`, which names the
+file, the column, the row and the fix.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
 from gru4rec.errors import InputDataError
 
 TimeUnit = Literal["s", "ms", "iso"]
+IdType = Literal["int32", "int64", "text"]
 
 FORMAT_NAMES = (
     "gru4rec-tsv", "prepared", "yoochoose", "diginetica", "retailrocket", "trivago", "generic"
@@ -130,8 +133,14 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
 
 
-def _scan_file(path: Path, spec: SourceSpec) -> pl.LazyFrame:
-    """A raw lazy scan of one file, with the file checked to exist and be non-empty."""
+def _scan_file(
+    path: Path, spec: SourceSpec, typed: dict[str, pl.DataType] | None = None
+) -> pl.LazyFrame:
+    """A raw lazy scan of one file, with the file checked to exist and be non-empty.
+
+    CSV columns are text (typed later, with row-level checks) except those in `typed`,
+    which the CSV reader types itself, null where a value does not parse.
+    """
     if not path.exists():
         raise InputDataError(f"{path}: no such file. Check the path (it is read as given).")
     if path.is_dir():
@@ -140,15 +149,17 @@ def _scan_file(path: Path, spec: SourceSpec) -> pl.LazyFrame:
         raise InputDataError(f"{path}: the file is empty; a click log needs at least one event.")
     if _is_parquet(path):
         return pl.scan_parquet(path)
+    header: dict[str, Any] = {"has_header": True}
     if spec.column_names:
-        return pl.scan_csv(
-            path,
-            separator=_separator(path, spec),
-            has_header=False,
-            new_columns=list(spec.column_names),
-            infer_schema=False,  # everything as text; typed below with row-level checks
-        )
-    return pl.scan_csv(path, separator=_separator(path, spec), infer_schema=False)
+        header = {"has_header": False, "new_columns": list(spec.column_names)}
+    return pl.scan_csv(
+        path,
+        separator=_separator(path, spec),
+        infer_schema=False,
+        schema_overrides=typed,
+        ignore_errors=bool(typed),
+        **header,
+    )
 
 
 def _columns(path: Path, frame: pl.LazyFrame) -> list[str]:
@@ -199,21 +210,64 @@ def _check_columns(path: Path, spec: SourceSpec, present: list[str]) -> None:
         raise InputDataError("--event-filter needs the event-type column (--event-col).")
 
 
-def _as_seconds(column: str, unit: TimeUnit, dtype: pl.DataType) -> pl.Expr:
-    """An expression parsing `column` into Float64 seconds; unparseable values become null."""
+# ISO-8601 layouts that Polars' fixed-width parser reads (several times faster than
+# the general one, whose fraction directive must end the format: hence "Z" is cut
+# first where it may follow, as `_iso_any` accepts it there).
+ISO_LAYOUTS = (
+    "%Y-%m-%dT%H:%M:%S.%3fZ", "%Y-%m-%dT%H:%M:%S.%6fZ", "%Y-%m-%dT%H:%M:%S.%9fZ",
+    "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S.%3f", "%Y-%m-%d %H:%M:%S.%6f",
+    "%Y-%m-%d %H:%M:%S.%9f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d",
+)  # fmt: skip
+ISO_SAMPLE_ROWS = 1000
+
+
+def _iso_any(text: pl.Expr) -> pl.Expr:
+    """ISO-8601 text in any of the accepted layouts (each value is tried against all)."""
+    return pl.coalesce(
+        text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", strict=False, time_unit="ms"),
+        text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="ms"),
+        text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="ms"),
+        text.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("ms")),
+    )
+
+
+def _iso_in_layout(text: pl.Expr, layout: str) -> pl.Expr:
+    if layout.endswith("Z"):
+        text, layout = text.str.strip_suffix("Z"), layout[:-1]
+    # No cache: times are nearly all distinct, and the cache costs more than it saves.
+    return text.str.to_datetime(layout, strict=False, time_unit="ms", cache=False)
+
+
+def _sample_layout(frame: pl.LazyFrame, column: str) -> str | None:
+    """The layout of `ISO_LAYOUTS` that reads the first rows exactly as `_iso_any` does."""
+    sample = frame.select(pl.col(column).cast(pl.String).str.strip_chars()).head(ISO_SAMPLE_ROWS)
+    expected = sample.select(_iso_any(pl.col(column))).collect().to_series()
+    if expected.null_count():
+        return None
+    for layout in ISO_LAYOUTS:
+        parsed = sample.select(_iso_in_layout(pl.col(column), layout)).collect().to_series()
+        if parsed.equals(expected):
+            return layout
+    return None
+
+
+def _as_seconds(
+    column: str, unit: TimeUnit, dtype: pl.DataType, layout: str | None, strip: bool = True
+) -> pl.Expr:
+    """An expression parsing `column` into Float64 seconds; unparseable values become null.
+
+    ISO text is read in `layout` when given (values in another layout become null), with
+    surrounding whitespace stripped first unless not `strip`.
+    """
     value = pl.col(column)
     if dtype == pl.Date:
         return value.cast(pl.Datetime("ms")).dt.epoch("ms").cast(pl.Float64) / 1000.0
     if isinstance(dtype, pl.Datetime):
         return value.dt.epoch("ms").cast(pl.Float64) / 1000.0
     if unit == "iso":
-        text = value.cast(pl.String).str.strip_chars()
-        parsed = pl.coalesce(
-            text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", strict=False, time_unit="ms"),
-            text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="ms"),
-            text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="ms"),
-            text.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("ms")),
-        )
+        text = value.cast(pl.String)
+        text = text.str.strip_chars() if strip else text
+        parsed = _iso_any(text) if layout is None else _iso_in_layout(text, layout)
         return parsed.dt.epoch("ms").cast(pl.Float64) / 1000.0
     seconds = value.cast(pl.Float64, strict=False)
     return seconds / 1000.0 if unit == "ms" else seconds
@@ -222,37 +276,56 @@ def _as_seconds(column: str, unit: TimeUnit, dtype: pl.DataType) -> pl.Expr:
 NULL_TEXTS = ("", "NA", "NaN", "nan", "null", "NULL", "None")
 
 
-def _as_id(column: str, dtype: pl.DataType, text_ids: bool) -> pl.Expr:
-    """Ids as Int64 (compact), or as text with `text_ids`; blanks and NA are null."""
+ID_DTYPES: dict[IdType, pl.DataType] = {"int32": pl.Int32(), "int64": pl.Int64()}
+
+
+def _as_id(column: str, dtype: pl.DataType, ids: IdType) -> pl.Expr:
+    """Ids as Int32 or Int64 (a value that does not fit becomes null), or as text;
+    blanks and NA are null. Integer columns stay integers even as text ids."""
     value = pl.col(column)
     if dtype.is_integer():
-        return value.cast(pl.Int64)
+        return value.cast(pl.Int32, strict=False) if ids == "int32" else value.cast(pl.Int64)
     text = value.cast(pl.String).str.strip_chars()
-    text = pl.when(text.is_in(NULL_TEXTS)).then(None).otherwise(text)
-    return text if text_ids else text.cast(pl.Int64, strict=False)
+    if ids != "text":  # the null texts are no integers either
+        return text.cast(ID_DTYPES[ids], strict=False)
+    return pl.when(text.is_in(NULL_TEXTS)).then(None).otherwise(text)
 
 
-def _normalise(frame: pl.LazyFrame, spec: SourceSpec, text_ids: bool) -> pl.LazyFrame:
+@dataclass(frozen=True)
+class Parsing:
+    """How raw values are typed: the cheapest way first, widened when a value does not fit."""
+
+    ids: IdType = "int64"  # int32 halves the memory of the ids; text when one is no integer
+    # Integer ids typed by the CSV reader, ISO times in the one layout a sample shows, time
+    # text as written (not stripped): several times faster. A value read so is null where
+    # the general way might still read it, so then the log is read again without `fast`.
+    fast: bool = False
+    locate: bool = False  # `file` and `row` columns, to name the row of a bad value
+
+
+def _normalise(frame: pl.LazyFrame, spec: SourceSpec, parsing: Parsing) -> pl.LazyFrame:
     schema = frame.collect_schema()
     if spec.event_filter:
         assert spec.event_col is not None
         event = pl.col(spec.event_col).cast(pl.String).str.strip_chars()
         frame = frame.filter(event.is_in(list(spec.event_filter)))
-    columns: list[pl.Expr] = [pl.col("row")]
+    columns: list[pl.Expr] = [pl.col("row")] if parsing.locate else []
     if spec.session_col:
         columns.append(
-            _as_id(spec.session_col, schema[spec.session_col], text_ids).alias("session_id")
+            _as_id(spec.session_col, schema[spec.session_col], parsing.ids).alias("session_id")
         )
     if spec.user_col:
-        columns.append(_as_id(spec.user_col, schema[spec.user_col], text_ids).alias("user_id"))
-    columns.append(_as_id(spec.item_col, schema[spec.item_col], text_ids).alias("item_id"))
+        columns.append(_as_id(spec.user_col, schema[spec.user_col], parsing.ids).alias("user_id"))
+    columns.append(_as_id(spec.item_col, schema[spec.item_col], parsing.ids).alias("item_id"))
     if spec.order_col:
         order = pl.col(spec.order_col).cast(pl.Float64, strict=False).alias("order")
         columns.append(order)
     if spec.time_col:
-        columns.append(
-            _as_seconds(spec.time_col, spec.time_unit, schema[spec.time_col]).alias("time")
-        )
+        dtype = schema[spec.time_col]
+        fast = parsing.fast and spec.time_unit == "iso" and dtype == pl.String
+        layout = _sample_layout(frame, spec.time_col) if fast else None
+        seconds = _as_seconds(spec.time_col, spec.time_unit, dtype, layout, strip=not fast)
+        columns.append(seconds.alias("time"))
     else:  # order-only logs: the position is the time (sessions then sort by their id)
         assert spec.order_col is not None  # checked by _check_columns
         columns.append(pl.col(spec.order_col).cast(pl.Float64, strict=False).alias("time"))
@@ -276,16 +349,24 @@ def _align_id_types(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
     return result
 
 
-def scan_events(paths: Sequence[Path], spec: SourceSpec, text_ids: bool = False) -> pl.LazyFrame:
+def scan_events(
+    paths: Sequence[Path],
+    spec: SourceSpec,
+    text_ids: bool = False,
+    *,
+    parsing: Parsing | None = None,
+) -> pl.LazyFrame:
     """Scan one log, or a published train/test pair, into the normalised event table.
 
-    Ids are read as Int64 unless `text_ids`; `validate_events` raises `TextIdsNeeded`
-    when an id is not an integer, and the caller scans again with `text_ids=True`.
+    Ids are read as Int64 unless `text_ids`, and rows are located (`file` and `row`
+    columns), unless `parsing` says otherwise. Row order inside each file is kept, so
+    equal times keep the order of the log.
 
     Two paths are a published split: the first is train, the second test, and a
-    `split` column records which is which. Row order inside each file is kept
-    (`file` and `row` columns), so equal times keep the order of the log.
+    `split` column records which is which.
     """
+    if parsing is None:
+        parsing = Parsing(ids="text" if text_ids else "int64", locate=True)
     if not 1 <= len(paths) <= 2:
         raise InputDataError(
             f"expected one log, or two files (train then test) of a published split; got {len(paths)}."
@@ -296,9 +377,14 @@ def scan_events(paths: Sequence[Path], spec: SourceSpec, text_ids: bool = False)
     for file_index, path in enumerate(paths):
         raw = _scan_file(Path(path), spec)
         _check_columns(Path(path), spec, _columns(Path(path), raw))
-        frame = _normalise(raw.with_row_index("row"), spec, text_ids).with_columns(
-            pl.lit(file_index, pl.Int8).alias("file")
-        )
+        if parsing.fast and parsing.ids != "text" and not _is_parquet(Path(path)):
+            ids = (spec.session_col, spec.user_col, spec.item_col)
+            raw = _scan_file(Path(path), spec, {c: ID_DTYPES[parsing.ids] for c in ids if c})
+        if parsing.locate:
+            raw = raw.with_row_index("row")
+        frame = _normalise(raw, spec, parsing)
+        if parsing.locate:
+            frame = frame.with_columns(pl.lit(file_index, pl.Int8).alias("file"))
         if len(paths) == 2:
             frame = frame.with_columns(pl.lit(("train", "test")[file_index]).alias("split"))
         frames.append(frame)
@@ -322,12 +408,27 @@ def _bad_rows(spec: SourceSpec) -> dict[str, tuple[str, pl.Expr]]:
     return checks
 
 
-class TextIdsNeeded(Exception):
-    """An id column holds text that is not an integer: scan again with `text_ids=True`."""
+class WiderIdsNeeded(Exception):
+    """An id is in the file but was read as null: `value` is it as an integer (else None)."""
+
+    def __init__(self, column: str, value: int | None) -> None:
+        super().__init__(column)
+        self.value = value
+
+
+def _as_integer(raw: object) -> int | None:
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        return None
 
 
 def validate_events(events: pl.DataFrame, paths: Sequence[Path], spec: SourceSpec) -> None:
-    """Raise InputDataError at the first row with a null id, a bad time or a bad split."""
+    """Raise InputDataError at the first row with a null id, a bad time or a bad split.
+
+    `events` are located (scanned with `file` and `row` columns); an id that is in the
+    file but was read as null raises `WiderIdsNeeded` instead.
+    """
     if events.height == 0:
         what = f" after keeping event types {list(spec.event_filter)}" if spec.event_filter else ""
         raise InputDataError(
@@ -342,7 +443,7 @@ def validate_events(events: pl.DataFrame, paths: Sequence[Path], spec: SourceSpe
         path = Path(paths[first["file"]])
         raw = _raw_value(path, spec, raw_column, first["row"])
         if column.endswith("_id") and raw is not None and str(raw).strip() not in NULL_TEXTS:
-            raise TextIdsNeeded(column)
+            raise WiderIdsNeeded(column, _as_integer(raw))
         problem = {
             "time": f"the value {raw!r} cannot be read as a time in unit {spec.time_unit!r}",
             "split": f"the value {raw!r} is not 'train' or 'test'",
@@ -359,24 +460,60 @@ def validate_events(events: pl.DataFrame, paths: Sequence[Path], spec: SourceSpe
         )
 
 
-def read_events(paths: Sequence[Path], spec: SourceSpec) -> pl.DataFrame:
-    """Collect the normalised events once (streaming), checked row by row.
+def read_events(paths: Sequence[Path], spec: SourceSpec, *, compact: bool = False) -> pl.DataFrame:
+    """Collect the normalised events (streaming), checked row by row.
 
-    Ids are read as integers when they all are, and as text otherwise.
+    Ids are read as integers when they all are (Int64, or with `compact` Int32 where
+    they fit), and as text otherwise. The first read is the fast one (`Parsing.fast`);
+    where a value needs more, the log is read again so: the result is the same.
     """
+    parsing = Parsing(ids="int32" if compact else "int64", fast=True)
     try:
-        try:
-            events = scan_events(paths, spec).collect(engine="streaming")
-            validate_events(events, paths, spec)
-        except TextIdsNeeded:
-            events = scan_events(paths, spec, text_ids=True).collect(engine="streaming")
-            validate_events(events, paths, spec)
+        while True:
+            try:
+                events = _collect_checked(paths, spec, parsing)
+                break
+            except WiderIdsNeeded as needed:
+                parsing = _widened(parsing, needed.value)
     except pl.exceptions.PolarsError as error:
         names = ", ".join(map(str, paths))
         raise InputDataError(
             f"{names}: cannot be read ({error}). Check the format options."
         ) from error
-    return events.drop("row", "file")
+    return events
+
+
+INT_RANGES = {"int32": range(-(2**31), 2**31), "int64": range(-(2**63), 2**63)}
+
+
+def _widened(parsing: Parsing, value: int | None) -> Parsing:
+    """How to read again after an id was read as null that is `value` in the file (None:
+    not an integer). Every step reads more (not fast, then Int64, then text): it ends."""
+    if value is not None and parsing.ids != "text":
+        if parsing.fast and value in INT_RANGES[parsing.ids]:
+            return replace(parsing, fast=False)  # only the fast read could not take it
+        if parsing.ids == "int32" and value in INT_RANGES["int64"]:
+            return replace(parsing, ids="int64")
+    return replace(parsing, ids="text")
+
+
+def _collect_checked(paths: Sequence[Path], spec: SourceSpec, parsing: Parsing) -> pl.DataFrame:
+    events = scan_events(paths, spec, parsing=parsing).collect(engine="streaming")
+    checks = _bad_rows(spec)
+    if events.height == 0:
+        validate_events(events, paths, spec)  # raises: no events
+    bad = events.select(**{name: condition.any() for name, (_, condition) in checks.items()})
+    if not any(bad.row(0)):
+        return events
+    del events
+    if parsing.fast and "time" in bad.columns and bad["time"].item():
+        # Maybe times in a layout other than the sample's further down: read all layouts.
+        return _collect_checked(paths, spec, replace(parsing, fast=False))
+    # Only now locate the rows, to name the first bad one (or to widen the ids).
+    any_bad = pl.any_horizontal(condition for _, condition in checks.values())
+    located = scan_events(paths, spec, parsing=replace(parsing, locate=True)).filter(any_bad)
+    validate_events(located.collect(engine="streaming"), paths, spec)
+    raise AssertionError("unreachable: validate_events raises on a bad row")
 
 
 def _raw_value(path: Path, spec: SourceSpec, column: str, row: int) -> object:

@@ -119,12 +119,9 @@ def test_pandas_baseline_matches_on_boundaries_and_ties(tmp_path: Path) -> None:
     assert manifest["splits"] == pandas_manifest["splits"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipelines.prepare.split builds the item map from train before ordering train "
-    "again, so item_idx is not in order of first appearance in train.parquet",
-)
 def test_item_map_follows_the_order_of_train_parquet(tmp_path: Path) -> None:
+    # Regression: the item map was built from train before train was ordered again, so
+    # item_idx did not follow the first appearance of items in train.parquet.
     # Session 1 starts first, but only with rare item 99: once that is filtered out it
     # starts after session 2, so train.parquet has session 2 (item 20) first.
     rows = [(1, "00:00:00", 99), (1, "00:01:40", 10), (1, "00:01:50", 20),

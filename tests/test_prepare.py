@@ -13,7 +13,7 @@ import pytest
 
 from gru4rec.errors import InputDataError
 from pipelines.prepare import PrepareOptions, prepare
-from pipelines.sources import resolve_spec
+from pipelines.sources import read_events, resolve_spec
 from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 from tests.conftest import shared_file
 
@@ -149,6 +149,37 @@ def test_yoochoose_100k_published_split(tmp_path: Path) -> None:
         "train_tr": again["splits"]["train_tr"],
         "valid": again["splits"]["valid"],
     }
+
+
+def test_read_events_gives_int64_ids_unless_compact(tmp_path: Path) -> None:
+    log = write(tmp_path / "log.tsv", "SessionId\tItemId\tTime\n1\t5\t0\n1\t6\t1\n")
+    events = read_events([log], resolve_spec("gru4rec-tsv"))
+    assert events.schema == pl.Schema(
+        {"session_id": pl.Int64, "item_id": pl.Int64, "time": pl.Float64}
+    )
+    compact = read_events([log], resolve_spec("gru4rec-tsv"), compact=True)
+    assert compact.schema["session_id"] == pl.Int32
+    assert compact.cast({"session_id": pl.Int64, "item_id": pl.Int64}).equals(events)
+
+
+def test_values_the_fast_read_cannot_take_are_read_as_before(tmp_path: Path) -> None:
+    # The fast read takes Int32 ids, ISO times in the layout of the first rows, and
+    # values without blanks: ids beyond Int32, a padded id and times in another layout
+    # further down are read again the general way, with the same result.
+    big = 3_000_000_000
+    rows = [
+        f"{s},2014-04-0{1 + s // 1100}T10:{s % 60:02d}:00.000Z,{s % 7},0" for s in range(1, 2001)
+    ]
+    rows += [f"{big},2014-04-03 10:00:00, 5 ,0", f"{big},2014-04-03 10:00:01.5,6,0"]
+    log = write(tmp_path / "clicks.dat", "\n".join(rows) + "\n")
+    out = tmp_path / "yc"
+    options = PrepareOptions(apply_filter=False, remove_repeats=False, valid_days=0)
+    prepare([log], out, resolve_spec("yoochoose"), options)
+    test = read_split(out, "test")
+    assert test.schema["session_id"] == pl.Int64 and test.schema["item_id"] == pl.Int64
+    last = test.filter(pl.col("session_id") == big)
+    assert last["item_id"].to_list() == [5, 6]
+    assert last["time"].to_list() == [1396519200.0, 1396519201.5]
 
 
 # ---- bad input: a clear error naming file, column and row; nothing left behind ----

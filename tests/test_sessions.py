@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -113,3 +114,53 @@ def test_item_map_is_dense_in_first_appearance_order_with_support() -> None:
 ])  # fmt: skip
 def test_count(frame: pl.DataFrame, expected: dict[str, int]) -> None:
     assert steps.count(frame) == expected
+
+
+def test_group_sessions_sorts_only_when_needed() -> None:
+    grouped = events([(2, 20, 0.0), (2, 21, 1.0), (1, 10, 0.5)])  # contiguous, in time order
+    assert steps.group_sessions(grouped) is grouped
+    scattered = events([(1, 10, 5.0), (2, 20, 0.0), (1, 11, 1.0)])
+    result = steps.group_sessions(scattered)
+    assert result.select("session_id", "item_id").rows() == [(1, 11), (1, 10), (2, 20)]
+
+
+@pytest.mark.parametrize("item_ids", [[50, 40, 50, 60], [5 * 10**12, 7, 5 * 10**12, 0], ["b", "a", "b", "c"]])  # fmt: skip
+def test_encode_items_gives_dense_codes_that_decode(item_ids: list) -> None:
+    # Dense integer ids are looked up in an array, others (sparse, text) by hashing.
+    log = events([(1, item_ids[0], 0.0), (1, item_ids[1], 1.0), (2, item_ids[2], 2.0),
+                  (2, item_ids[3], 3.0)])  # fmt: skip
+    coded, ids = steps.encode_items(log)
+    assert coded["item_id"].to_list() == [0, 1, 0, 2]
+    assert ids.gather(coded["item_id"]).to_list() == item_ids
+    assert coded.schema["item_id"] == pl.UInt16  # 2 bytes an event while <= 65,536 items
+
+
+def test_encode_items_with_many_items() -> None:
+    many = pl.DataFrame({"session_id": 1, "item_id": range(70_000, 0, -1), "time": 0.0})
+    coded, ids = steps.encode_items(many)
+    assert coded.schema["item_id"] == pl.UInt32
+    assert ids.gather(coded["item_id"]).equals(many["item_id"])
+
+
+def test_taking_kept_events_orders_sessions_by_their_new_start() -> None:
+    # Session 1 starts first, but its first event is dropped: it then starts after 2.
+    log = events([(1, 9, 0.0), (1, 1, 5.0), (1, 2, 6.0), (2, 1, 1.0), (2, 2, 2.0), (3, 9, 9.0)])
+    coded, ids = steps.encode_items(log)
+    kept = steps.KeptEvents(coded, len(ids))
+    kept.drop(np.array([0, 5]))  # (1, 9) and all of session 3
+    assert kept.counts() == {"events": 4, "sessions": 2, "items": 2}
+    taken = steps.take(coded, kept.start_index(coded))
+    assert taken.select("session_id", "time").rows() == [(2, 1.0), (2, 2.0), (1, 5.0), (1, 6.0)]
+    assert coded.width == 0  # its columns were moved out, not copied
+
+
+def test_split_by_time_of_ordered_events_gives_the_same_slices() -> None:
+    day = steps.DAY
+    log = events([(3, 1, 0.0), (3, 2, 0.1 * day), (1, 1, 0.5 * day), (1, 2, 2.0 * day),
+                  (2, 1, 1.0 * day), (2, 2, 1.5 * day)])  # fmt: skip
+    ordered = steps.order_events(log)
+    for general, sliced in zip(
+        steps.split_by_time(log, 1.0), steps.split_by_time(ordered, 1.0, ordered=True), strict=True
+    ):
+        assert general.equals(sliced)
+    assert steps.split_by_time(ordered, 1.0, ordered=True)[1]["session_id"].to_list() == [2, 2]
