@@ -24,6 +24,7 @@ from gru4rec.errors import ConfigError
 
 EmbeddingMode = Literal["shared", "separate", "none"]
 LossName = Literal["cross-entropy", "bpr-max"]
+Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class GRU4RecConfig:
     adagrad_eps: float = 1e-6  # added to the squared-gradient sum under the square root
     n_epochs: int = 10  # passes over the training sessions
     seed: int = 42  # seeds initialisation, dropout and negative sampling
+
+    # Speed (how the arithmetic is done, not what is learned)
+    precision: Precision = (
+        "fp32"  # bf16: training matmuls in bfloat16; weights, optimiser state and loss stay fp32
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -114,6 +120,8 @@ def _validate(config: GRU4RecConfig) -> None:
         fail("momentum", "must be in [0, 1)")
     if not config.adagrad_eps > 0:
         fail("adagrad_eps", "must be > 0")
+    if config.precision not in get_args(Precision):
+        fail("precision", f"choose one of {', '.join(get_args(Precision))}")
 
 
 def _check_types(config: GRU4RecConfig) -> None:
@@ -264,6 +272,7 @@ __all__ = [
     "EmbeddingMode",
     "GRU4RecConfig",
     "LossName",
+    "Precision",
     "apply_overrides",
     "get_preset",
 ]

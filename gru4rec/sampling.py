@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gru4rec import native
+
 # Guards the logs of probabilities (an item with support 0 has probability 0).
 LOG_EPS = 1e-24
 
@@ -65,7 +67,14 @@ class NegativeSampler:
         # Inverse-CDF sampling: searchsorted of uniform draws on the cumulative distribution.
         self._cumulative = torch.cumsum(probabilities, 0)
         self._cumulative[-1] = 1.0  # rounding must not leave a gap above the last item
-        self._generator = torch.Generator().manual_seed(seed)
+        # With the fused loops, a guide table narrows each search to a few items (the
+        # same draws, several times faster than a binary search over all of them).
+        self._guide: torch.Tensor | None = None
+        if native.available():
+            n_guide = 4 * self.n_items
+            grid = torch.arange(n_guide + 1, dtype=torch.float64) / n_guide
+            self._guide = torch.searchsorted(self._cumulative, grid, right=True)
+        self._rng = np.random.Generator(np.random.PCG64(seed))  # (several times torch's speed)
         self._cache = torch.empty(0, n_sample, dtype=torch.int64)
         self._position = 0
 
@@ -82,19 +91,50 @@ class NegativeSampler:
         """(n_steps, n_sample) int64 fresh draws."""
         shape = (n_steps, self.n_sample)
         if self.alpha == 0:
-            return torch.randint(self.n_items, shape, generator=self._generator)
-        uniform = torch.rand(shape, generator=self._generator, dtype=torch.float64)
+            return torch.from_numpy(self._rng.integers(0, self.n_items, shape, dtype=np.int64))
+        uniform = torch.from_numpy(self._rng.random(shape, dtype=np.float64))
+        if self._guide is not None:
+            out = torch.empty(shape, dtype=torch.int64)
+            return native.sample_inverse_cdf(self._cumulative, self._guide, uniform, out)
         return torch.searchsorted(self._cumulative, uniform, right=True).clamp_max_(
             self.n_items - 1
         )
+
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_U64 = (1 << 64) - 1
+
+
+def _splitmix64(z: int) -> int:
+    z &= _U64
+    z = ((z ^ (z >> 30)) * _MIX1) & _U64
+    z = ((z ^ (z >> 27)) * _MIX2) & _U64
+    return z ^ (z >> 31)
+
+
+def dropout_bits(key: int, start: int, count: int) -> np.ndarray:
+    """(count,) uint32: the top 32 bits of outputs start+1 .. start+count of splitmix64
+    seeded with `key` (the NumPy form of `native.dropout_mask`'s generator)."""
+    with np.errstate(over="ignore"):
+        index = np.arange(start + 1, start + count + 1, dtype=np.uint64)
+        z = np.uint64(key) + index * np.uint64(_GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(32)).astype(np.uint32)
 
 
 class DropoutMasks:
     """Inverted-dropout masks, per step one (batch_size, width) tensor per dropout site.
 
     A mask holds 0 (dropped, probability p) or 1 / (1 - p) (kept), so `x * mask` is
-    `F.dropout(x, p)`. Sites with p == 0 get None. Masks are drawn `chunk_steps` steps at
-    a time from a seeded PCG64 stream; a step with fewer rows uses the first rows.
+    `F.dropout(x, p)`. Sites with p == 0 get None. Each site draws from a counter-based
+    generator (splitmix64, keyed by the seed and the site): element e of the site's
+    stream is dropped when the top 32 bits of its draw are below p * 2^32. Masks are made
+    `chunk_steps` steps at a time, by a fused C loop where `gru4rec.native` is available
+    and by NumPy otherwise, with the same bits either way; a step with fewer rows uses
+    the first rows.
 
     Example:
         >>> masks = DropoutMasks([(512, 0.5), (512, 0.3)], batch_size=128, seed=1)
@@ -123,23 +163,37 @@ class DropoutMasks:
         self.device = torch.device(device)
         floats_per_step = batch_size * sum(width for width, p in sites if p > 0)
         self.chunk_steps = max(1, self.CHUNK_FLOATS // max(floats_per_step, 1))
-        self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._keys = [_splitmix64((seed << 16) + site + 1) for site in range(len(sites))]
+        self._drawn = [0] * len(sites)  # elements of each site's stream used so far
         self._chunk: list[torch.Tensor | None] = []
         self._position = self.chunk_steps  # empty: the first call draws
 
     def next(self) -> list[torch.Tensor | None]:
         """This step's mask per site: (batch_size, width) on `device`, or None where p == 0."""
         if self._position == self.chunk_steps:
-            self._chunk = [self._draw(width, p) for width, p in self.sites]
+            self._chunk = [self._draw(site) for site in range(len(self.sites))]
             self._position = 0
         step = self._position
         self._position += 1
         return [None if chunk is None else chunk[step] for chunk in self._chunk]
 
-    def _draw(self, width: int, p: float) -> torch.Tensor | None:
+    def _draw(self, site: int) -> torch.Tensor | None:
         """(chunk_steps, batch_size, width) masks of one site, or None for p == 0."""
+        width, p = self.sites[site]
         if p == 0:
             return None
-        uniform = self._rng.random((self.chunk_steps, self.batch_size, width), dtype=np.float32)
-        keep = torch.from_numpy(uniform >= np.float32(p))
-        return keep.to(device=self.device, dtype=self.dtype).mul_(1.0 / (1.0 - p))
+        shape = (self.chunk_steps, self.batch_size, width)
+        count = self.chunk_steps * self.batch_size * width
+        start, self._drawn[site] = self._drawn[site], self._drawn[site] + count
+        threshold = min(round(p * 2.0**32), 2**32 - 1)
+        scale = 1.0 / (1.0 - p)
+        if native.available():
+            masks = native.dropout_mask(
+                self._keys[site], start, threshold, scale, torch.empty(shape)
+            )
+        else:
+            keep = dropout_bits(self._keys[site], start, count) >= np.uint32(threshold)
+            masks = torch.from_numpy(
+                np.multiply(keep, np.float32(scale), dtype=np.float32).reshape(shape)
+            )
+        return masks.to(device=self.device, dtype=self.dtype)

@@ -8,8 +8,12 @@ Per step (B rows, one per active session slot):
     loss = sampled_loss(scores - logQ shift)                    # mean over the B rows
     backward, sparse optimiser step, detach hidden (no backpropagation through time)
 
-The schedule of steps is computed once per fit and reused every epoch; negatives come
-from a cached sampler. Tracking and progress bars attach as callbacks.
+Two implementations of a step learn the same model (tests/test_fast_step.py):
+`gru4rec.fast_step.FastStep` (the default: hand-derived backward pass, preallocated
+buffers, fused CPU loops, optional bf16 matmuls) and `AutogradStep` here (the plain
+autograd reference, `backward="autograd"`). The schedule of steps is computed once per fit
+and reused every epoch; negatives and dropout masks come from samplers that draw in
+chunks. Tracking and progress bars attach as callbacks.
 
 Example:
     >>> config = get_preset("rsc15")
@@ -22,18 +26,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from gru4rec import native
 from gru4rec.batching import SessionParallelPlan, plan_session_parallel
 from gru4rec.config import GRU4RecConfig
 from gru4rec.data import SessionData
-from gru4rec.errors import InputDataError, TrainingDivergedError
+from gru4rec.errors import ConfigError, InputDataError, TrainingDivergedError
+from gru4rec.fast_step import FastStep, dropout_masks
 from gru4rec.losses import sampled_loss
 from gru4rec.model import GRU4Rec
 from gru4rec.optim import SparseAdagradMomentum
@@ -95,6 +103,8 @@ class _StepIndex:
     stop: int
     reset_rows: Tensor | None
     keep: Tensor | None
+    inputs: Tensor  # (stop - start,) views into the schedule's flat arrays
+    targets: Tensor
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +125,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     device: torch.device | str = "cpu",
     num_threads: int | None = None,
+    backward: Literal["fast", "autograd"] = "fast",
 ) -> FitResult:
     """Train `model` in place on `data` for `config.n_epochs` epochs.
 
@@ -125,7 +136,11 @@ def fit(
         item_support: (n_items,) training events per item: the sampling distribution and logQ.
         callbacks: hooks for progress bars and tracking.
         device: where to train.
-        num_threads: torch intra-op threads during the fit (restored afterwards); None = as is.
+        num_threads: torch intra-op threads during the fit (restored afterwards); None =
+            `default_threads()` on CPU, the idle cores, asked again each epoch; as is on a
+            GPU.
+        backward: "fast" (`gru4rec.fast_step`, hand-derived, the default) or "autograd"
+            (the plain reference step, slower; fp32 only). Both learn the same model.
 
     Returns:
         FitResult with per-epoch loss and speed.
@@ -137,36 +152,62 @@ def fit(
     device = torch.device(device)
     support = _check_inputs(model, data, item_support)
     plan = plan_session_parallel(data, config.batch_size)
+    inputs = torch.from_numpy(plan.inputs).to(device)
+    targets = torch.from_numpy(plan.targets).to(device)
     schedule = _Schedule(
-        inputs=torch.from_numpy(plan.inputs).to(device),
-        targets=torch.from_numpy(plan.targets).to(device),
-        steps=_device_steps(plan, device),
+        inputs=inputs, targets=targets, steps=_device_steps(plan, device, inputs, targets)
     )
     model.to(device)
     was_training = model.training
     model.train(True)
     epochs: list[EpochStats] = []
     started = time.perf_counter()
+    step: TrainStep | None = None
     try:
-        with _threads(num_threads), _seeded(config.seed, device):
-            step = AutogradStep(model, config, support, device)
+        adaptive = num_threads is None and device.type == "cpu"
+        if adaptive:
+            num_threads = default_threads()
+        flush = native.subnormals_flushed() if device.type == "cpu" else contextlib.nullcontext()
+        with _threads(num_threads), _seeded(config.seed, device), flush:
+            if backward == "fast":
+                step = FastStep(model, config, support, device)
+            elif backward == "autograd":
+                step = AutogradStep(model, config, support, device)
+            else:
+                raise ValueError(f"backward must be 'fast' or 'autograd', got {backward!r}")
             for callback in callbacks:
                 callback.on_train_start(config)
             for epoch in range(config.n_epochs):
+                if adaptive and epoch > 0:  # other jobs may have come or gone
+                    torch.set_num_threads(default_threads())
+                    native.flush_subnormals(True)  # on any new thread too
                 stats = _run_epoch(epoch, schedule, model, step, callbacks, device)
                 epochs.append(stats)
                 logger.info(
-                    "epoch %d: loss %.4f, %.1f s, %.0f events/s",
+                    "epoch %d: loss %.4f, %.1f s, %.0f events/s, %d threads",
                     epoch, stats.loss, stats.seconds, stats.events_per_s,
+                    torch.get_num_threads(),
                 )  # fmt: skip
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, stats)
     finally:
         model.train(was_training)
+        if isinstance(step, FastStep):
+            step.release()
     result = FitResult(epochs=tuple(epochs), seconds=time.perf_counter() - started)
     for callback in callbacks:
         callback.on_train_end(result)
     return result
+
+
+class TrainStep(Protocol):
+    """What `fit` needs of a step: the forward pass and loss, then backward and update."""
+
+    def loss(
+        self, inputs: Tensor, targets: Tensor, hidden: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor]]: ...
+
+    def update(self, loss: Tensor) -> None: ...
 
 
 class AutogradStep:
@@ -180,8 +221,14 @@ class AutogradStep:
     def __init__(
         self, model: GRU4Rec, config: GRU4RecConfig, support: Tensor, device: torch.device
     ) -> None:
+        if config.precision != "fp32":
+            raise ConfigError(
+                f"precision={config.precision!r} needs the fast step; the autograd step "
+                "computes in the parameters' own dtype (use precision=fp32)."
+            )
         self.model = model
         self.config = config
+        self.masks = dropout_masks(model, config, device)
         self.parameters = tuple(model.parameters())
         self.optimizer = SparseAdagradMomentum(
             self.parameters,
@@ -222,7 +269,8 @@ class AutogradStep:
             columns = torch.cat((targets, negatives))  # (B + n_sample,)
             if logq_shift is not None and self.logq_samples is not None:
                 logq_shift = torch.cat((logq_shift, self.logq_samples[negatives]))
-        output, hidden = self.model.forward_step(inputs, hidden)  # (B, H)
+        masks = self.masks.next()  # the same stream as the fast step's
+        output, hidden = self.model.forward_step(inputs, hidden, masks)  # (B, H)
         scores = self.model.score_items(output, columns)  # (B, C); targets on the diagonal
         loss = sampled_loss(
             scores,
@@ -247,13 +295,13 @@ def _run_epoch(
     epoch: int,
     schedule: _Schedule,
     model: GRU4Rec,
-    step: AutogradStep,
+    step: TrainStep,
     callbacks: Sequence[Callback],
     device: torch.device,
 ) -> EpochStats:
     """One pass over the schedule; the hidden state starts at zero."""
-    steps, inputs, targets = schedule.steps, schedule.inputs, schedule.targets
-    n_rows = len(inputs)
+    steps = schedule.steps
+    n_rows = len(schedule.inputs)
     for callback in callbacks:
         callback.on_epoch_start(epoch, len(steps))
     started = time.perf_counter()
@@ -265,14 +313,13 @@ def _run_epoch(
         if rows.reset_rows is not None:  # slots that took a new session start from zero
             for layer in hidden:
                 layer.index_fill_(0, rows.reset_rows, 0.0)
-        loss, hidden = step.loss(
-            inputs[rows.start : rows.stop], targets[rows.start : rows.stop], hidden
-        )
+        loss, hidden = step.loss(rows.inputs, rows.targets, hidden)
         value = loss.item()  # the one sync per step: the NaN check needs it anyway
         if not math.isfinite(value):
             raise TrainingDivergedError(epoch, index, value)
         step.update(loss)
-        hidden = [layer.detach() for layer in hidden]  # no backpropagation through time
+        if hidden[0].requires_grad:  # no backpropagation through time
+            hidden = [layer.detach() for layer in hidden]
         loss_sum += value * (rows.stop - rows.start)
         for callback in callbacks:
             callback.on_step_end(epoch, index, value)
@@ -306,8 +353,16 @@ def _check_inputs(model: GRU4Rec, data: SessionData, item_support: np.ndarray) -
     return support
 
 
-def _device_steps(plan: SessionParallelPlan, device: torch.device) -> list[_StepIndex]:
-    """The plan's steps with reset rows and kept rows as index tensors on `device`."""
+def _device_steps(
+    plan: SessionParallelPlan,
+    device: torch.device,
+    inputs: Tensor | None = None,
+    targets: Tensor | None = None,
+) -> list[_StepIndex]:
+    """The plan's steps with reset rows and kept rows as index tensors on `device`, and
+    views of each step's inputs and targets (of `plan`'s arrays moved there, if not given)."""
+    inputs = torch.from_numpy(plan.inputs).to(device) if inputs is None else inputs
+    targets = torch.from_numpy(plan.targets).to(device) if targets is None else targets
     offsets = plan.step_offsets.tolist()
     reset_step = np.searchsorted(plan.step_offsets, np.flatnonzero(plan.reset), side="right") - 1
     reset_rows = np.flatnonzero(plan.reset) - plan.step_offsets[reset_step]
@@ -322,9 +377,53 @@ def _device_steps(plan: SessionParallelPlan, device: torch.device) -> list[_Step
                 stop=offsets[t + 1],
                 reset_rows=torch.from_numpy(rows).to(device) if len(rows) else None,
                 keep=torch.from_numpy(keep).to(device) if keep is not None else None,
+                inputs=inputs[offsets[t] : offsets[t + 1]],
+                targets=targets[offsets[t] : offsets[t + 1]],
             )
         )
     return steps
+
+
+def default_threads(sample_seconds: float = 0.1) -> int:
+    """The CPU threads `fit` trains with unless told otherwise: the idle cores.
+
+    The matmuls (MKL / oneDNN) and the fused loops of `gru4rec.native` split across
+    torch's OpenMP threads, which wait for each other at the end of every parallel
+    region. On an idle machine one thread per core is fastest (1.2-1.8x one thread on
+    2 cores). When other jobs keep cores busy, a thread that has to share a core holds
+    up every region (measured: 3-5x slower than one thread), so `fit` uses only the
+    cores left idle: every core this process may run on, minus the cores the rest of
+    the machine kept busy over `sample_seconds` (from /proc/stat), at least one. `fit`
+    asks again before each epoch. Pass `num_threads` for a fixed count (e.g. for
+    bit-identical reruns: the matmuls' sums depend on the thread count).
+    """
+    try:
+        cores = max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+    busy = _busy_cores(sample_seconds)
+    return max(1, min(cores, round(cores - busy)))
+
+
+def _busy_cores(seconds: float) -> float:
+    """Cores kept busy by all processes over `seconds` (this one sleeps meanwhile); 0 if
+    /proc/stat cannot be read."""
+
+    def counters() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:9]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy_before, total_before = counters()
+        time.sleep(seconds)
+        busy_after, total_after = counters()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = total_after - total_before
+    n_cpus = os.cpu_count() or 1
+    return n_cpus * (busy_after - busy_before) / total if total > 0 else 0.0
 
 
 @contextlib.contextmanager

@@ -117,3 +117,16 @@ def test_json_roundtrip() -> None:
 def test_from_dict_rejects_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="unknown parameter 'hidden'"):
         GRU4RecConfig.from_dict({"hidden": 3})
+
+
+def test_precision_is_fp32_by_default_and_validated() -> None:
+    assert GRU4RecConfig().precision == "fp32"
+    assert all(preset.precision == "fp32" for preset in PRESETS.values())
+    assert apply_overrides(GRU4RecConfig(), {"precision": "bf16"}).precision == "bf16"
+    with pytest.raises(ConfigError, match="precision"):
+        apply_overrides(GRU4RecConfig(), {"precision": "fp16"})
+    with pytest.raises(ConfigError, match="precision"):
+        GRU4RecConfig(precision="half")  # type: ignore[arg-type]
+    # Configs saved before the field existed still load.
+    old = {k: v for k, v in GRU4RecConfig().to_dict().items() if k != "precision"}
+    assert GRU4RecConfig.from_dict(old).precision == "fp32"

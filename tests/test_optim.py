@@ -9,10 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gru4rec import native
 from gru4rec.errors import ConfigError
 from gru4rec.optim import (
+    RowAdagradMomentum,
     SparseAdagradMomentum,
     adagrad_momentum_dense_,
+    adagrad_momentum_flat_,
     adagrad_momentum_rows_,
 )
 
@@ -179,3 +182,46 @@ def test_state_dict_round_trip_continues_identically() -> None:
 def test_bad_hyperparameters_are_config_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SparseAdagradMomentum([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_row_state_updates_like_the_reference_kernel(
+    use_native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not use_native:
+        monkeypatch.setattr(native, "usable", lambda *tensors: False)
+    generator = torch.Generator().manual_seed(3)
+    param = torch.randn(30, 4, generator=generator)
+    shadow = param.to(torch.bfloat16)
+    expected = [param.clone(), torch.zeros_like(param), torch.zeros_like(param)]
+    state = RowAdagradMomentum(param, lr=LR, momentum=MOMENTUM, shadow=shadow)
+    for step in range(3):
+        rows = torch.tensor([1, 7, 27]) + step
+        grad = torch.randn(3, 4, generator=generator)
+        adagrad_momentum_rows_(expected[0], rows, grad, *expected[1:], lr=LR, momentum=MOMENTUM)
+        state.update_(rows, grad)
+    torch.testing.assert_close(param, expected[0])
+    torch.testing.assert_close(state.acc, expected[1])
+    torch.testing.assert_close(state.velocity, expected[2])
+    assert torch.equal(shadow, param.to(torch.bfloat16))  # the bf16 copy follows
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_flat_update_takes_bf16_gradients(
+    use_native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not use_native:
+        monkeypatch.setattr(native, "usable", lambda *tensors: False)
+    generator = torch.Generator().manual_seed(4)
+    param = torch.randn(100, generator=generator)
+    grad = torch.randn(100, generator=generator).to(torch.bfloat16)
+    expected = [param.clone(), torch.zeros(100), torch.zeros(100)]
+    adagrad_momentum_dense_(expected[0], grad.float(), *expected[1:], lr=LR, momentum=MOMENTUM)
+    acc, velocity, shadow = (
+        torch.zeros(100),
+        torch.zeros(100),
+        torch.empty(100, dtype=torch.bfloat16),
+    )
+    adagrad_momentum_flat_(param, grad, acc, velocity, lr=LR, momentum=MOMENTUM, shadow=shadow)
+    torch.testing.assert_close(param, expected[0])
+    assert torch.equal(shadow, param.to(torch.bfloat16))

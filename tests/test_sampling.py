@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from gru4rec.sampling import NegativeSampler, log_probabilities, sampling_probabilities
+from gru4rec.sampling import (
+    DropoutMasks,
+    NegativeSampler,
+    log_probabilities,
+    sampling_probabilities,
+)
 
 SUPPORT = np.array([1, 4, 9, 16, 100, 0, 25, 2], dtype=np.int64)
 
@@ -58,3 +63,31 @@ def test_log_probabilities() -> None:
     assert torch.allclose(log_probabilities(support, 0.0), torch.log(torch.full((3,), 1 / 3)))
     half = np.sqrt([1.0, 3.0, 0.0])
     assert torch.allclose(sampling_probabilities(support, 0.5), torch.tensor(half / half.sum()))
+
+
+def test_dropout_masks_drop_with_probability_p_and_scale_the_rest() -> None:
+    masks = DropoutMasks([(64, 0.3), (32, 0.0), (16, 0.5)], batch_size=40, seed=5)
+    draws = [masks.next() for _ in range(masks.chunk_steps + 3)]  # crosses a chunk refill
+    first = torch.stack([step[0] for step in draws])  # type: ignore[misc]
+    assert first.shape == (len(draws), 40, 64)
+    values = torch.unique(first).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
+    assert abs((first == 0).float().mean().item() - 0.3) < 0.01
+    assert all(step[1] is None for step in draws)  # p == 0: no mask at all
+    assert draws[0][2] is not None and draws[0][2].shape == (40, 16)
+    assert not torch.equal(draws[0][0], draws[1][0])  # type: ignore[arg-type]
+
+
+def test_dropout_masks_are_seeded() -> None:
+    def stream(seed: int) -> list[torch.Tensor]:
+        masks = DropoutMasks([(8, 0.4)], batch_size=3, seed=seed)
+        return [masks.next()[0].clone() for _ in range(5)]  # type: ignore[union-attr]
+
+    a, b, c = stream(1), stream(1), stream(2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_dropout_masks_reject_bad_sites() -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        DropoutMasks([(8, 1.0)], batch_size=3, seed=0)

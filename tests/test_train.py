@@ -14,9 +14,10 @@ from gru4rec.config import GRU4RecConfig
 from gru4rec.data import SessionData
 from gru4rec.errors import TrainingDivergedError
 from gru4rec.evaluate import evaluate
+from gru4rec.fast_step import FastStep
 from gru4rec.model import GRU4Rec
 from gru4rec.sampling import NegativeSampler
-from gru4rec.train import Callback, EpochStats, FitResult, fit
+from gru4rec.train import AutogradStep, Callback, EpochStats, FitResult, fit
 
 N_ITEMS = 12
 
@@ -88,22 +89,24 @@ def test_one_step_matches_a_hand_computation() -> None:
         assert torch.allclose(after, expected, atol=1e-5), name
 
 
-def test_hidden_is_reset_per_slot_and_carried_otherwise() -> None:
-    # Spy on the hidden state the model receives at each step.
+@pytest.mark.parametrize("step_class", [FastStep, AutogradStep])
+def test_hidden_is_reset_per_slot_and_carried_otherwise(
+    step_class: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Spy on the hidden state each step receives.
     data = SessionData.from_sessions([[0, 1, 2], [3, 4], [5, 6, 7, 8], [9, 10]])
-    config = _config()
+    config = _config(dropout_p_hidden=0.3)
     model = GRU4Rec.from_config(N_ITEMS, config)
     seen: list[torch.Tensor] = []
-    original = model.forward_step
+    original = step_class.loss
 
-    def spy(
-        inputs: torch.Tensor, hidden: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def spy(self: object, inputs: torch.Tensor, targets: torch.Tensor, hidden: list) -> tuple:
         seen.append(hidden[0].detach().clone())
-        return original(inputs, hidden)
+        return original(self, inputs, targets, hidden)
 
-    model.forward_step = spy  # type: ignore[method-assign]
-    fit(model, data, config, item_support=SUPPORT, num_threads=1)
+    monkeypatch.setattr(step_class, "loss", spy)
+    backward = "fast" if step_class is FastStep else "autograd"
+    fit(model, data, config, item_support=SUPPORT, num_threads=1, backward=backward)
     steps = list(session_parallel_steps(data, 2))
     assert [h.shape[0] for h in seen] == [len(s.inputs) for s in steps]  # shrinking batch
     for hidden, step in zip(seen, steps, strict=True):

@@ -1,0 +1,621 @@
+"""The fast training step: the same update as autograd, with a hand-derived backward pass.
+
+Autograd spends most of a GRU4Rec step on bookkeeping: a graph per step, sparse COO
+gradients that must be sorted and coalesced, gradients w.r.t. the carried hidden state
+(which is detached, so nobody needs them), fresh allocations for every intermediate.
+This step computes exactly the gradients the update needs, in preallocated buffers:
+
+    rows      the distinct items among the columns (targets + negatives), U of them
+    forward   x = dropout(E[inputs]);  per layer: gx = x W + b                  (B, 3H)
+              r, z = sigmoid(gx_rz + h U_rz);  c = tanh(gx_c + (r h) U_c)
+              h' = h + z (c - h);  out = dropout(h')                             (B, H)
+              scores = (out W_items[rows]^T + b_items[rows])[:, column -> row]   (B, C)
+    loss      closed-form loss and G = d loss / d scores (`losses.sampled_loss_and_grad`)
+    backward  G_rows = G summed over the columns of each row                      (B, U)
+              d out = G_rows W_rows;  d W_rows = G_rows^T out;  d b_rows = sum G_rows
+              per layer, top to bottom (no d h: the carried state is detached):
+              da_c = tanh'(dh' z);  d(rh) = da_c U_c^T;  da_r = sigmoid'(d(rh) h)
+              da_z = sigmoid'(dh' (c - h));  dU_c = (rh)^T da_c;  dU_rz = h^T da_rz
+              dW = x^T da;  db = sum(da);  dx = da W^T
+    update    Adagrad with momentum: the GRU weights densely, each item table on the
+              distinct rows it looked up (the rows of autograd's sparse gradients)
+
+Scoring each distinct item once and summing G per item (instead of scoring every column
+and summing the (C, H) row gradients) gives the same numbers with fewer FLOPs: sampled
+negatives repeat popular items. Negatives and dropout masks come from the chunked
+samplers that the autograd path uses, in the same order, so both paths train the same
+model (tests/test_fast_step.py).
+
+On CPU in fp32 the elementwise and memory-bound parts (GRU gates, the loss with its
+gradient, the distinct rows, the optimiser) run as fused C loops (`gru4rec.native`);
+elsewhere (GPU, float64, no C compiler) as the torch operations they replace.
+
+precision="bf16" runs the matmuls in bfloat16 (about 4x the fp32 rate with AMX): they
+read bf16 copies of the weights that the optimiser refreshes as it updates the fp32
+masters. Parameters, optimiser state, the loss and the elementwise steps stay fp32.
+
+Example:
+    >>> step = FastStep(model, config, support, torch.device("cpu"))
+    >>> loss, hidden = step.loss(inputs, targets, hidden)  # forward + loss
+    >>> step.update(loss)  # backward + sparse update
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gru4rec import native
+from gru4rec.config import GRU4RecConfig, Precision
+from gru4rec.losses import sampled_loss_and_grad
+from gru4rec.model import GRU4Rec, GRULayer
+from gru4rec.optim import RowAdagradMomentum, adagrad_momentum_flat_
+from gru4rec.sampling import DropoutMasks, NegativeSampler, log_probabilities
+
+_BF16_ROW_MULTIPLE = 64
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
+_tanh_backward = torch.ops.aten.tanh_backward.grad_input
+
+
+@dataclass(eq=False)
+class _Layer:
+    """One GRU layer's buffers for B rows: what its forward pass keeps for the backward."""
+
+    gates_x: Tensor  # (B, 3H) input projection + bias; then the gate gradients
+    gates_rz: Tensor  # (B, 2H) sigmoid(r, z)
+    reset_hidden: Tensor  # (B, H) r * h
+    candidate: Tensor  # (B, H) tanh(...)
+    diff: Tensor  # (B, H) c - h
+    new_hidden: tuple[Tensor, Tensor]  # (B, H) h', two buffers used in turn
+    output: tuple[Tensor, Tensor]  # (B, H) dropout(h'), two buffers used in turn
+    grad_pre: Tensor  # (B, 2H) d r, d z before the sigmoid derivative (torch path)
+    grad_reset_hidden: Tensor  # (B, H) d (r h)
+    grad_input: Tensor  # (B, I) d x, the layer below's output gradient
+
+
+@dataclass(eq=False)
+class _Buffers:
+    """Every per-step buffer as views for one batch size B (cached: B changes rarely)."""
+
+    n_rows: int
+    n_cols: int  # C = B + n_sample
+    columns: Tensor  # (C,) int64: targets, then the shared negatives
+    shift: Tensor  # (C,) logQ of each column
+    embedded: Tensor  # (B, E) dropped-out input embedding, in the compute precision
+    grad_out: Tensor  # (B, H_last)
+    grad_inputs: Tensor  # (B, input width) summed gradients of the input table's rows
+    layers: list[_Layer]
+
+
+@dataclass(eq=False)
+class _Rows:
+    """The item rows of one step: distinct, scored ones first."""
+
+    rows: Tensor  # (U_all,) distinct items: the U scored ones, then input-only ones
+    n_scored: int  # U: rows[:U] are the distinct columns
+    column_slot: Tensor  # (C,) position in `rows` of each column's item
+    input_slot: Tensor  # (B,) position in `rows` of each input item (-1: not there)
+
+
+class FastStep:
+    """One optimiser step with a hand-derived backward pass (see the module docstring).
+
+    The interface of `train.AutogradStep`: `loss` runs the forward pass and the loss
+    (with its gradient), `update` the backward pass and the sparse update, so the caller
+    can check the loss in between. While it exists the GRU weights are views of one
+    flat buffer; `release()` gives them their own storage back.
+    """
+
+    def __init__(
+        self,
+        model: GRU4Rec,
+        config: GRU4RecConfig,
+        support: Tensor,
+        device: torch.device,
+        precision: Precision | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.device = device
+        self.dtype = model.item_weight.dtype
+        precision = precision or config.precision
+        self.compute_dtype = torch.bfloat16 if precision == "bf16" else self.dtype
+        self.low = self.compute_dtype != self.dtype  # matmuls in lower precision
+        self.native = device.type == "cpu" and self.dtype == torch.float32 and native.available()
+        self.layers: tuple[GRULayer, ...] = model.gru_layers
+        self.n_sample = config.n_sample
+        self.sampler: NegativeSampler | None = None
+        if config.n_sample > 0:
+            self.sampler = NegativeSampler(
+                support, config.sample_alpha, config.n_sample, config.sample_cache_size,
+                seed=config.seed, device=device,
+            )  # fmt: skip
+        self.masks = dropout_masks(model, config, device)
+        self.logq_targets: Tensor | None = None
+        self.logq_samples: Tensor | None = None
+        if config.logq != 0 and config.loss == "cross-entropy":
+            logq_targets = config.logq * log_probabilities(support, 1.0)
+            logq_samples = config.logq * log_probabilities(support, config.sample_alpha)
+            self.logq_targets = logq_targets.to(device, self.dtype)
+            self.logq_samples = logq_samples.to(device, self.dtype)
+        self._init_optimiser(config)
+        self._init_scratch()
+        self._buffers: dict[int, _Buffers] = {}
+        self._turn = 0
+        self._pending: tuple | None = None
+
+    def _init_optimiser(self, config: GRU4RecConfig) -> None:
+        model = self.model
+        hyper = {"lr": config.learning_rate, "momentum": config.momentum,
+                 "eps": config.adagrad_eps}  # fmt: skip
+        self.hyper = hyper
+        # The GRU weights live in one flat buffer while training, so that their update is
+        # one pass whatever the number of layers.
+        self.dense = [p for layer in self.layers for p in layer.parameters()]
+        self.flat_param = torch.cat([p.detach().reshape(-1) for p in self.dense])
+        for param, view in zip(self.dense, self._views(self.flat_param), strict=True):
+            param.data = view
+        # Gradients come out of the matmuls, so in the compute precision (bf16: the
+        # optimiser loop reads them as they are).
+        self.flat_grad = torch.zeros_like(self.flat_param, dtype=self.compute_dtype)
+        self.flat_acc = torch.zeros_like(self.flat_param)
+        self.flat_velocity = torch.zeros_like(self.flat_param)
+        self._grad_of = dict(zip(self.dense, self._views(self.flat_grad), strict=True))
+        # bf16: the matmuls read bf16 copies of the weights ("shadows") that the optimiser
+        # refreshes as it updates the fp32 masters, so no step converts a whole weight.
+        self.flat_low = self._shadow(self.flat_param)
+        low_views = self._views(self.flat_low) if self.flat_low is not None else self.dense
+        self._low_of = dict(zip(self.dense, low_views, strict=True))
+        self.item_low = self._shadow(model.item_weight)
+
+        def row_state(param: Tensor, shadow: Tensor | None = None) -> RowAdagradMomentum:
+            return RowAdagradMomentum(
+                param, lr=config.learning_rate, momentum=config.momentum,
+                eps=config.adagrad_eps, shadow=shadow,
+            )  # fmt: skip
+
+        self.item_rows = row_state(model.item_weight, self.item_low)
+        self.bias_rows = row_state(model.item_bias.view(-1))
+        self.input_rows: RowAdagradMomentum | None = None
+        self.input_low: Tensor | None = None
+        if model.input_embedding is not None:
+            self.input_low = self._shadow(model.input_embedding)
+            self.input_rows = row_state(model.input_embedding, self.input_low)
+        elif model.input_weight is not None:  # one-hot input: added, never multiplied
+            self.input_rows = row_state(model.input_weight)
+
+    def _init_scratch(self) -> None:
+        """Buffers whose size depends on the columns and rows, not on the batch size."""
+        model, device, dtype = self.model, self.device, self.dtype
+        n_cols = self.config.batch_size + self.n_sample  # at most
+        n_rows = self.config.batch_size
+        width = model.layers[-1]
+        self._row_ids = torch.empty(n_cols + n_rows, device=device, dtype=torch.int64)
+        self._column_slot = torch.empty(n_cols, device=device, dtype=torch.int64)
+        self._input_slot = torch.empty(n_rows, device=device, dtype=torch.int64)
+        self._counts = torch.zeros(2, dtype=torch.int64)
+        self._mark = torch.zeros(model.n_items, device=device, dtype=torch.uint8)
+        self._slot_of = torch.zeros(model.n_items, device=device, dtype=torch.int64)
+        self._positions = torch.arange(n_cols + n_rows, device=device)
+        n_padded = n_cols + _BF16_ROW_MULTIPLE
+        self._weight_rows = torch.empty(n_padded, width, device=device, dtype=self.compute_dtype)
+        self._bias_rows = torch.empty(n_padded, device=device, dtype=dtype)
+        self._grad_items = torch.empty(
+            n_padded + n_rows, width, device=device, dtype=self.compute_dtype
+        )
+        # Flat, so that (B, U) and (B, C) views of any U, C are contiguous.
+        self._row_scores = torch.empty(n_rows * n_padded, device=device, dtype=dtype)
+        self._grad_row_scores = torch.empty(n_rows * n_padded, device=device, dtype=dtype)
+        self._scores = torch.empty(n_rows * n_cols, device=device, dtype=dtype)
+        self._loss_value = torch.empty((), device=device, dtype=dtype)
+        self._row_loss = torch.empty(n_rows, device=device, dtype=torch.float64)
+        threads = max(torch.get_num_threads(), 1)
+        self._loss_work = torch.empty(threads * native.work_floats(n_cols), device=device)
+        self._loss_index = torch.empty(n_padded + n_cols, device=device, dtype=torch.int64)
+
+    # ----------------------------------------------------------------------------- forward
+
+    @torch.no_grad()
+    def loss(
+        self, inputs: Tensor, targets: Tensor, hidden: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Forward pass and loss. inputs, targets: (B,) int64; hidden: (B, H_l) per layer.
+
+        Returns the 0-dim mean loss over the B rows and the new hidden state (views into
+        this step's buffers, valid until the step after next).
+        """
+        model = self.model
+        buffers = self._buffers_for(inputs.shape[0])
+        self._turn ^= 1
+        masks = self.masks.next()
+        negatives = self.sampler.next() if self.sampler is not None else None
+        columns = buffers.columns
+        if negatives is None:
+            columns.copy_(targets)
+        else:
+            torch.cat((targets, negatives), out=columns)
+        rows = self._distinct(columns, inputs, with_inputs=model.embedding == "shared")
+
+        # Per layer, what the backward needs: the matmul operands x, h, r h in the compute
+        # precision (converted once) and h itself.
+        layer_input = self._embed(buffers, inputs, masks[0])
+        outputs: list[Tensor] = []
+        low: list[tuple[Tensor | None, Tensor, Tensor, Tensor]] = []
+        for index, layer in enumerate(self.layers):
+            gates_x = self._project_input(buffers.layers[index], layer, layer_input, inputs)
+            hidden_low = self._low(hidden[index])
+            output = self._layer_forward(
+                buffers.layers[index], layer, gates_x, hidden[index], hidden_low,
+                masks[index + 1],
+            )  # fmt: skip
+            reset_hidden_low = self._low(buffers.layers[index].reset_hidden)
+            low.append((layer_input, hidden[index], hidden_low, reset_hidden_low))
+            outputs.append(output)
+            layer_input = self._low(output)
+
+        output_low = self._low(outputs[-1])
+        value = self._score_and_loss(buffers, rows, output_low, targets, negatives)
+        self._pending = (buffers, inputs, masks, rows, low, output_low)
+        return value, outputs
+
+    def _embed(self, buffers: _Buffers, inputs: Tensor, mask: Tensor | None) -> Tensor | None:
+        """(B, E) dropped-out input embedding; None with one-hot input."""
+        model = self.model
+        if model.embedding == "none":
+            return None
+        table: Tensor | None = model.item_weight
+        if model.embedding == "shared" and self.item_low is not None:
+            table = self.item_low
+        elif model.embedding == "separate":
+            table = self.input_low if self.input_low is not None else model.input_embedding
+        assert table is not None
+        x = torch.index_select(table, 0, inputs, out=buffers.embedded)
+        if mask is not None:
+            x.mul_(mask[: buffers.n_rows])
+        return x
+
+    def _project_input(
+        self, buffers: _Layer, layer: GRULayer, x: Tensor | None, inputs: Tensor
+    ) -> Tensor:
+        """(B, 3H) gates' input part, bias included."""
+        gates_x = buffers.gates_x
+        if x is None:  # one-hot input: the projection is a row of the input table
+            assert self.model.input_weight is not None
+            torch.index_select(self.model.input_weight, 0, inputs, out=gates_x)
+            gates_x.add_(layer.bias)
+        else:
+            assert layer.weight_input is not None
+            self._addmm(layer.bias, x, self._low_of[layer.weight_input], gates_x)
+        return gates_x
+
+    def _layer_forward(
+        self, buffers: _Layer, layer: GRULayer, gates_x: Tensor, hidden: Tensor,
+        hidden_low: Tensor, mask: Tensor | None,
+    ) -> Tensor:  # fmt: skip
+        """One GRU layer: (B, 3H) projected input, (B, H) state -> (B, H) dropped-out output.
+
+        hidden_low: the state in the compute precision (the matmul's copy)."""
+        n_rows, size = hidden.shape
+        gates_rz, reset_hidden = buffers.gates_rz, buffers.reset_hidden
+        candidate, diff = buffers.candidate, buffers.diff
+        new_hidden = buffers.new_hidden[self._turn]
+        output = new_hidden if mask is None else buffers.output[self._turn]
+        mask = None if mask is None else mask[:n_rows]
+        weight_rz = self._low_of[layer.weight_hidden_rz]
+        weight_c = self._low_of[layer.weight_hidden_c]
+        self._addmm(gates_x[:, : 2 * size], hidden_low, weight_rz, gates_rz)
+        if self.native:
+            hidden = hidden.contiguous()
+            native.gru_gates(gates_rz, hidden, reset_hidden)
+            self._addmm(gates_x[:, 2 * size :], self._low(reset_hidden), weight_c, candidate)
+            native.gru_output(candidate, hidden, gates_rz, diff, new_hidden, mask, output)
+            return output
+        gates_rz.sigmoid_()
+        reset, update = gates_rz[:, :size], gates_rz[:, size:]
+        torch.mul(reset, hidden, out=reset_hidden)
+        self._addmm(gates_x[:, 2 * size :], self._low(reset_hidden), weight_c, candidate)
+        candidate.tanh_()
+        torch.sub(candidate, hidden, out=diff)
+        torch.addcmul(hidden, update, diff, out=new_hidden)  # h + z (c - h)
+        if mask is not None:
+            torch.mul(new_hidden, mask, out=output)
+        return output
+
+    def _score_and_loss(
+        self, buffers: _Buffers, rows: _Rows, output: Tensor, targets: Tensor,
+        negatives: Tensor | None,
+    ) -> Tensor:  # fmt: skip
+        """The mean loss over the (B, C) scores; its gradient w.r.t. the scores of the
+        distinct rows (B, U), the columns of an item summed, goes to `_grad_row_scores`."""
+        model, config = self.model, self.config
+        n_rows, n_cols, n_scored = buffers.n_rows, buffers.n_cols, rows.n_scored
+        scored = rows.rows[:n_scored]
+        n_padded = self._padded(n_scored)  # (the padding rows score 0 and get gradient 0)
+        table = self.item_low if self.item_low is not None else model.item_weight
+        weight_rows = self._weight_rows[:n_padded]
+        torch.index_select(table, 0, scored, out=weight_rows[:n_scored])
+        bias_rows = self._bias_rows[:n_padded]
+        torch.index_select(model.item_bias.view(-1), 0, scored, out=bias_rows[:n_scored])
+        if n_padded > n_scored:
+            weight_rows[n_scored:].zero_()
+            bias_rows[n_scored:].zero_()
+        logq_shift = self._logq_shift(buffers, targets, negatives)
+        row_scores = _matrix(self._row_scores, n_rows, n_padded)  # (B, U)
+        grad_row_scores = _matrix(self._grad_row_scores, n_rows, n_padded)
+        if self.native:  # the bias is added inside the loss loop
+            self._mm(output, weight_rows.T, row_scores)
+            return native.sampled_loss_rows(
+                row_scores, rows.column_slot, row_bias=bias_rows, loss=config.loss,
+                logq_shift=logq_shift, bpreg=config.bpreg, elu_param=config.elu_param,
+                grad_rows=grad_row_scores, loss_out=self._loss_value, row_loss=self._row_loss,
+                work=self._loss_work, index=self._loss_index,
+            )  # fmt: skip
+        self._addmm(bias_rows, output, weight_rows.T, row_scores)
+        scores = _matrix(self._scores, n_rows, n_cols)
+        torch.index_select(row_scores, 1, rows.column_slot, out=scores)  # (B, C)
+        value, grad_scores = sampled_loss_and_grad(
+            scores, loss=config.loss, logq_shift=logq_shift, bpreg=config.bpreg,
+            elu_param=config.elu_param,
+        )  # fmt: skip
+        grad_row_scores.zero_().index_add_(1, rows.column_slot, grad_scores)
+        return value
+
+    def _logq_shift(
+        self, buffers: _Buffers, targets: Tensor, negatives: Tensor | None
+    ) -> Tensor | None:
+        """(C,) logQ of each column, or None without the correction."""
+        if self.logq_targets is None or self.logq_samples is None:
+            return None
+        shift = buffers.shift
+        torch.index_select(self.logq_targets, 0, targets, out=shift[: buffers.n_rows])
+        if negatives is not None:
+            torch.index_select(self.logq_samples, 0, negatives, out=shift[buffers.n_rows :])
+        return shift
+
+    def _distinct(self, columns: Tensor, inputs: Tensor, with_inputs: bool) -> _Rows:
+        """The distinct items of `columns`, then (`with_inputs`) of `inputs` not among them."""
+        n_cols, n_inputs = columns.shape[0], inputs.shape[0]
+        column_slot = self._column_slot[:n_cols]
+        input_slot = self._input_slot[:n_inputs]
+        if self.native:
+            n_scored, n_all = native.distinct_rows(
+                columns, inputs, with_inputs, self._mark, self._slot_of, self._row_ids,
+                column_slot, input_slot, self._counts,
+            )  # fmt: skip
+            return _Rows(self._row_ids[:n_all], n_scored, column_slot, input_slot)
+        # torch: mark the items in an (n_items,) mask and scan it (ascending order).
+        mark = self._mark  # all 0 between calls
+        mark.index_fill_(0, columns, 1)
+        scored = mark.nonzero().view(-1)
+        rows = scored
+        if with_inputs:
+            mark.index_fill_(0, inputs, 1)
+            mark.index_fill_(0, scored, 0)
+            rows = torch.cat((scored, mark.nonzero().view(-1)))
+        mark.index_fill_(0, rows, 0)
+        self._slot_of.fill_(-1).index_copy_(0, rows, self._positions[: rows.shape[0]])
+        torch.index_select(self._slot_of, 0, columns, out=column_slot)
+        torch.index_select(self._slot_of, 0, inputs, out=input_slot)
+        return _Rows(rows, scored.shape[0], column_slot, input_slot)
+
+    # ---------------------------------------------------------------------------- backward
+
+    @torch.no_grad()
+    def update(self, loss: Tensor) -> None:
+        """Backward pass and one Adagrad-momentum update (dense GRU, sparse item rows)."""
+        assert self._pending is not None, "update() needs a loss() first"
+        buffers, inputs, masks, rows, low, output_low = self._pending
+        self._pending = None
+        model = self.model
+        n_rows, n_scored, n_all = buffers.n_rows, rows.n_scored, rows.rows.shape[0]
+        n_padded = self._padded(n_scored)
+
+        grad_row_scores = _matrix(self._grad_row_scores, n_rows, n_padded)  # (B, U)
+        grad_bias = grad_row_scores[:, :n_scored].sum(dim=0)  # (U,)
+        grad_row_scores = self._low(grad_row_scores)
+        # (U_all, H): the scored rows, then the inputs' (padding rows in between are 0)
+        grad_items = self._grad_items[: max(n_all, n_padded)]
+        self._mm(grad_row_scores.T, output_low, grad_items[:n_padded])
+        grad_items = grad_items[:n_all]
+        grad_out = buffers.grad_out
+        self._mm(grad_row_scores, self._weight_rows[:n_padded], grad_out)  # (B, H)
+
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer_input, hidden, hidden_low, reset_hidden_low = low[index]
+            grad_out = self._layer_backward(
+                buffers.layers[index], self.layers[index], layer_input, hidden, hidden_low,
+                reset_hidden_low, grad_out, masks[index + 1],
+            )  # fmt: skip
+
+        # The input table's rows: the first layer's gate gradients (one-hot) or d x.
+        if model.embedding == "none":
+            input_grads = buffers.layers[0].gates_x
+        else:
+            assert grad_out is not None
+            input_grads = grad_out if masks[0] is None else grad_out.mul_(masks[0][:n_rows])
+        if model.embedding == "shared":
+            grad_items[n_scored:].zero_()
+            grad_items.index_add_(0, rows.input_slot, input_grads.to(grad_items.dtype))
+
+        adagrad_momentum_flat_(
+            self.flat_param, self.flat_grad, self.flat_acc, self.flat_velocity, **self.hyper,
+            shadow=self.flat_low, use_native=self.native,
+        )  # fmt: skip
+        self.item_rows.update_(rows.rows, grad_items)
+        self.bias_rows.update_(rows.rows[:n_scored], grad_bias)
+        if self.input_rows is not None:
+            input_rows = self._distinct(inputs, inputs, with_inputs=False)
+            summed = buffers.grad_inputs[: input_rows.n_scored]
+            summed.zero_().index_add_(0, input_rows.column_slot, input_grads)
+            self.input_rows.update_(input_rows.rows, summed)
+
+    def _layer_backward(
+        self, buffers: _Layer, layer: GRULayer, layer_input: Tensor | None, hidden: Tensor,
+        hidden_low: Tensor, reset_hidden: Tensor, grad_output: Tensor, mask: Tensor | None,
+    ) -> Tensor | None:  # fmt: skip
+        """Gradients of one layer's weights (into `flat_grad`); returns d input (B, I).
+
+        layer_input, hidden_low, reset_hidden: the forward's matmul operands (compute
+        precision); `layer_input` is None for one-hot input (the gate gradients are then
+        the input rows'). hidden: the layer's incoming state.
+        """
+        n_rows, size = hidden.shape
+        mask = None if mask is None else mask[:n_rows]
+        gates_rz, diff, candidate = buffers.gates_rz, buffers.diff, buffers.candidate
+        grad_gates = buffers.gates_x  # the forward's projection is spent: reuse it
+        grad_reset_hidden = buffers.grad_reset_hidden
+        weight_c = self._low_of[layer.weight_hidden_c]
+        if self.native:
+            native.gru_output_backward(grad_output, mask, diff, gates_rz, candidate, grad_gates)
+            self._mm(self._low(grad_gates[:, 2 * size :]), weight_c.T, grad_reset_hidden)
+            native.gru_reset_backward(grad_reset_hidden, hidden.contiguous(), gates_rz, grad_gates)
+        else:
+            if mask is not None:
+                grad_output.mul_(mask)  # d h'
+            grad_pre = buffers.grad_pre
+            # d z = d h' (c - h);  d c = d h' z, then through tanh
+            torch.mul(grad_output, diff, out=grad_pre[:, size:])
+            grad_c = grad_output.mul_(gates_rz[:, size:])
+            _tanh_backward(grad_c, candidate, grad_input=grad_gates[:, 2 * size :])
+            self._mm(self._low(grad_gates[:, 2 * size :]), weight_c.T, grad_reset_hidden)
+            torch.mul(grad_reset_hidden, hidden, out=grad_pre[:, :size])  # d r
+            _sigmoid_backward(grad_pre, gates_rz, grad_input=grad_gates[:, : 2 * size])
+
+        grad_of = self._grad_of
+        if self.low:
+            grad_of[layer.bias].copy_(grad_gates.sum(dim=0))
+        else:
+            torch.sum(grad_gates, dim=0, out=grad_of[layer.bias])
+        grad_gates_low = self._low(grad_gates)
+        self._mm(reset_hidden.T, grad_gates_low[:, 2 * size :], grad_of[layer.weight_hidden_c])
+        self._mm(hidden_low.T, grad_gates_low[:, : 2 * size], grad_of[layer.weight_hidden_rz])
+        if layer.weight_input is None:  # one-hot input: the rows of the input table
+            return None
+        assert layer_input is not None
+        self._mm(layer_input.T, grad_gates_low, grad_of[layer.weight_input])
+        self._mm(grad_gates_low, self._low_of[layer.weight_input].T, buffers.grad_input)
+        return buffers.grad_input
+
+    def release(self) -> None:
+        """Give the GRU weights their own storage again (call when training ends)."""
+        for param in self.dense:
+            param.data = param.data.clone()
+
+    # ----------------------------------------------------------------------------- helpers
+
+    def _views(self, flat: Tensor) -> list[Tensor]:
+        """`flat` split into views shaped like the GRU weights."""
+        sizes = [p.numel() for p in self.dense]
+        return [v.view(p.shape) for v, p in zip(flat.split(sizes), self.dense, strict=True)]
+
+    def _padded(self, n_scored: int) -> int:
+        """The scored rows rounded up for the matmuls: bf16 matmuls (oneDNN) build a kernel
+        per shape, so the varying U is rounded up to a multiple of 64 to reuse them."""
+        return -(-n_scored // _BF16_ROW_MULTIPLE) * _BF16_ROW_MULTIPLE if self.low else n_scored
+
+    def _low(self, tensor: Tensor) -> Tensor:
+        """`tensor` in the compute precision (itself in full precision)."""
+        return tensor.to(self.compute_dtype) if self.low else tensor
+
+    def _addmm(self, bias: Tensor, a: Tensor, b: Tensor, out: Tensor) -> None:
+        """out = bias + a @ b: a, b in the compute precision, the sum in full precision."""
+        if self.low:
+            torch.add(bias, torch.mm(a, b), out=out)
+        else:
+            torch.addmm(bias, a, b, out=out)
+
+    def _mm(self, a: Tensor, b: Tensor, out: Tensor) -> None:
+        """out = a @ b, a and b in the compute precision, out in it or in full precision."""
+        if out.dtype == a.dtype:
+            torch.mm(a, b, out=out)
+        else:
+            out.copy_(torch.mm(a, b))
+
+    def _shadow(self, param: Tensor) -> Tensor | None:
+        """A compute-precision copy of `param` (bf16 training), or None in full precision."""
+        return param.detach().to(self.compute_dtype) if self.low else None
+
+    def _buffers_for(self, n_rows: int) -> _Buffers:
+        """The step buffers for B = n_rows, allocated once for the largest B and viewed."""
+        if n_rows in self._buffers:
+            return self._buffers[n_rows]
+        if not self._buffers:
+            self._full = self._allocate(self.config.batch_size)
+        full = self._full
+        n_cols = n_rows + self.n_sample
+        buffers = _Buffers(
+            n_rows=n_rows,
+            n_cols=n_cols,
+            columns=full.columns[:n_cols],
+            shift=full.shift[:n_cols],
+            embedded=full.embedded[:n_rows],
+            grad_out=full.grad_out[:n_rows],
+            grad_inputs=full.grad_inputs[:n_rows],
+            layers=[
+                _Layer(**{name: _first_rows(value, n_rows) for name, value in vars(layer).items()})
+                for layer in full.layers
+            ],
+        )
+        self._buffers[n_rows] = buffers
+        return buffers
+
+    def _allocate(self, n_rows: int) -> _Buffers:
+        model, device, dtype = self.model, self.device, self.dtype
+        n_cols = n_rows + self.n_sample
+
+        def empty(*shape: int, dtype: torch.dtype = dtype) -> Tensor:
+            return torch.empty(shape, device=device, dtype=dtype)
+
+        embed_width = model.dropout_sites()[0][0]
+        input_width = 3 * model.layers[0] if model.embedding == "none" else embed_width
+        widths_in = [embed_width, *model.layers[:-1]]
+        return _Buffers(
+            n_rows=n_rows,
+            n_cols=n_cols,
+            columns=empty(n_cols, dtype=torch.int64),
+            shift=empty(n_cols),
+            embedded=empty(n_rows, embed_width, dtype=self.compute_dtype),
+            grad_out=empty(n_rows, model.layers[-1]),
+            grad_inputs=empty(n_rows, input_width),
+            layers=[
+                _Layer(
+                    gates_x=empty(n_rows, 3 * size),
+                    gates_rz=empty(n_rows, 2 * size),
+                    reset_hidden=empty(n_rows, size),
+                    candidate=empty(n_rows, size),
+                    diff=empty(n_rows, size),
+                    new_hidden=(empty(n_rows, size), empty(n_rows, size)),
+                    output=(empty(n_rows, size), empty(n_rows, size)),
+                    grad_pre=empty(n_rows, 2 * size),
+                    grad_reset_hidden=empty(n_rows, size),
+                    grad_input=empty(n_rows, width_in),
+                )
+                for size, width_in in zip(model.layers, widths_in, strict=True)
+            ],
+        )
+
+
+def _first_rows(value: Tensor | tuple[Tensor, ...], n_rows: int) -> Any:
+    """The first `n_rows` rows of a buffer, or of each buffer of a pair."""
+    if isinstance(value, tuple):
+        return tuple(t[:n_rows] for t in value)
+    return value[:n_rows]
+
+
+def _matrix(flat: Tensor, n_rows: int, n_cols: int) -> Tensor:
+    """A contiguous (n_rows, n_cols) view of the start of a flat buffer."""
+    return flat[: n_rows * n_cols].view(n_rows, n_cols)
+
+
+def dropout_masks(model: GRU4Rec, config: GRU4RecConfig, device: torch.device) -> DropoutMasks:
+    """The mask stream both training paths draw from (seeded apart from the negatives)."""
+    return DropoutMasks(
+        model.dropout_sites(),
+        batch_size=config.batch_size,
+        seed=config.seed + 1,
+        dtype=model.item_weight.dtype,
+        device=device,
+    )

@@ -1,0 +1,173 @@
+"""The fast step learns exactly what autograd learns: the same model trained both ways.
+
+Each case trains one model with `backward="fast"` and a copy with `backward="autograd"`
+from the same seed (same batches, negatives and dropout masks) for a few hundred steps,
+shrinking batches at every epoch end included, and compares every step's loss and the
+final parameters. In float64 the two agree to rounding; in float32 to float tolerance.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from gru4rec import native
+from gru4rec.batching import plan_session_parallel
+from gru4rec.config import GRU4RecConfig
+from gru4rec.data import SessionData
+from gru4rec.model import GRU4Rec
+from gru4rec.train import Callback, fit
+
+N_ITEMS = 40
+
+
+class _Losses(Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_step_end(self, epoch: int, step: int, loss: float) -> None:
+        self.values.append(loss)
+
+
+def _data(seed: int = 0, n_sessions: int = 160) -> SessionData:
+    """Sessions of 2-9 events over a popularity-skewed catalogue (some items never occur)."""
+    rng = np.random.default_rng(seed)
+    popularity = rng.pareto(1.0, N_ITEMS - 4) + 0.1
+    popularity /= popularity.sum()
+    sessions = [
+        list(rng.choice(N_ITEMS - 4, size=rng.integers(2, 10), p=popularity))
+        for _ in range(n_sessions)
+    ]
+    return SessionData.from_sessions(sessions)
+
+
+def _config(**changes: object) -> GRU4RecConfig:
+    base = {
+        "layers": (12,), "batch_size": 6, "n_sample": 9, "sample_cache_size": 7,
+        "n_epochs": 2, "learning_rate": 0.1, "momentum": 0.3, "sample_alpha": 0.5,
+        "dropout_p_embed": 0.0, "dropout_p_hidden": 0.0, "seed": 5,
+    }  # fmt: skip
+    return GRU4RecConfig(**{**base, **changes})  # type: ignore[arg-type]
+
+
+CASES = {
+    "xe-logq-shared-dropout": _config(
+        loss="cross-entropy", logq=1.0, dropout_p_embed=0.2, dropout_p_hidden=0.3
+    ),
+    "xe-nologq-separate-2layers": _config(
+        loss="cross-entropy", logq=0.0, embedding="separate", embedding_size=7, layers=(10, 8),
+        dropout_p_embed=0.25, dropout_p_hidden=0.1, momentum=0.6,
+    ),
+    "xe-logq-elu-none": _config(
+        loss="cross-entropy", logq=0.5, elu_param=0.5, embedding="none", momentum=0.0,
+        dropout_p_hidden=0.4,
+    ),
+    "bprmax-elu-bpreg-shared-2layers": _config(
+        loss="bpr-max", logq=0.0, elu_param=1.0, bpreg=0.9, layers=(9, 12),
+        dropout_p_embed=0.5, dropout_p_hidden=0.3, momentum=0.15,
+    ),
+    "bprmax-plain-none-2layers": _config(
+        loss="bpr-max", logq=0.0, bpreg=0.0, embedding="none", layers=(8, 6), momentum=0.5
+    ),
+    "bprmax-separate-in-batch-only": _config(
+        loss="bpr-max", logq=0.0, bpreg=1.5, elu_param=0.5, embedding="separate",
+        embedding_size=5, n_sample=0, dropout_p_hidden=0.2,
+    ),
+}  # fmt: skip
+
+
+def _train_both(
+    config: GRU4RecConfig, data: SessionData, dtype: torch.dtype
+) -> tuple[GRU4Rec, GRU4Rec, list[float], list[float]]:
+    support = np.bincount(data.item_idx, minlength=N_ITEMS)
+    fast = GRU4Rec.from_config(N_ITEMS, config).to(dtype)
+    reference = copy.deepcopy(fast)
+    fast_losses, reference_losses = _Losses(), _Losses()
+    fit(fast, data, config, item_support=support, callbacks=[fast_losses], num_threads=1)
+    fit(reference, data, config, item_support=support, callbacks=[reference_losses],
+        num_threads=1, backward="autograd")  # fmt: skip
+    return fast, reference, fast_losses.values, reference_losses.values
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_step_trains_the_same_model_as_autograd(case: str) -> None:
+    config, data = CASES[case], _data()
+    plan = plan_session_parallel(data, config.batch_size)
+    assert plan.keeps, "the batch must shrink at the epoch end"
+    assert plan.n_steps * config.n_epochs >= 200
+
+    fast, reference, fast_losses, reference_losses = _train_both(config, data, torch.float64)
+
+    assert len(fast_losses) == len(reference_losses) == plan.n_steps * config.n_epochs
+    assert np.allclose(fast_losses, reference_losses, rtol=1e-9, atol=1e-12)
+    before = GRU4Rec.from_config(N_ITEMS, config).state_dict()
+    for name, value in reference.state_dict().items():
+        assert not torch.equal(value, before[name].double()), f"{name} never moved"
+        assert torch.allclose(fast.state_dict()[name], value, rtol=1e-8, atol=1e-10), name
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["c-loops", "torch-ops"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_float32_agrees_within_float_tolerance(
+    case: str, use_native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # float32 on CPU runs the fused C loops (`gru4rec.native`) where they are available;
+    # without them, the torch operations they replace.
+    if not use_native:
+        monkeypatch.setattr(native, "available", lambda: False)
+        monkeypatch.setattr(native, "usable", lambda *tensors: False)
+    elif not native.available():
+        pytest.skip("no C compiler for gru4rec.native")
+    fast, reference, fast_losses, reference_losses = _train_both(
+        CASES[case], _data(1), torch.float32
+    )
+    assert np.allclose(fast_losses, reference_losses, rtol=1e-4, atol=1e-5)
+    for name, value in reference.state_dict().items():
+        assert torch.allclose(fast.state_dict()[name], value, rtol=1e-3, atol=1e-4), name
+
+
+@pytest.mark.parametrize("case", ["xe-logq-shared-dropout", "bprmax-elu-bpreg-shared-2layers",
+                                  "xe-nologq-separate-2layers", "bprmax-plain-none-2layers"])  # fmt: skip
+def test_bf16_matmuls_learn_about_the_same(case: str) -> None:
+    config, data = CASES[case], _data(2)
+    support = np.bincount(data.item_idx, minlength=N_ITEMS)
+    full = GRU4Rec.from_config(N_ITEMS, config)
+    low = copy.deepcopy(full)
+    full_losses, low_losses = _Losses(), _Losses()
+    fit(full, data, config, item_support=support, callbacks=[full_losses], num_threads=1)
+    low_config = dataclasses.replace(config, precision="bf16")
+    fit(low, data, low_config, item_support=support, callbacks=[low_losses], num_threads=1)
+    assert all(p.dtype == torch.float32 for p in low.parameters())  # fp32 master weights
+    # Rounding differences grow over a few hundred steps; each epoch's mean loss stays put.
+    n_steps = len(full_losses.values) // config.n_epochs
+    for epoch in range(config.n_epochs):
+        span = slice(epoch * n_steps, (epoch + 1) * n_steps)
+        mean_full, mean_low = np.mean(full_losses.values[span]), np.mean(low_losses.values[span])
+        assert abs(mean_full - mean_low) < 5e-3 * mean_full, epoch
+
+
+def test_weights_get_their_own_storage_back() -> None:
+    config, data = CASES["bprmax-elu-bpreg-shared-2layers"], _data()
+    model = GRU4Rec.from_config(N_ITEMS, config)
+    fit(model, data, config, item_support=np.bincount(data.item_idx, minlength=N_ITEMS),
+        num_threads=1)  # fmt: skip
+    pointers = [p.untyped_storage().data_ptr() for p in model.parameters()]
+    assert len(set(pointers)) == len(pointers)  # no shared flat buffer left behind
+
+
+def test_rows_that_get_no_gradient_do_not_move() -> None:
+    # Items 36..39 never occur and n_sample=0 never scores them: no update, no momentum.
+    config = CASES["bprmax-separate-in-batch-only"]
+    model = GRU4Rec.from_config(N_ITEMS, config)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    data = _data()
+    support = np.bincount(data.item_idx, minlength=N_ITEMS)
+    fit(model, data, config, item_support=support, num_threads=1)
+    for name, parameter in model.named_parameters():
+        if parameter.shape[0] == N_ITEMS:
+            assert torch.equal(parameter[36:], before[name][36:]), name
+            assert not torch.equal(parameter[:36], before[name][:36]), name
