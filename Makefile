@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: setup demo test lint bench-prepare bench-retrieval accuracy docker-image stack clean
+.PHONY: setup demo test lint bench-prepare bench-train bench-retrieval accuracy docker-image stack clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ test: lint
 
 bench-prepare: setup
 	$(BIN)/python -m benchmarks.prepare_bench --events 30000000 --repeats 3
+
+bench-train: setup
+	$(BIN)/python -m benchmarks.train_bench --repeats 3
+
+# MODEL=path/to/a/trained/model (e.g. the diginetica preset's), DATA=its prepared data.
+bench-retrieval: setup
+	$(BIN)/python -m benchmarks.retrieval_bench --model $(MODEL) --data $(DATA) --catalogue 1000000 --dim 64
 
 accuracy: setup
 	$(BIN)/pytest -m slow -s
