@@ -25,6 +25,7 @@ import torch
 
 from gru4rec.config import GRU4RecConfig
 from gru4rec.errors import CheckpointError, ConfigError
+from gru4rec.fileio import swap_into_place
 from gru4rec.model import GRU4Rec
 
 FORMAT_VERSION = 1
@@ -78,7 +79,7 @@ def save_checkpoint(
         items_df.select("item_id", "item_idx", "support").sort("item_idx").write_parquet(
             staging / ITEMS_FILE
         )
-        _swap_into_place(staging, model_dir)
+        swap_into_place(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -180,24 +181,6 @@ def _check_items(items: pl.DataFrame, n_items: int, path: Path) -> None:
             f"{path}: the item map has {len(items)} items (item_idx must be 0..{n_items - 1}) but "
             f"the model has {n_items}; it belongs to another model; {_RETRAIN_HINT}."
         )
-
-
-def _swap_into_place(staging: Path, model_dir: Path) -> None:
-    """Rename `staging` to `model_dir`; an existing directory is moved aside, then removed."""
-    if not model_dir.exists():
-        staging.rename(model_dir)
-        return
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir} exists and is not a directory; choose another --out.")
-    backup = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.old.", dir=model_dir.parent))
-    backup.rmdir()
-    model_dir.rename(backup)
-    try:
-        staging.rename(model_dir)
-    except BaseException:
-        backup.rename(model_dir)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 __all__ = ["load_checkpoint", "resolve_device", "save_checkpoint"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 import uuid
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from gru4rec.errors import CheckpointError, ConfigError
+from gru4rec.fileio import swap_into_place
 from gru4rec.model import GRU4Rec
 
 INDEX_KINDS: tuple[str, ...] = ("flat", "hnsw", "ivf")
@@ -140,13 +140,7 @@ class ItemIndex:
             faiss.write_index(self.index, str(staging / "items.faiss"))
             meta = {**self.meta, "options": asdict(self.options), "weights": fingerprint}
             (staging / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
-            if target.exists():
-                retired = target.with_name(f".{INDEX_DIR}.old-{uuid.uuid4().hex[:8]}")
-                os.replace(target, retired)
-                os.replace(staging, target)
-                shutil.rmtree(retired)
-            else:
-                os.replace(staging, target)
+            swap_into_place(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

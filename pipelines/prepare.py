@@ -8,7 +8,6 @@ and `manifest.json` records the options and the counts after every step.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import uuid
@@ -21,6 +20,7 @@ import polars as pl
 import polars.selectors as cs
 
 from gru4rec.errors import InputDataError
+from gru4rec.fileio import swap_into_place
 from pipelines import sessions as steps
 from pipelines.sources import SourceSpec, read_events, scan_events
 
@@ -283,13 +283,7 @@ def _write_atomically(
         for name, table in tables.items():
             table.sink_parquet(staging / f"{name}.parquet", compression=COMPRESSION)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists() and overwrite:
-            retired = out_dir.with_name(f".{out_dir.name}.old-{tag}")
-            os.replace(out_dir, retired)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, out_dir)
+        swap_into_place(staging, out_dir)  # existence without --overwrite was refused earlier
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -11,22 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 from gru4rec.cli import app
-from pipelines.prepare import prepare
-from pipelines.sources import resolve_spec
-from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
 runner = CliRunner()
 TINY = ["--preset", "rsc15", "--set", "n_epochs=2", "--set", "layers=32", "--set", "n_sample=64",
         "--set", "batch_size=16"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    clicks = generate_clicks(SyntheticLog(n_sessions=1500, n_items=60, days=10, seed=5))
-    log = write_click_log(clicks, root / "clicks.tsv", "gru4rec-tsv")
-    prepare([log], root / "prepared", resolve_spec("gru4rec-tsv"))
-    return root / "prepared"
+@pytest.fixture()
+def data_dir(tiny_prepared: Path) -> Path:
+    return tiny_prepared
 
 
 def train(data_dir: Path, out: Path, *extra: str) -> dict:
