@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -238,3 +239,19 @@ def test_thread_count_is_restored() -> None:
     data = SessionData.from_sessions([[1, 2], [3, 4]])
     fit(GRU4Rec.from_config(N_ITEMS, config), data, config, item_support=SUPPORT, num_threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gru4rec.train as train
+
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for busy, expected in [(0.0, 4), (0.3, 4), (1.0, 3), (2.9, 1), (7.5, 1)]:
+        monkeypatch.setattr(train, "_busy_cores", lambda seconds, busy=busy: busy)
+        assert train.default_threads() == expected, busy
+
+
+def test_busy_cores_reads_proc_stat() -> None:
+    from gru4rec.train import _busy_cores
+
+    busy = _busy_cores(0.05)
+    assert 0.0 <= busy <= (os.cpu_count() or 1) + 0.5
