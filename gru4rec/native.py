@@ -14,6 +14,8 @@ One loop per stage fixes both:
     sample_inverse_cdf                 negatives by inverse CDF with a guide table
     dropout_mask                       dropout masks from a counter-based generator
     subnormals_flushed                 FTZ/DAZ on torch's CPU threads while training
+    top_k_rows                         the k best of each row of a score block, one pass
+                                       (recommendation's exact top-k)
 
 The loops are plain C (no torch headers), compiled on first use with the system C
 compiler in under a second, cached by content hash under $GRU4REC_CACHE (default: the
@@ -547,6 +549,58 @@ void gru_reset_backward(const float* grad_reset_hidden, const float* h, const fl
             dr[j] = grad_reset_hidden[o + j] * h[o + j] * r[j] * (1.0f - r[j]);
     }
 }
+
+/* ---------------------------------------------------------------- top-k
+
+   The k largest of each row of a score block (n_rows, n_cols) into values / indices
+   (n_rows, k), best first; equal scores keep the lower column first; NaN is never chosen
+   (a row with fewer than k other values ends with -inf / -1). With merge, the block's
+   columns (numbered from offset) compete with the k already there (from earlier blocks
+   of lower columns) instead of starting afresh. One pass per row: a block of 16 is looked
+   at element by element only when its maximum beats the current k-th best, which after
+   the first few blocks is rare, so the scan runs at the speed of reading the scores. */
+static inline void top_k_insert(float* val, int64_t* idx, int64_t size, float x, int64_t j) {
+    int64_t p = size - 1;  /* the last slot is dropped (or was empty) */
+    while (p > 0 && val[p - 1] < x) {
+        val[p] = val[p - 1];
+        idx[p] = idx[p - 1];
+        --p;
+    }
+    val[p] = x;
+    idx[p] = j;
+}
+
+void top_k_rows(const float* scores, int64_t n_rows, int64_t n_cols, int64_t k,
+                int64_t offset, int64_t merge, float* values, int64_t* indices) {
+    #pragma omp parallel for schedule(static) if (n_rows * n_cols > 65536)
+    for (int64_t i = 0; i < n_rows; ++i) {
+        const float* row = scores + i * n_cols;
+        float* val = values + i * k;
+        int64_t* idx = indices + i * k;
+        int64_t filled = 0, j = 0;
+        if (merge) {
+            while (filled < k && idx[filled] >= 0) ++filled;
+        } else {
+            for (int64_t t = 0; t < k; ++t) {
+                val[t] = -INFINITY;
+                idx[t] = -1;
+            }
+        }
+        for (; j < n_cols && filled < k; ++j)  /* fill up with values that are not NaN */
+            if (row[j] == row[j]) top_k_insert(val, idx, ++filled, row[j], offset + j);
+        for (; j + 16 <= n_cols; j += 16) {
+            float top = -INFINITY;
+            #pragma omp simd reduction(max : top)
+            for (int64_t t = 0; t < 16; ++t) top = row[j + t] > top ? row[j + t] : top;
+            if (top > val[k - 1])
+                for (int64_t t = 0; t < 16; ++t)
+                    if (row[j + t] > val[k - 1])
+                        top_k_insert(val, idx, k, row[j + t], offset + j + t);
+        }
+        for (; j < n_cols; ++j)
+            if (row[j] > val[k - 1]) top_k_insert(val, idx, k, row[j], offset + j);
+    }
+}
 """
 
 # -fopenmp: the loops share torch's OpenMP runtime (libgomp.so.1, already loaded by torch)
@@ -781,6 +835,26 @@ def gru_reset_backward(
                                gates_rz.data_ptr(), grad_gates.data_ptr(), n_rows, size)  # fmt: skip
 
 
+def top_k_rows(
+    scores: Tensor, k: int, values: Tensor, indices: Tensor, *, offset: int = 0,
+    merge: bool = False,
+) -> None:  # fmt: skip
+    """The k best of each row of `scores` (R, N) fp32 into `values` (R, k) fp32 and
+    `indices` (R, k) int64, best first, ties to the lower column, NaN never chosen (its
+    places stay -inf / -1): `torch.topk` up to the order of ties. All contiguous CPU tensors.
+
+    To go through the columns in blocks: each block's columns are numbered from `offset`,
+    and `merge` keeps the top k of the earlier blocks (lower columns) in the competition.
+    """
+    library = _library()
+    assert library is not None
+    n_rows, n_cols = scores.shape
+    library.top_k_rows(
+        scores.data_ptr(), n_rows, n_cols, k, offset, int(merge), values.data_ptr(),
+        indices.data_ptr(),
+    )  # fmt: skip
+
+
 @cache
 def _library() -> ctypes.CDLL | None:
     if os.environ.get("GRU4REC_NATIVE", "1") == "0" or not sys.platform.startswith("linux"):
@@ -806,6 +880,7 @@ def _library() -> ctypes.CDLL | None:
     library.gru_output.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I, _I]
     library.gru_output_backward.argtypes = [_P, _P, _P, _P, _P, _P, _I, _I]
     library.gru_reset_backward.argtypes = [_P, _P, _P, _P, _I, _I]
+    library.top_k_rows.argtypes = [_P, _I, _I, _I, _I, _I, _P, _P]
     return library
 
 

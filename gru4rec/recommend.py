@@ -18,6 +18,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
+from gru4rec import native
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.model import GRU4Rec
 from gru4rec.retrieval import (
@@ -39,6 +40,44 @@ class EncodeReport:
     n_sessions: int
     n_unknown_items: int  # events whose item the model does not know (skipped)
     empty_sessions: tuple[int, ...]  # positions of sessions with no known item (no output)
+
+
+SCORE_BLOCK_FLOATS = 8 * 2**20  # one block of scores: 32 MB in fp32
+
+
+@torch.inference_mode()
+def exact_top_k(states: Tensor, weight: Tensor, bias: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k best items by `h . W + b` for each state: (S, k) scores and item indices.
+
+    states: (S, H); weight: (n_items, H); bias: (n_items, 1) or (n_items,). The (S, n_items)
+    score matrix is never built: blocks of up to 1,024 states x SCORE_BLOCK_FLOATS / rows
+    items are scored by one matmul each (big enough to run near the machine's peak), and
+    on CPU a one-pass C loop (`native.top_k_rows`) merges each block into the running top k
+    while it is still in cache. Elsewhere (GPU, float64) `torch.topk` per block of states.
+    Ties: the lower item index first on CPU; in `torch.topk`'s order elsewhere.
+    """
+    n_states, n_items = states.shape[0], weight.shape[0]
+    bias = bias.reshape(-1)
+    block_rows = max(1, min(n_states, 1024))
+    block_cols = min(n_items, max(1024, SCORE_BLOCK_FLOATS // block_rows))
+    values = torch.empty(n_states, k, dtype=states.dtype, device=states.device)
+    indices = torch.empty(n_states, k, dtype=torch.int64, device=states.device)
+    fused = native.usable(states, weight, bias, values) and states.dtype == torch.float32
+    if not fused:
+        block_cols = n_items
+    buffer = torch.empty(block_rows * block_cols, dtype=states.dtype, device=states.device)
+    for start in range(0, n_states, block_rows):
+        stop = min(start + block_rows, n_states)
+        for first in range(0, n_items, block_cols):
+            last = min(first + block_cols, n_items)
+            scores = buffer[: (stop - start) * (last - first)].view(stop - start, last - first)
+            torch.addmm(bias[first:last], states[start:stop], weight[first:last].T, out=scores)
+            if fused:
+                native.top_k_rows(scores, k, values[start:stop], indices[start:stop],
+                                  offset=first, merge=first > 0)  # fmt: skip
+            else:
+                torch.topk(scores, k, dim=1, out=(values[start:stop], indices[start:stop]))
+    return values, indices
 
 
 class Recommender:
@@ -141,9 +180,9 @@ class Recommender:
         extra = max(len(set(s)) for s in sessions) if exclude_seen else 0
         wanted = min(k + extra, self.n_items)
         if self.index is None:
-            with torch.inference_mode():
-                top = torch.topk(self.model.score_all(states), wanted, dim=1)
-            scores, indices = top.values.float().cpu().numpy(), top.indices.cpu().numpy()
+            model = self.model
+            values, positions = exact_top_k(states, model.item_weight, model.item_bias, wanted)
+            scores, indices = values.float().cpu().numpy(), positions.cpu().numpy()
         else:
             scores, indices = self.index.search(query_vectors(states), wanted)
         if exclude_seen:

@@ -209,3 +209,33 @@ def test_dropout_masks_have_the_same_bits_with_and_without_c() -> None:
     expected = torch.from_numpy(keep.astype("float32") * torch.tensor(scale).float().item())
     assert torch.equal(masks, expected)
     assert abs((masks == 0).float().mean().item() - 0.3) < 0.01
+
+
+def test_top_k_rows_matches_torch_topk_and_merges_blocks() -> None:
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn(37, 1000, generator=generator)
+    expected = torch.topk(scores, 20, dim=1)
+    values, indices = torch.empty(37, 20), torch.empty(37, 20, dtype=torch.int64)
+    native.top_k_rows(scores, 20, values, indices)
+    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+    # The same through blocks of 300 columns (the last one short), merged in order.
+    merged_values, merged_indices = torch.empty_like(values), torch.empty_like(indices)
+    for first in range(0, 1000, 300):
+        block = scores[:, first : first + 300].contiguous()
+        native.top_k_rows(block, 20, merged_values, merged_indices, offset=first,
+                          merge=first > 0)  # fmt: skip
+    assert torch.equal(merged_values, values) and torch.equal(merged_indices, indices)
+
+
+def test_top_k_rows_ties_nan_and_short_rows() -> None:
+    nan, inf = float("nan"), float("inf")
+    scores = torch.tensor([
+        [1.0, 3.0, 3.0, nan, 2.0, 3.0],  # ties: the lower column first; NaN never chosen
+        [nan, nan, nan, nan, nan, 0.5],  # one value that is not NaN: the rest stays empty
+        [-inf, 0.0, -inf, 0.0, 0.0, 0.0],  # -inf is a value like any other
+    ])  # fmt: skip
+    values, indices = torch.empty(3, 4), torch.empty(3, 4, dtype=torch.int64)
+    native.top_k_rows(scores, 4, values, indices)
+    assert indices.tolist() == [[1, 2, 5, 4], [5, -1, -1, -1], [1, 3, 4, 5]]
+    assert values[0].tolist() == [3.0, 3.0, 3.0, 2.0]
+    assert values[1].tolist() == [0.5, -inf, -inf, -inf]

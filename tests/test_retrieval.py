@@ -11,10 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from gru4rec import recommend as recommend_module
 from gru4rec.checkpoint import load_checkpoint
 from gru4rec.cli import app
 from gru4rec.errors import CheckpointError, ConfigError
-from gru4rec.recommend import Recommender
+from gru4rec.recommend import Recommender, exact_top_k
 from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, query_vectors
 from gru4rec.workflow import evaluate_split
 
@@ -37,11 +38,13 @@ def test_exact_index_equals_brute_force_scores(tiny_model: Path) -> None:
     assert (ids[untied] == expected.indices.numpy()[untied]).all()
 
 
+@pytest.mark.parametrize("index", ["flat", "none"])
 def test_recommendations_for_test_prefixes_reproduce_the_evaluation(
-    tiny_model: Path, tiny_prepared: Path
+    tiny_model: Path, tiny_prepared: Path, index: str
 ) -> None:
-    recommender = Recommender.from_path(tiny_model, device="cpu", index="flat")
-    assert recommender.index is not None and recommender.index.options.kind == "flat"
+    recommender = Recommender.from_path(tiny_model, device="cpu", index=index)
+    if index == "flat":
+        assert recommender.index is not None and recommender.index.options.kind == "flat"
     test = pl.read_parquet(tiny_prepared / "test.parquet")
     prefixes, targets = [], []
     for items in test.group_by("session_id", maintain_order=True).agg("item_id")["item_id"]:
@@ -61,6 +64,22 @@ def test_recommendations_for_test_prefixes_reproduce_the_evaluation(
     assert (1 / hit_table["rank"]).sum() / len(targets) == pytest.approx(
         metrics["mrr@20"], abs=1e-9
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # fused loop / torch.topk
+def test_exact_top_k_in_blocks_equals_topk_of_all_scores(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    generator = torch.Generator().manual_seed(1)
+    states = torch.randn(1500, 8, generator=generator, dtype=dtype)
+    weight = torch.randn(5000, 8, generator=generator, dtype=dtype)
+    bias = torch.randn(5000, 1, generator=generator, dtype=dtype)
+    # 1,024 x 2,048 scores per block: two blocks of states, three of items (one short).
+    monkeypatch.setattr(recommend_module, "SCORE_BLOCK_FLOATS", 1024 * 2048)
+    values, indices = exact_top_k(states, weight, bias, 25)
+    expected = torch.topk(torch.addmm(bias.T, states, weight.T), 25, dim=1)
+    assert torch.equal(indices, expected.indices)
+    torch.testing.assert_close(values, expected.values)
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
