@@ -38,7 +38,10 @@ def evaluate(model: Path | str, data_dir: Path, tmp_path: Path, *extra: str) -> 
     return json.loads(json_path.read_text())
 
 
-def check_run(tracking_uri: str, metrics: dict, model_dir: Path, tmp_path: Path) -> None:
+def check_run(
+    tracking_uri: str, metrics: dict, model_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     import mlflow
     import pandas as pd
 
@@ -70,14 +73,24 @@ def check_run(tracking_uri: str, metrics: dict, model_dir: Path, tmp_path: Path)
     assert served["item_id"].tolist() == direct["item_id"].to_list()
     # The checkpoint reloaded from the run's artifacts re-evaluates to the same metrics.
     local = Path(client.download_artifacts(run["run_id"], "checkpoint", str(tmp_path)))
-    again = evaluate(
-        local, Path(json.loads((local / "config.json").read_text())["extra"]["data_dir"]), tmp_path
-    )
+    again = evaluate(local, _data_dir(local), tmp_path)
     assert again["recall@20"] == pytest.approx(metrics["recall@20"])
     assert again["mrr@20"] == pytest.approx(metrics["mrr@20"])
+    # `gru4rec evaluate` fetches it from the run itself, and from the registry alias.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    for uri in (f"runs:/{run['run_id']}/checkpoint", "models:/tiny@champion"):
+        fetched = evaluate(uri, _data_dir(local), tmp_path)
+        assert fetched["recall@20"] == pytest.approx(metrics["recall@20"])
+        assert fetched["mrr@20"] == pytest.approx(metrics["mrr@20"])
 
 
-def test_train_and_track_in_the_embedded_sqlite_store(data_dir: Path, tmp_path: Path) -> None:
+def _data_dir(model_dir: Path) -> Path:
+    return Path(json.loads((model_dir / "config.json").read_text())["extra"]["data_dir"])
+
+
+def test_train_and_track_in_the_embedded_sqlite_store(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     model = tmp_path / "model"
     metrics = train(data_dir, model, "--tracking-uri", uri, "--experiment", "gru4rec-tests",
@@ -88,7 +101,7 @@ def test_train_and_track_in_the_embedded_sqlite_store(data_dir: Path, tmp_path: 
     assert metrics["recall@20"] > 0.6
     # `gru4rec evaluate` of the saved directory gives the same numbers.
     assert evaluate(model, data_dir, tmp_path)["recall@20"] == pytest.approx(metrics["recall@20"])
-    check_run(uri, metrics, model, tmp_path)
+    check_run(uri, metrics, model, tmp_path, monkeypatch)
 
 
 def test_default_store_is_mlflow_db_in_the_working_directory(
@@ -107,7 +120,7 @@ def test_train_against_a_real_mlflow_server(
     model = tmp_path / "model"
     metrics = train(data_dir, model, "--experiment", "gru4rec-tests", "--register", "tiny",
                     "--valid-split", "valid")  # fmt: skip
-    check_run(mlflow_server, metrics, model, tmp_path)
+    check_run(mlflow_server, metrics, model, tmp_path, monkeypatch)
 
 
 # ---- bad input: a clear error and exit code 2 ----

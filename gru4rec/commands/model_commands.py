@@ -166,8 +166,13 @@ def train(
 
 def evaluate(
     ctx: typer.Context,
-    model_dir: Annotated[
-        Path, typer.Argument(help="A model directory written by `gru4rec train`.")
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A model directory written by `gru4rec train`, or an MLflow URI of one "
+            "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/checkpoint; tracking "
+            "store from $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+        ),
     ],
     data: Annotated[Path, typer.Option(help="A directory written by `gru4rec prepare`.")],
     split: Annotated[str, typer.Option(help="Which split of DATA to evaluate.")] = "test",
@@ -191,16 +196,18 @@ def evaluate(
     coverage and popularity at each cutoff. Test items unknown to the model are counted, not fatal.
     """
     from gru4rec.progress import progress_bar
+    from gru4rec.tracking import fetch_checkpoint
     from gru4rec.workflow import evaluate_model_dir, n_test_events
 
     options = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": _ties(ties)}
+    model_dir = fetch_checkpoint(model)
     with progress_bar(console) as progress:
         task = progress.add_task(f"evaluating {split}", total=n_test_events(data, split), info="")
         metrics = evaluate_model_dir(
             model_dir, data, device=device, split=split, batch_size=batch_size,
             progress=lambda done: progress.update(task, completed=done), **options,
         )  # fmt: skip
-    out_console.print(metrics_table(metrics, title=f"{split}: {model_dir}"))
+    out_console.print(metrics_table(metrics, title=f"{split}: {model}"))
     if json_out:
         write_json(json_out, metrics)
         console.print(f"wrote {json_out}")
