@@ -203,6 +203,7 @@ class FastStep:
         n_padded = n_cols + _BF16_ROW_MULTIPLE
         self._weight_rows = torch.empty(n_padded, width, device=device, dtype=self.compute_dtype)
         self._bias_rows = torch.empty(n_padded, device=device, dtype=dtype)
+        self._grad_bias = torch.empty(n_padded, device=device, dtype=dtype)
         self._grad_items = torch.empty(
             n_padded + n_rows, width, device=device, dtype=self.compute_dtype
         )
@@ -414,7 +415,7 @@ class FastStep:
         n_padded = self._padded(n_scored)
 
         grad_row_scores = _matrix(self._grad_row_scores, n_rows, n_padded)  # (B, U)
-        grad_bias = grad_row_scores[:, :n_scored].sum(dim=0)  # (U,)
+        grad_bias = torch.sum(grad_row_scores[:, :n_scored], dim=0, out=self._grad_bias[:n_scored])
         grad_row_scores = self._low(grad_row_scores)
         # (U_all, H): the scored rows, then the inputs' (padding rows in between are 0)
         grad_items = self._grad_items[: max(n_all, n_padded)]
@@ -436,7 +437,9 @@ class FastStep:
         else:
             assert grad_out is not None
             input_grads = grad_out if masks[0] is None else grad_out.mul_(masks[0][:n_rows])
-        if model.embedding == "shared":
+        if model.embedding == "shared" and self.native and not self.low:
+            native.add_to_rows(grad_items, n_scored, rows.input_slot, input_grads)
+        elif model.embedding == "shared":
             grad_items[n_scored:].zero_()
             grad_items.index_add_(0, rows.input_slot, input_grads.to(grad_items.dtype))
 

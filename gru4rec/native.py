@@ -14,6 +14,7 @@ One loop per stage fixes both:
     sample_inverse_cdf                 negatives by inverse CDF with a guide table
     dropout_mask                       dropout masks from a counter-based generator
     subnormals_flushed                 FTZ/DAZ on torch's CPU threads while training
+    add_to_rows                        the input rows' gradients into the item rows'
     top_k_rows                         the k best of each row of a score block, one pass
                                        (recommendation's exact top-k)
 
@@ -550,6 +551,20 @@ void gru_reset_backward(const float* grad_reset_hidden, const float* h, const fl
     }
 }
 
+/* Rows [first, n_dst) of dst (n_dst, d) set to 0, then dst[slot[b]] += src[b] for each of
+   the n_src rows of src: the input rows' gradients added to the item rows' (slots repeat,
+   so one thread). */
+void add_to_rows(float* dst, int64_t first, int64_t n_dst, const int64_t* slot,
+                 const float* src, int64_t n_src, int64_t d) {
+    memset(dst + first * d, 0, (size_t)((n_dst - first) * d) * sizeof(float));
+    for (int64_t b = 0; b < n_src; ++b) {
+        float* out = dst + slot[b] * d;
+        const float* in = src + b * d;
+        #pragma omp simd
+        for (int64_t j = 0; j < d; ++j) out[j] += in[j];
+    }
+}
+
 /* ---------------------------------------------------------------- top-k
 
    The k largest of each row of a score block (n_rows, n_cols) into values / indices
@@ -835,6 +850,18 @@ def gru_reset_backward(
                                gates_rz.data_ptr(), grad_gates.data_ptr(), n_rows, size)  # fmt: skip
 
 
+def add_to_rows(dst: Tensor, first: int, slot: Tensor, src: Tensor) -> None:
+    """dst[first:] = 0, then dst[slot[b]] += src[b] for every row b of src: as
+    `dst[first:].zero_(); dst.index_add_(0, slot, src)`. dst (N, d), src (B, d) contiguous
+    fp32; slot (B,) int64 with values < N."""
+    library = _library()
+    assert library is not None
+    n_dst, width = dst.shape
+    library.add_to_rows(
+        dst.data_ptr(), first, n_dst, slot.data_ptr(), src.data_ptr(), src.shape[0], width
+    )  # fmt: skip
+
+
 def top_k_rows(
     scores: Tensor, k: int, values: Tensor, indices: Tensor, *, offset: int = 0,
     merge: bool = False,
@@ -881,6 +908,7 @@ def _library() -> ctypes.CDLL | None:
     library.gru_output_backward.argtypes = [_P, _P, _P, _P, _P, _P, _I, _I]
     library.gru_reset_backward.argtypes = [_P, _P, _P, _P, _I, _I]
     library.top_k_rows.argtypes = [_P, _I, _I, _I, _I, _I, _P, _P]
+    library.add_to_rows.argtypes = [_P, _I, _I, _P, _P, _I, _I]
     return library
 
 

@@ -22,7 +22,9 @@ LOG_EPS = 1e-24
 
 def sampling_probabilities(support: np.ndarray | torch.Tensor, alpha: float) -> torch.Tensor:
     """(n_items,) float64 probabilities proportional to support^alpha (alpha 0: uniform)."""
-    weights = torch.as_tensor(support, dtype=torch.float64).clamp_min(0.0)
+    if isinstance(support, np.ndarray):  # may be read-only (a Polars column): copy it
+        support = torch.from_numpy(np.array(support, dtype=np.float64))
+    weights = support.to(torch.float64).clamp_min(0.0)
     weights = torch.ones_like(weights) if alpha == 0 else weights.pow(alpha)
     total = weights.sum()
     if not total > 0:

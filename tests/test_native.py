@@ -239,3 +239,15 @@ def test_top_k_rows_ties_nan_and_short_rows() -> None:
     assert indices.tolist() == [[1, 2, 5, 4], [5, -1, -1, -1], [1, 3, 4, 5]]
     assert values[0].tolist() == [3.0, 3.0, 3.0, 2.0]
     assert values[1].tolist() == [0.5, -inf, -inf, -inf]
+
+
+def test_add_to_rows_matches_index_add() -> None:
+    generator = _generator(5)
+    dst = torch.randn(10, 7, generator=generator)
+    src = torch.randn(6, 7, generator=generator)
+    slot = torch.tensor([0, 8, 3, 8, 9, 0])  # repeats add up
+    expected = dst.clone()
+    expected[4:].zero_()
+    expected.index_add_(0, slot, src)
+    native.add_to_rows(dst, 4, slot, src)
+    torch.testing.assert_close(dst, expected)
