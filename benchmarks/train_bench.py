@@ -358,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         "default spins, which collapses when other jobs share the cores)",
     )  # fmt: skip
     parser.add_argument("--no-autograd", action="store_true", help="skip the autograd baseline")
+    parser.add_argument(
+        "--no-huge-pages", action="store_true",
+        help="train without transparent huge pages (the `gru4rec` command turns them on)",
+    )  # fmt: skip
     parser.add_argument("--workdir", default="/tmp/gru4rec-train-bench",
                         help="where the prepared data sets are kept")  # fmt: skip
     parser.add_argument("--json", help="also write the raw results here")
@@ -382,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_autograd:
             command.append("--no-autograd")
         env = dict(os.environ)
+        env["THP_MEM_ALLOC_ENABLE"] = "0" if args.no_huge_pages else "1"  # as the CLI
         if args.omp_wait_policy != "default":
             env["OMP_WAIT_POLICY"] = args.omp_wait_policy
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, env=env)
@@ -390,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"OMP_WAIT_POLICY {args.omp_wait_policy}")
+    print(f"OMP_WAIT_POLICY {args.omp_wait_policy}; transparent huge pages "
+          f"{'off' if args.no_huge_pages else 'on'}")  # fmt: skip
     ok = print_report(results, load_before, _load())
     return 1 if args.check and not ok else 0
 

@@ -52,6 +52,11 @@ def main(
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every import
     # MLflow draws a progress bar per artifact download, which floods logs and pipes.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Transparent huge pages for torch's large CPU tensors (read once, before torch's first
+    # allocation, so here: no command has imported torch yet). Training reads and writes
+    # scattered 2 KB rows of 100+ MB item tables every step; with 4 KB pages nearly every
+    # row costs a TLB miss. Measured: 2% faster steps on the diginetica preset.
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 def _add(name: str, command: Callable[..., Any], extra_args: bool = False) -> None:
