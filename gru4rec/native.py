@@ -219,16 +219,61 @@ void adagrad_dense(float* p, float* a, float* v, const void* g, int64_t grad_bf1
 }
 
 /* The same on distinct rows of (N, d) tables; g holds one row per entry of rows. */
+/* Each thread updates the rows in its own contiguous range of the table, the ranges cut
+   where the list's rows are split evenly (a histogram of 1,024 buckets). Not a share of
+   the list: the rows come in random order, and two cores writing neighbouring rows (whose
+   edges may share a cache line, and whose lines the prefetchers pull in pairs) pass those
+   lines back and forth, which made two threads slower than one; a range per thread also
+   keeps a small table's rows in that core's cache from step to step. Not halves of the
+   table: popular items cluster at low indices (they appear early). */
 void adagrad_rows(float* p, float* a, float* v, const int64_t* rows, const void* g,
-                  int64_t grad_bf16, uint16_t* shadow, int64_t n_rows, int64_t d, float lr,
-                  float m, float eps) {
+                  int64_t grad_bf16, uint16_t* shadow, int64_t n_rows, int64_t d,
+                  int64_t n_table, float lr, float m, float eps) {
     const float* g32 = grad_bf16 ? 0 : (const float*)g;
     const uint16_t* g16 = grad_bf16 ? (const uint16_t*)g : 0;
-    #pragma omp parallel for schedule(static) if (n_rows * d > 65536)
-    for (int64_t i = 0; i < n_rows; ++i) {
-        const int64_t offset = rows[i] * d;
-        adagrad_span(p + offset, a + offset, v + offset, g32 ? g32 + i * d : 0,
-                     g16 ? g16 + i * d : 0, shadow ? shadow + offset : 0, d, lr, m, eps);
+    if (d == 1 && g32 && !shadow) {  /* a bias: one element a row, vectorised across rows */
+        #pragma omp simd
+        for (int64_t i = 0; i < n_rows; ++i) {
+            const int64_t k = rows[i];
+            const float gk = g32[i];
+            const float ak = a[k] + gk * gk;
+            const float vk = m * v[k] - lr * gk / sqrtf(ak + eps);
+            a[k] = ak;
+            v[k] = vk;
+            p[k] += vk;
+        }
+        return;
+    }
+    int team = 1;
+#ifdef _OPENMP
+    if (n_rows * d > 65536) team = omp_get_max_threads();
+#endif
+    if (team > 64) team = 64;
+    int64_t bound[65];
+    bound[0] = 0;
+    if (team > 1) {
+        int shift = 0;
+        while ((n_table >> shift) >= 1024) ++shift;
+        int64_t count[1024] = {0};
+        for (int64_t i = 0; i < n_rows; ++i) ++count[rows[i] >> shift];
+        int t = 1;
+        int64_t seen = 0;
+        for (int64_t b = 0; b < 1024 && t < team; ++b) {
+            seen += count[b];
+            while (t < team && seen * team >= (int64_t)t * n_rows) bound[t++] = (b + 1) << shift;
+        }
+        for (; t < team; ++t) bound[t] = n_table;
+    }
+    bound[team] = INT64_MAX;
+    #pragma omp parallel num_threads(team) if (team > 1)
+    {
+        const int64_t low = bound[omp_thread()], high = bound[omp_thread() + 1];
+        for (int64_t i = 0; i < n_rows; ++i) {
+            if (rows[i] < low || rows[i] >= high) continue;
+            const int64_t offset = rows[i] * d;
+            adagrad_span(p + offset, a + offset, v + offset, g32 ? g32 + i * d : 0,
+                         g16 ? g16 + i * d : 0, shadow ? shadow + offset : 0, d, lr, m, eps);
+        }
     }
 }
 
@@ -673,8 +718,8 @@ def adagrad_momentum_rows_(
     library.adagrad_rows(
         param.data_ptr(), acc.data_ptr(), velocity.data_ptr(), rows.data_ptr(),
         grad.data_ptr(), int(grad.dtype == torch.bfloat16),
-        shadow.data_ptr() if shadow is not None else None, rows.numel(), width, lr, momentum,
-        eps,
+        shadow.data_ptr() if shadow is not None else None, rows.numel(), width,
+        param.shape[0], lr, momentum, eps,
     )  # fmt: skip
 
 
@@ -895,7 +940,7 @@ def _library() -> ctypes.CDLL | None:
         )  # fmt: skip
         return None
     library.adagrad_dense.argtypes = [_P, _P, _P, _P, _I, _P, _I, _F, _F, _F]
-    library.adagrad_rows.argtypes = [_P, _P, _P, _P, _P, _I, _P, _I, _I, _F, _F, _F]
+    library.adagrad_rows.argtypes = [_P, _P, _P, _P, _P, _I, _P, _I, _I, _I, _F, _F, _F]
     library.flush_subnormals.argtypes = [_I]
     library.flush_subnormals.restype = ctypes.c_int64
     library.sample_inverse_cdf.argtypes = [_P, _I, _P, _I, _P, _I, _P]

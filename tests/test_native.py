@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -32,21 +35,47 @@ def test_dense_update_matches_torch(grad_dtype: torch.dtype) -> None:
     assert torch.equal(shadow, param.to(torch.bfloat16))  # round to nearest even, as torch
 
 
-def test_rows_update_matches_torch_and_leaves_other_rows() -> None:
+@pytest.mark.parametrize(
+    ("n_table", "width", "n_rows"),
+    [
+        (50, 7, 4),  # one thread
+        (50, 1, 30),  # a bias: one element a row
+        (6000, 100, 1500),  # the threads split the table where the rows split evenly
+        (3000, 33, 2500),
+    ],
+)
+def test_rows_update_matches_torch_and_leaves_other_rows(
+    n_table: int, width: int, n_rows: int
+) -> None:
     g = _generator(1)
-    param, acc = torch.randn(50, 7, generator=g), torch.rand(50, 7, generator=g)
-    velocity = torch.randn(50, 7, generator=g)
-    rows = torch.tensor([3, 49, 0, 17])
-    grad = torch.randn(4, 7, generator=g)
+    param, acc = torch.randn(n_table, width, generator=g), torch.rand(n_table, width, generator=g)
+    velocity = torch.randn(n_table, width, generator=g)
+    # Skewed like sampled items: low indices far more often (the split is not the middle).
+    rows = torch.unique((torch.rand(4 * n_rows, generator=g) ** 3 * n_table).long())[:n_rows]
+    rows = rows[torch.randperm(len(rows), generator=g)]
+    grad = torch.randn(len(rows), width, generator=g)
+    if width == 1:
+        param, acc, velocity, grad = param.view(-1), acc.view(-1), velocity.view(-1), grad.view(-1)
     expected = [param.clone(), acc.clone(), velocity.clone()]
     _update_distinct_rows(expected[0], rows, grad, expected[1], expected[2], **HYPER)
     before = param.clone()
-    native.adagrad_momentum_rows_(param, rows, grad, acc, velocity, **HYPER)
+    with _threads(2):
+        native.adagrad_momentum_rows_(param, rows, grad, acc, velocity, **HYPER)
     for got, want in zip((param, acc, velocity), expected, strict=True):
         torch.testing.assert_close(got, want)
-    untouched = torch.ones(50, dtype=torch.bool)
+    untouched = torch.ones(n_table, dtype=torch.bool)
     untouched[rows] = False
     assert torch.equal(param[untouched], before[untouched])
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _loss_inputs(n_rows: int, n_cols: int, seed: int) -> tuple[torch.Tensor, ...]:
