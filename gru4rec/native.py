@@ -284,6 +284,7 @@ void adagrad_rows(float* p, float* a, float* v, const int64_t* rows, const void*
    index for g / n_guide, so the search for u stays within guide[u n_guide] and the next. */
 void sample_inverse_cdf(const double* cumulative, int64_t n_items, const int64_t* guide,
                         int64_t n_guide, const double* uniform, int64_t n, int64_t* out) {
+    #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t k = 0; k < n; ++k) {
         const double u = uniform[k];
         int64_t g = (int64_t)(u * (double)n_guide);

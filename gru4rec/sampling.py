@@ -79,6 +79,11 @@ class NegativeSampler:
         self._rng = np.random.Generator(np.random.PCG64(seed))  # (several times torch's speed)
         self._cache = torch.empty(0, n_sample, dtype=torch.int64)
         self._position = 0
+        # Chunks are drawn into the same buffers each time: fresh pages for 16 MB of draws
+        # cost more than the draws. Two output buffers in turn, so that the chunk being
+        # replaced is never the one a caller may still hold a row of.
+        self._uniform: np.ndarray | None = None
+        self._outputs: list[torch.Tensor] = []
 
     def next(self) -> torch.Tensor:
         """The next (n_sample,) int64 negatives, on `device` (a view into the cached chunk)."""
@@ -94,9 +99,13 @@ class NegativeSampler:
         shape = (n_steps, self.n_sample)
         if self.alpha == 0:
             return torch.from_numpy(self._rng.integers(0, self.n_items, shape, dtype=np.int64))
-        uniform = torch.from_numpy(self._rng.random(shape, dtype=np.float64))
+        if self._uniform is None or self._uniform.shape != shape:
+            self._uniform = np.empty(shape, dtype=np.float64)
+            self._outputs = [torch.empty(shape, dtype=torch.int64) for _ in range(2)]
+        uniform = torch.from_numpy(self._rng.random(out=self._uniform))
         if self._guide is not None:
-            out = torch.empty(shape, dtype=torch.int64)
+            self._outputs.reverse()
+            out = self._outputs[0]
             return native.sample_inverse_cdf(self._cumulative, self._guide, uniform, out)
         return torch.searchsorted(self._cumulative, uniform, right=True).clamp_max_(
             self.n_items - 1
@@ -169,6 +178,8 @@ class DropoutMasks:
         self._drawn = [0] * len(sites)  # elements of each site's stream used so far
         self._chunk: list[torch.Tensor | None] = []
         self._position = self.chunk_steps  # empty: the first call draws
+        # Per site, two chunk buffers used in turn (as NegativeSampler's outputs).
+        self._buffers: list[list[torch.Tensor]] = [[] for _ in sites]
 
     def next(self) -> list[torch.Tensor | None]:
         """This step's mask per site: (batch_size, width) on `device`, or None where p == 0."""
@@ -190,9 +201,11 @@ class DropoutMasks:
         threshold = min(round(p * 2.0**32), 2**32 - 1)
         scale = 1.0 / (1.0 - p)
         if native.available():
-            masks = native.dropout_mask(
-                self._keys[site], start, threshold, scale, torch.empty(shape)
-            )
+            buffers = self._buffers[site]
+            if not buffers:
+                buffers += [torch.empty(shape), torch.empty(shape)]
+            buffers.reverse()
+            masks = native.dropout_mask(self._keys[site], start, threshold, scale, buffers[0])
         else:
             keep = dropout_bits(self._keys[site], start, count) >= np.uint32(threshold)
             masks = torch.from_numpy(
