@@ -41,7 +41,7 @@ bench-prepare: setup
 	$(BIN)/python -m benchmarks.prepare_bench --events 30000000 --repeats 3
 
 bench-train: setup
-	$(BIN)/python -m benchmarks.train_bench --repeats 3
+	$(BIN)/python -m benchmarks.train_bench --repeats 5
 
 # MODEL=path/to/a/trained/model (e.g. the diginetica preset's), DATA=its prepared data.
 bench-retrieval: setup
