@@ -164,6 +164,16 @@ static inline __m512 adagrad_step16(__m512 g, float* a, float* v, float* p, __m5
 }
 #endif
 
+/* One element, exactly (a division and a square root). */
+static inline void adagrad_one(float* p, float* a, float* v, float g, float lr, float m,
+                               float eps) {
+    const float acc = *a + g * g;
+    const float vel = m * *v - lr * g / sqrtf(acc + eps);
+    *a = acc;
+    *v = vel;
+    *p += vel;
+}
+
 static inline void adagrad_span(float* p, float* a, float* v, const float* g,
                                 const uint16_t* g16, uint16_t* shadow, int64_t n, float lr,
                                 float m, float eps) {
@@ -180,24 +190,11 @@ static inline void adagrad_span(float* p, float* a, float* v, const float* g,
     /* The rest (all of it without AVX-512), vectorised by the compiler. */
     if (g) {
         #pragma omp simd
-        for (int64_t k = j; k < n; ++k) {
-            const float gk = g[k];
-            const float ak = a[k] + gk * gk;
-            const float vk = m * v[k] - lr * gk / sqrtf(ak + eps);
-            a[k] = ak;
-            v[k] = vk;
-            p[k] += vk;
-        }
+        for (int64_t k = j; k < n; ++k) adagrad_one(p + k, a + k, v + k, g[k], lr, m, eps);
     } else {
         #pragma omp simd
-        for (int64_t k = j; k < n; ++k) {
-            const float gk = bf16_value(g16[k]);
-            const float ak = a[k] + gk * gk;
-            const float vk = m * v[k] - lr * gk / sqrtf(ak + eps);
-            a[k] = ak;
-            v[k] = vk;
-            p[k] += vk;
-        }
+        for (int64_t k = j; k < n; ++k)
+            adagrad_one(p + k, a + k, v + k, bf16_value(g16[k]), lr, m, eps);
     }
     if (shadow) {
         #pragma omp simd
@@ -233,15 +230,8 @@ void adagrad_rows(float* p, float* a, float* v, const int64_t* rows, const void*
     const uint16_t* g16 = grad_bf16 ? (const uint16_t*)g : 0;
     if (d == 1 && g32 && !shadow) {  /* a bias: one element a row, vectorised across rows */
         #pragma omp simd
-        for (int64_t i = 0; i < n_rows; ++i) {
-            const int64_t k = rows[i];
-            const float gk = g32[i];
-            const float ak = a[k] + gk * gk;
-            const float vk = m * v[k] - lr * gk / sqrtf(ak + eps);
-            a[k] = ak;
-            v[k] = vk;
-            p[k] += vk;
-        }
+        for (int64_t i = 0; i < n_rows; ++i)
+            adagrad_one(p + rows[i], a + rows[i], v + rows[i], g32[i], lr, m, eps);
         return;
     }
     int team = 1;

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from gru4rec import native
 from gru4rec.losses import sampled_loss_and_grad
 from gru4rec.optim import _update_distinct_rows, adagrad_momentum_dense_
+from gru4rec.train import _threads
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler for gru4rec.native")
 HYPER = {"lr": 0.1, "momentum": 0.3, "eps": 1e-6}
@@ -66,16 +64,6 @@ def test_rows_update_matches_torch_and_leaves_other_rows(
     untouched = torch.ones(n_table, dtype=torch.bool)
     untouched[rows] = False
     assert torch.equal(param[untouched], before[untouched])
-
-
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _loss_inputs(n_rows: int, n_cols: int, seed: int) -> tuple[torch.Tensor, ...]:
