@@ -89,6 +89,8 @@ def test_tune_runs_nested_trials_on_the_validation_split(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = runner.invoke(app, ["tune", str(tiny_prepared), "--trials", "2", "--tracking-uri", uri,
                                  "--space", "layers=8:24", "--space", "learning_rate=0.05:0.3:log",
+                                 # choices spelled unlike the logged float params ("1" vs 1.0)
+                                 "--space", "elu_param=0|1", "--set", "loss=bpr-max",
                                  "--set", "n_epochs=1", "--set", "n_sample=16"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "best: gru4rec train" in result.output
@@ -99,6 +101,10 @@ def test_tune_runs_nested_trials_on_the_validation_split(
     assert len(parent) == 1 and len(trials) == 2
     assert (trials["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).all()
     assert trials["metrics.valid_mrr_at_20"].notna().all()
+    assert trials["tags.searched.elu_param"].isin(["0", "1"]).all()
+    assert (
+        trials["params.elu_param"].astype(float) == trials["tags.searched.elu_param"].astype(float)
+    ).all()
     assert parent["metrics.best_valid_mrr_at_20"].iloc[0] == pytest.approx(
         trials["metrics.valid_mrr_at_20"].max()
     )

@@ -110,7 +110,9 @@ def tune(
         apply_overrides(base, {unknown[0]: "0"})  # raises the usual unknown-key error
 
     def log_trial(trial: Trial) -> None:
-        mlflow.log_params(trial.overrides)
+        # The trial's whole configuration is already logged as params (by the callback, in
+        # canonical form: "1" is logged as 1.0), so the searched values go in as tags.
+        mlflow.set_tags({f"searched.{key}": value for key, value in trial.overrides.items()})
         tracking.log_test_metrics(trial.metrics, prefix="valid_")
         console.print(
             f"trial {trial.number + 1}/{trials}: {metric} {trial.metrics[metric]:.4f} {trial.overrides}"
