@@ -281,15 +281,20 @@ class FastStep:
     def _project_input(
         self, buffers: _Layer, layer: GRULayer, x: Tensor | None, inputs: Tensor
     ) -> Tensor:
-        """(B, 3H) gates' input part, bias included."""
+        """(B, 3H) gates' input part; the bias included, except with the fused loops,
+        which add it themselves (as they add this part to the hidden state's)."""
         gates_x = buffers.gates_x
         if x is None:  # one-hot input: the projection is a row of the input table
             assert self.model.input_weight is not None
             torch.index_select(self.model.input_weight, 0, inputs, out=gates_x)
-            gates_x.add_(layer.bias)
+            if not self.native:
+                gates_x.add_(layer.bias)
         else:
             assert layer.weight_input is not None
-            self._addmm(layer.bias, x, self._low_of[layer.weight_input], gates_x)
+            if self.native:
+                self._mm(x, self._low_of[layer.weight_input], gates_x)
+            else:
+                self._addmm(layer.bias, x, self._low_of[layer.weight_input], gates_x)
         return gates_x
 
     def _layer_forward(
@@ -307,13 +312,15 @@ class FastStep:
         mask = None if mask is None else mask[:n_rows]
         weight_rz = self._low_of[layer.weight_hidden_rz]
         weight_c = self._low_of[layer.weight_hidden_c]
-        self._addmm(gates_x[:, : 2 * size], hidden_low, weight_rz, gates_rz)
-        if self.native:
+        if self.native:  # the loops add the input part and the bias
             hidden = hidden.contiguous()
-            native.gru_gates(gates_rz, hidden, reset_hidden)
-            self._addmm(gates_x[:, 2 * size :], self._low(reset_hidden), weight_c, candidate)
-            native.gru_output(candidate, hidden, gates_rz, diff, new_hidden, mask, output)
+            self._mm(hidden_low, weight_rz, gates_rz)
+            native.gru_gates(gates_rz, hidden, reset_hidden, gates_x=gates_x, bias=layer.bias)
+            self._mm(self._low(reset_hidden), weight_c, candidate)
+            native.gru_output(candidate, hidden, gates_rz, diff, new_hidden, mask, output,
+                              gates_x=gates_x, bias=layer.bias)  # fmt: skip
             return output
+        self._addmm(gates_x[:, : 2 * size], hidden_low, weight_rz, gates_rz)
         gates_rz.sigmoid_()
         reset, update = gates_rz[:, :size], gates_rz[:, size:]
         torch.mul(reset, hidden, out=reset_hidden)

@@ -514,16 +514,30 @@ void bpr_max(const float* row_scores, const float* bias, const int64_t* slot, fl
 
 /* ---------------------------------------------------------------- GRU elementwise
 
-   rz: (B, 2H) pre-activations of the reset and update gates, made sigmoid in place;
-   reset_hidden = r * h. Then candidate: (B, H) pre-activation, made tanh in place;
-   diff = c - h; new_hidden = h + z diff; output = new_hidden * mask (mask may be NULL). */
+   rz: (B, 2H) the hidden state's part of the reset and update gates (h U_rz); with gx
+   (B, 3H, the input's part x W) and bias (3H), each may be NULL, their first 2H columns are
+   added, then sigmoid, in place; reset_hidden = r * h. Then candidate: (B, H) the hidden
+   part (r h) U_c, plus gx[:, 2H:] and bias[2H:], made tanh in place; diff = c - h;
+   new_hidden = h + z diff; output = new_hidden * mask (mask may be NULL). Adding the input
+   part and the bias here, not in the matmuls, spares copying them into the matmul's output
+   first (addmm's beta) in a separate pass. */
 
-void gru_gates(float* rz, const float* h, float* reset_hidden, int64_t n_rows, int64_t size) {
+void gru_gates(float* rz, const float* gx, const float* bias, const float* h,
+               float* reset_hidden, int64_t n_rows, int64_t size) {
     #pragma omp parallel for schedule(static) if (n_rows * size > 32768)
     for (int64_t b = 0; b < n_rows; ++b) {
         float* g = rz + b * 2 * size;
+        const float* x = gx ? gx + b * 3 * size : 0;
         const float* hb = h + b * size;
         float* rh = reset_hidden + b * size;
+        if (x) {
+            #pragma omp simd
+            for (int64_t j = 0; j < 2 * size; ++j) g[j] += x[j];
+        }
+        if (bias) {
+            #pragma omp simd
+            for (int64_t j = 0; j < 2 * size; ++j) g[j] += bias[j];
+        }
         #pragma omp simd
         for (int64_t j = 0; j < 2 * size; ++j) g[j] = sigmoid_f(g[j]);
         #pragma omp simd
@@ -531,19 +545,29 @@ void gru_gates(float* rz, const float* h, float* reset_hidden, int64_t n_rows, i
     }
 }
 
-void gru_output(float* candidate, const float* h, const float* rz, float* diff,
-                float* new_hidden, const float* mask, float* output, int64_t n_rows,
-                int64_t size) {
+void gru_output(float* candidate, const float* gx, const float* bias, const float* h,
+                const float* rz, float* diff, float* new_hidden, const float* mask,
+                float* output, int64_t n_rows, int64_t size) {
     #pragma omp parallel for schedule(static) if (n_rows * size > 32768)
     for (int64_t b = 0; b < n_rows; ++b) {
         const int64_t o = b * size;
         const float* z = rz + b * 2 * size + size;
+        float* cb = candidate + o;
+        if (gx) {
+            const float* x = gx + b * 3 * size + 2 * size;
+            #pragma omp simd
+            for (int64_t j = 0; j < size; ++j) cb[j] += x[j];
+        }
+        if (bias) {
+            #pragma omp simd
+            for (int64_t j = 0; j < size; ++j) cb[j] += bias[2 * size + j];
+        }
         #pragma omp simd
         for (int64_t j = 0; j < size; ++j) {
-            const float c = tanh_f(candidate[o + j]);
+            const float c = tanh_f(cb[j]);
             const float d = c - h[o + j];
             const float hn = h[o + j] + z[j] * d;
-            candidate[o + j] = c;
+            cb[j] = c;
             diff[o + j] = d;
             new_hidden[o + j] = hn;
             if (mask) output[o + j] = hn * mask[o + j];
@@ -835,29 +859,41 @@ def sampled_loss_rows(
     return loss_out
 
 
-def gru_gates(gates_rz: Tensor, hidden: Tensor, reset_hidden: Tensor) -> None:
-    """In place: gates_rz (B, 2H) = sigmoid(gates_rz); reset_hidden (B, H) = r * hidden."""
+def gru_gates(
+    gates_rz: Tensor, hidden: Tensor, reset_hidden: Tensor, *, gates_x: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> None:  # fmt: skip
+    """In place: gates_rz (B, 2H) = sigmoid(gates_rz + gates_x[:, :2H] + bias[:2H]) (the
+    optional terms skipped when None); reset_hidden (B, H) = r * hidden. gates_x (B, 3H)."""
     library = _library()
     assert library is not None
     n_rows, size = hidden.shape
-    library.gru_gates(gates_rz.data_ptr(), hidden.data_ptr(), reset_hidden.data_ptr(),
-                      n_rows, size)  # fmt: skip
+    library.gru_gates(
+        gates_rz.data_ptr(), _pointer(gates_x), _pointer(bias), hidden.data_ptr(),
+        reset_hidden.data_ptr(), n_rows, size,
+    )  # fmt: skip
 
 
 def gru_output(
     candidate: Tensor, hidden: Tensor, gates_rz: Tensor, diff: Tensor, new_hidden: Tensor,
-    mask: Tensor | None, output: Tensor,
+    mask: Tensor | None, output: Tensor, *, gates_x: Tensor | None = None,
+    bias: Tensor | None = None,
 ) -> None:  # fmt: skip
-    """candidate = tanh(candidate) in place; diff = c - h; new_hidden = h + z diff;
-    output = new_hidden * mask (skipped without a mask). All (B, H) but gates_rz (B, 2H)."""
+    """candidate = tanh(candidate + gates_x[:, 2H:] + bias[2H:]) in place (the optional terms
+    skipped when None); diff = c - h; new_hidden = h + z diff; output = new_hidden * mask
+    (skipped without a mask). All (B, H) but gates_rz (B, 2H) and gates_x (B, 3H)."""
     library = _library()
     assert library is not None
     n_rows, size = hidden.shape
     library.gru_output(
-        candidate.data_ptr(), hidden.data_ptr(), gates_rz.data_ptr(), diff.data_ptr(),
-        new_hidden.data_ptr(), mask.data_ptr() if mask is not None else None,
+        candidate.data_ptr(), _pointer(gates_x), _pointer(bias), hidden.data_ptr(),
+        gates_rz.data_ptr(), diff.data_ptr(), new_hidden.data_ptr(), _pointer(mask),
         output.data_ptr(), n_rows, size,
     )  # fmt: skip
+
+
+def _pointer(tensor: Tensor | None) -> int | None:
+    return tensor.data_ptr() if tensor is not None else None
 
 
 def gru_output_backward(
@@ -939,8 +975,8 @@ def _library() -> ctypes.CDLL | None:
     library.distinct_rows.argtypes = [_P, _I, _P, _I, _I, _P, _P, _P, _P, _P, _P]
     library.cross_entropy.argtypes = [_P, _P, _P, _P, _F, _I, _I, _I, _P, _P, _P, _P, _I, _P, _I]
     library.bpr_max.argtypes = [_P, _P, _P, _F, _F, _I, _I, _I, _P, _P, _P, _P, _I, _P, _I]
-    library.gru_gates.argtypes = [_P, _P, _P, _I, _I]
-    library.gru_output.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I, _I]
+    library.gru_gates.argtypes = [_P, _P, _P, _P, _P, _I, _I]
+    library.gru_output.argtypes = [_P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I]
     library.gru_output_backward.argtypes = [_P, _P, _P, _P, _P, _P, _I, _I]
     library.gru_reset_backward.argtypes = [_P, _P, _P, _P, _I, _I]
     library.top_k_rows.argtypes = [_P, _I, _I, _I, _I, _I, _P, _P]

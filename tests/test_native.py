@@ -154,6 +154,17 @@ def test_gru_loops_match_torch() -> None:
     torch.testing.assert_close(got_c, c)
     torch.testing.assert_close(got_new, new_hidden)
     torch.testing.assert_close(got_out, new_hidden * mask)
+    # The same pre-activations split into the hidden part, the input part and the bias.
+    gates_x = torch.randn(n_rows, 3 * size, generator=g)
+    bias = torch.randn(3 * size, generator=g)
+    part_rz = pre_rz - gates_x[:, : 2 * size] - bias[: 2 * size]
+    part_c = pre_c - gates_x[:, 2 * size :] - bias[2 * size :]
+    native.gru_gates(part_rz, hidden, reset_hidden, gates_x=gates_x, bias=bias)
+    native.gru_output(part_c, hidden, part_rz, diff, got_new, None, got_new,
+                      gates_x=gates_x, bias=bias)  # fmt: skip
+    torch.testing.assert_close(part_rz, rz)
+    torch.testing.assert_close(part_c, c)
+    torch.testing.assert_close(got_new, new_hidden)
 
     grad_gates = torch.zeros(n_rows, 3 * size)
     native.gru_output_backward(grad_output, mask, diff, got_rz, got_c, grad_gates)
