@@ -444,11 +444,12 @@ class FastStep:
         else:
             assert grad_out is not None
             input_grads = grad_out if masks[0] is None else grad_out.mul_(masks[0][:n_rows])
-        if model.embedding == "shared" and self.native and not self.low:
-            native.add_to_rows(grad_items, n_scored, rows.input_slot, input_grads)
-        elif model.embedding == "shared":
-            grad_items[n_scored:].zero_()
-            grad_items.index_add_(0, rows.input_slot, input_grads.to(grad_items.dtype))
+        if model.embedding == "shared":
+            if self.native and not self.low:
+                native.add_to_rows(grad_items, n_scored, rows.input_slot, input_grads)
+            else:
+                grad_items[n_scored:].zero_()
+                grad_items.index_add_(0, rows.input_slot, input_grads.to(grad_items.dtype))
 
         adagrad_momentum_flat_(
             self.flat_param, self.flat_grad, self.flat_acc, self.flat_velocity, **self.hyper,

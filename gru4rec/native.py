@@ -215,8 +215,8 @@ void adagrad_dense(float* p, float* a, float* v, const void* g, int64_t grad_bf1
     }
 }
 
-/* The same on distinct rows of (N, d) tables; g holds one row per entry of rows. */
-/* Each thread updates the rows in its own contiguous range of the table, the ranges cut
+/* The same on distinct rows of (N, d) tables; g holds one row per entry of rows.
+   Each thread updates the rows in its own contiguous range of the table, the ranges cut
    where the list's rows are split evenly (a histogram of 1,024 buckets). Not a share of
    the list: the rows come in random order, and two cores writing neighbouring rows (whose
    edges may share a cache line, and whose lines the prefetchers pull in pairs) pass those
@@ -714,7 +714,7 @@ def adagrad_momentum_dense_(
     assert library is not None
     library.adagrad_dense(
         param.data_ptr(), acc.data_ptr(), velocity.data_ptr(), grad.data_ptr(),
-        int(grad.dtype == torch.bfloat16), shadow.data_ptr() if shadow is not None else None,
+        int(grad.dtype == torch.bfloat16), _pointer(shadow),
         param.numel(), lr, momentum, eps,
     )  # fmt: skip
 
@@ -733,7 +733,7 @@ def adagrad_momentum_rows_(
     library.adagrad_rows(
         param.data_ptr(), acc.data_ptr(), velocity.data_ptr(), rows.data_ptr(),
         grad.data_ptr(), int(grad.dtype == torch.bfloat16),
-        shadow.data_ptr() if shadow is not None else None, rows.numel(), width,
+        _pointer(shadow), rows.numel(), width,
         param.shape[0], lr, momentum, eps,
     )  # fmt: skip
 
@@ -843,15 +843,15 @@ def sampled_loss_rows(
     n_threads = max(1, min(torch.get_num_threads(), work.numel() // stride))
     if loss == "cross-entropy":
         library.cross_entropy(
-            row_scores.data_ptr(), row_bias.data_ptr() if row_bias is not None else None,
+            row_scores.data_ptr(), _pointer(row_bias),
             column_slot.data_ptr(),
-            logq_shift.data_ptr() if logq_shift is not None else None, elu_param, n_rows,
+            _pointer(logq_shift), elu_param, n_rows,
             n_slots, n_cols, grad_rows.data_ptr(), loss_out.data_ptr(), row_loss.data_ptr(),
             work.data_ptr(), stride, index.data_ptr(), n_threads,
         )  # fmt: skip
     else:
         library.bpr_max(
-            row_scores.data_ptr(), row_bias.data_ptr() if row_bias is not None else None,
+            row_scores.data_ptr(), _pointer(row_bias),
             column_slot.data_ptr(), bpreg, elu_param, n_rows, n_slots,
             n_cols, grad_rows.data_ptr(), loss_out.data_ptr(), row_loss.data_ptr(),
             work.data_ptr(), stride, index.data_ptr(), n_threads,
@@ -893,6 +893,7 @@ def gru_output(
 
 
 def _pointer(tensor: Tensor | None) -> int | None:
+    """The address of an optional tensor (NULL for None)."""
     return tensor.data_ptr() if tensor is not None else None
 
 
@@ -905,7 +906,7 @@ def gru_output_backward(
     assert library is not None
     n_rows, size = diff.shape
     library.gru_output_backward(
-        grad_output.data_ptr(), mask.data_ptr() if mask is not None else None,
+        grad_output.data_ptr(), _pointer(mask),
         diff.data_ptr(), gates_rz.data_ptr(), candidate.data_ptr(), grad_gates.data_ptr(),
         n_rows, size,
     )  # fmt: skip

@@ -41,6 +41,21 @@ def log_probabilities(support: np.ndarray | torch.Tensor, alpha: float) -> torch
     return torch.log(probabilities + LOG_EPS).to(torch.float32)
 
 
+class _BufferPair:
+    """Two buffers of one shape handed out in turn: a chunk is drawn into the buffer that
+    was not handed out last, so the previous chunk (a caller may still hold a row of it)
+    stays intact, and no chunk costs fresh pages."""
+
+    def __init__(self) -> None:
+        self._pair: list[torch.Tensor] = []
+
+    def next(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        if not self._pair or self._pair[0].shape != shape:
+            self._pair = [torch.empty(shape, dtype=dtype) for _ in range(2)]
+        self._pair.reverse()
+        return self._pair[0]
+
+
 class NegativeSampler:
     """Hands out (n_sample,) int64 item indices per step, drawn in chunks of `cache_size` steps.
 
@@ -80,10 +95,9 @@ class NegativeSampler:
         self._cache = torch.empty(0, n_sample, dtype=torch.int64)
         self._position = 0
         # Chunks are drawn into the same buffers each time: fresh pages for 16 MB of draws
-        # cost more than the draws. Two output buffers in turn, so that the chunk being
-        # replaced is never the one a caller may still hold a row of.
+        # cost more than the draws.
         self._uniform: np.ndarray | None = None
-        self._outputs: list[torch.Tensor] = []
+        self._outputs = _BufferPair()
 
     def next(self) -> torch.Tensor:
         """The next (n_sample,) int64 negatives, on `device` (a view into the cached chunk)."""
@@ -101,11 +115,9 @@ class NegativeSampler:
             return torch.from_numpy(self._rng.integers(0, self.n_items, shape, dtype=np.int64))
         if self._uniform is None or self._uniform.shape != shape:
             self._uniform = np.empty(shape, dtype=np.float64)
-            self._outputs = [torch.empty(shape, dtype=torch.int64) for _ in range(2)]
         uniform = torch.from_numpy(self._rng.random(out=self._uniform))
         if self._guide is not None:
-            self._outputs.reverse()
-            out = self._outputs[0]
+            out = self._outputs.next(shape, torch.int64)
             return native.sample_inverse_cdf(self._cumulative, self._guide, uniform, out)
         return torch.searchsorted(self._cumulative, uniform, right=True).clamp_max_(
             self.n_items - 1
@@ -178,8 +190,7 @@ class DropoutMasks:
         self._drawn = [0] * len(sites)  # elements of each site's stream used so far
         self._chunk: list[torch.Tensor | None] = []
         self._position = self.chunk_steps  # empty: the first call draws
-        # Per site, two chunk buffers used in turn (as NegativeSampler's outputs).
-        self._buffers: list[list[torch.Tensor]] = [[] for _ in sites]
+        self._buffers = [_BufferPair() for _ in sites]
 
     def next(self) -> list[torch.Tensor | None]:
         """This step's mask per site: (batch_size, width) on `device`, or None where p == 0."""
@@ -201,11 +212,8 @@ class DropoutMasks:
         threshold = min(round(p * 2.0**32), 2**32 - 1)
         scale = 1.0 / (1.0 - p)
         if native.available():
-            buffers = self._buffers[site]
-            if not buffers:
-                buffers += [torch.empty(shape), torch.empty(shape)]
-            buffers.reverse()
-            masks = native.dropout_mask(self._keys[site], start, threshold, scale, buffers[0])
+            out = self._buffers[site].next(shape, torch.float32)
+            masks = native.dropout_mask(self._keys[site], start, threshold, scale, out)
         else:
             keep = dropout_bits(self._keys[site], start, count) >= np.uint32(threshold)
             masks = torch.from_numpy(

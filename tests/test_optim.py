@@ -184,12 +184,15 @@ def test_bad_hyperparameters_are_config_errors(kwargs: dict, message: str) -> No
         SparseAdagradMomentum([torch.nn.Parameter(torch.zeros(1))], **kwargs)
 
 
-@pytest.mark.parametrize("use_native", [True, False])
-def test_row_state_updates_like_the_reference_kernel(
-    use_native: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not use_native:
+@pytest.fixture(params=["native", "torch"])
+def native_or_torch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs with the fused loops (where built) and with their torch twins."""
+    if request.param == "torch":
         monkeypatch.setattr(native, "usable", lambda *tensors: False)
+
+
+@pytest.mark.usefixtures("native_or_torch")
+def test_row_state_updates_like_the_reference_kernel() -> None:
     generator = torch.Generator().manual_seed(3)
     param = torch.randn(30, 4, generator=generator)
     shadow = param.to(torch.bfloat16)
@@ -206,12 +209,8 @@ def test_row_state_updates_like_the_reference_kernel(
     assert torch.equal(shadow, param.to(torch.bfloat16))  # the bf16 copy follows
 
 
-@pytest.mark.parametrize("use_native", [True, False])
-def test_flat_update_takes_bf16_gradients(
-    use_native: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not use_native:
-        monkeypatch.setattr(native, "usable", lambda *tensors: False)
+@pytest.mark.usefixtures("native_or_torch")
+def test_flat_update_takes_bf16_gradients() -> None:
     generator = torch.Generator().manual_seed(4)
     param = torch.randn(100, generator=generator)
     grad = torch.randn(100, generator=generator).to(torch.bfloat16)
