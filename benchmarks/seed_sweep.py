@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from gru4rec.commands.model_commands import write_json
+from gru4rec.commands.model_commands import parse_sets, write_json
 from gru4rec.config import apply_overrides, get_preset
 from gru4rec.errors import Gru4RecError
 from gru4rec.workflow import evaluate_split, train_model
@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         seeds = parse_seeds(args.seeds)
         bars = [parse_bar(text) for text in args.bar]
-        overrides = dict(_key_value(text) for text in args.overrides)
+        overrides = parse_sets(args.overrides)
+        if "seed" in overrides:
+            raise ValueError("--set: the seeds come from --seeds, not --set seed=...")
         apply_overrides(get_preset(args.preset), overrides)  # fail before any training
     except (ValueError, Gru4RecError) as error:
         parser.error(str(error))
@@ -155,13 +157,6 @@ def main(argv: list[str] | None = None) -> None:
     output = {"preset": args.preset, "overrides": overrides, **report(results, bars)}
     if args.json:
         write_json(args.json, output)
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or key.strip() == "seed":
-        raise ValueError(f"--set: expected KEY=VALUE other than the seed, got {text!r}")
-    return key.strip(), value.strip()
 
 
 if __name__ == "__main__":

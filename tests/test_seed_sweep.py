@@ -62,7 +62,8 @@ def test_parallel_jobs_give_the_same_results(tiny_prepared: Path, tmp_path: Path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "seed=3"], "other than the seed"),
+        (["--set", "seed=3"], "not --set seed"),
+        (["--set", "n_epochs"], "key=value"),
         (["--preset", "nope"], "unknown preset"),
         (["--set", "dropout_p_hidden=-1"], "dropout_p_hidden"),
         (["--bar", "hits@20=0.5"], "unknown metric"),

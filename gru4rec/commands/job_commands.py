@@ -99,11 +99,11 @@ def tune(
     from rich.table import Table
 
     from gru4rec import tracking
-    from gru4rec.commands.model_commands import _parse_sets
+    from gru4rec.commands.model_commands import parse_sets
     from gru4rec.config import apply_overrides, get_preset
     from gru4rec.tuning import AUTHORS_SPACE, Trial, parse_dimension, random_search
 
-    base = apply_overrides(get_preset(preset), _parse_sets(set_ or []))
+    base = apply_overrides(get_preset(preset), parse_sets(set_ or []))
     dimensions = [parse_dimension(text) for text in space] if space else list(AUTHORS_SPACE)
     unknown = [d.name for d in dimensions if d.name not in base.to_dict()]
     if unknown:

@@ -34,7 +34,7 @@ def parse_cutoffs(first: str, extra: list[str]) -> tuple[int, ...]:
     return cutoffs
 
 
-def _parse_sets(pairs: list[str]) -> dict[str, str]:
+def parse_sets(pairs: list[str]) -> dict[str, str]:
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -124,7 +124,7 @@ def train(
     from gru4rec.workflow import evaluate_split, train_model
 
     evaluation = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": _ties(ties)}
-    config = apply_overrides(get_preset(preset), _parse_sets(set_ or []))
+    config = apply_overrides(get_preset(preset), parse_sets(set_ or []))
     run: Any = contextlib.nullcontext()
     callbacks: list[Any] = []
     on_validation = None
