@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from gru4rec.commands.options import Device, TrackingUri
+
 console = Console(stderr=True)
 
 
@@ -39,12 +41,7 @@ def compare(
     plot: Annotated[
         Path | None, typer.Option(help="PNG to write (default: compare-EXPERIMENT.png).")
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
-        ),
-    ] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Print a table of an experiment's runs (parameters that differ, metrics, training time,
     throughput), best first, and plot metric against cutoff and the training curves.
@@ -86,9 +83,9 @@ def tune(
     ] = None,
     metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "mrr@20",
     seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "gru4rec-tune",
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Random search on the validation split: one parent MLflow run, a nested run per trial;
     prints the trials best first and logs the best overrides.
@@ -161,7 +158,7 @@ def baselines(
     experiment: Annotated[
         str, typer.Option(help="MLflow experiment for the baseline runs.")
     ] = "gru4rec-baselines",
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    tracking_uri: TrackingUri = None,
     track: Annotated[bool, typer.Option(help="Log each baseline as an MLflow run.")] = True,
 ) -> None:
     """GRU4Rec against the baselines (most popular, session popularity, item-kNN, SKNN,

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gru4rec.commands.options import Device, TrackingUri
 from gru4rec.errors import ConfigError
 
 console = Console(stderr=True)
@@ -78,7 +79,7 @@ def train(
             "--set n_epochs=5 --set layers=200 --set loss=bpr-max.",
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto (GPU if present), cpu or cuda.")] = "auto",
+    device: Device = "auto",
     train_split: Annotated[
         str, typer.Option(help="Split to train on (train, or train_tr for tuning).")
     ] = "train",
@@ -98,12 +99,7 @@ def train(
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch (default: all cores).")
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
-        ),
-    ] = None,
+    tracking_uri: TrackingUri = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "gru4rec",
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     register: Annotated[
@@ -187,7 +183,7 @@ def evaluate(
         ),
     ] = "conservative",
     batch_size: Annotated[int, typer.Option(help="Sessions scored together.", min=1)] = 512,
-    device: Annotated[str, typer.Option(help="auto (GPU if present), cpu or cuda.")] = "auto",
+    device: Device = "auto",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the metrics as JSON here.")
     ] = None,

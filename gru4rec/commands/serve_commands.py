@@ -11,6 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from gru4rec.commands.options import Device
+
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
 out_console = Console(width=None if sys.stdout.isatty() else 160)
@@ -163,7 +165,7 @@ def recommend(
     batch_size: Annotated[
         int, typer.Option(help="Sessions encoded and scored together.", min=1)
     ] = 1024,
-    device: Annotated[str, typer.Option(help="auto (GPU if present), cpu or cuda.")] = "auto",
+    device: Device = "auto",
     index_kind: Annotated[
         str,
         typer.Option(
