@@ -20,6 +20,7 @@ app = typer.Typer(
     "index and recommend.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
