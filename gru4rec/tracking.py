@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,14 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "gru4rec"
+# MLflow's advice on choices made on purpose, which it would print on every training run:
+# the signature is given explicitly (so no input example, and no type hints on `predict`,
+# which MLflow would turn into a second signature), and item ids are never missing (so
+# integer columns are right).
+_MLFLOW_ADVICE = re.compile(
+    "An input example was not provided|Add type hints to the `predict` method"
+    "|Hint: Inferred schema contains integer column"
+)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -144,20 +155,36 @@ def log_model(model_dir: Path, registered_name: str | None = None) -> Any:
     output = pd.DataFrame(
         {"session": [0], "rank": [1], "item_id": example_ids[:1], "score": [0.0]}
     ).astype({"rank": "int32", "score": "float32"})
-    signature = mlflow.models.infer_signature(
-        example, output, params={"k": 20, "exclude_seen": False}
-    )
     code = Path(__file__).with_name("mlflow_model.py")
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(code),
-        artifacts={"model_dir": str(model_dir)},
-        signature=signature,
-        registered_model_name=registered_name,
-        pip_requirements=["torch", "numpy", "polars", "pyarrow", "pandas", "mlflow"],
-        code_paths=[str(Path(__file__).parent)],
-    )
+    with _without_mlflow_advice():
+        signature = mlflow.models.infer_signature(
+            example, output, params={"k": 20, "exclude_seen": False}
+        )
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"model_dir": str(model_dir)},
+            signature=signature,
+            registered_model_name=registered_name,
+            pip_requirements=["torch", "numpy", "polars", "pyarrow", "pandas", "mlflow"],
+            code_paths=[str(Path(__file__).parent)],
+        )
     return info
+
+
+@contextmanager
+def _without_mlflow_advice() -> Iterator[None]:
+    """Drop `_MLFLOW_ADVICE` warnings, passing every other warning on. A filter would not do:
+    `mlflow.pyfunc.log_model` installs its own ("once" for every UserWarning) over ours."""
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if not _MLFLOW_ADVICE.search(str(message)):
+            shown(message, category, *rest, **kw)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def fetch_checkpoint(model: str) -> Path:

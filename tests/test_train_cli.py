@@ -174,3 +174,23 @@ def test_cutoffs_as_separate_values(data_dir: Path, tmp_path: Path) -> None:
     train(data_dir, model, "--no-track", "--test-split", "none")
     metrics = evaluate(model, data_dir, tmp_path, "--cutoffs", "3", "7", "--ties", "median")
     assert metrics["cutoffs"] == [3, 7] and "recall@7" in metrics and metrics["ties"] == "median"
+
+
+def test_logging_the_model_prints_no_mlflow_advice(data_dir: Path, tmp_path: Path) -> None:
+    import warnings
+
+    import mlflow
+
+    from gru4rec import tracking
+
+    model = tmp_path / "model"
+    train(data_dir, model, "--no-track", "--test-split", "none")
+    with (
+        tracking.start_run(f"sqlite:///{tmp_path / 'mlflow.db'}", "gru4rec-tests", "log"),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        info = tracking.log_model(model)
+    assert mlflow.pyfunc.load_model(info.model_uri) is not None
+    advice = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert advice == [], advice
