@@ -27,8 +27,10 @@ import polars as pl
 import torch
 
 from benchmarks.matmul import matmul_rate
+from gru4rec.model import GRU4Rec
 from gru4rec.recommend import Recommender
 from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, query_vectors
+from gru4rec.scorers import GRU4RecScorer
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -84,14 +86,22 @@ def synthetic_catalogue(
     return vectors, np.hstack([queries, np.ones((n_queries, 1))]).astype(np.float32)
 
 
+def gru_model(recommender: Recommender) -> GRU4Rec:
+    """The GRU4Rec network a recommender serves (this benchmark measures GRU4Rec only)."""
+    if not isinstance(recommender.scorer, GRU4RecScorer):
+        raise SystemExit(f"--model must be a GRU4Rec model, not {recommender.scorer.family}")
+    return recommender.scorer.model
+
+
 def session_flops(recommender: Recommender, mean_length: float) -> float:
     """FLOPs to encode a session of `mean_length` items and score every item for it."""
     gru_flops = 0.0
-    for layer in recommender.model.gru_layers:
+    model = gru_model(recommender)
+    for layer in model.gru_layers:
         hidden = layer.hidden_size
         inputs = 0 if layer.input_size is None else layer.input_size  # one-hot input: a gather
         gru_flops += 2 * 3 * hidden * (inputs + hidden)
-    dim = recommender.model.item_weight.shape[1] + 1
+    dim = model.item_weight.shape[1] + 1
     return gru_flops * mean_length + 2.0 * dim * recommender.n_items
 
 
@@ -107,7 +117,10 @@ def throughput(recommender: Recommender, sessions: list[list[object]], k: int, b
         serve = functools.partial(recommender.recommend, original, k, batch_size=batch_size)
         seconds = median_seconds(serve, repeats)
         rate = matmul_rate(
-            batch_size, recommender.model.item_weight.shape[1] + 1, recommender.n_items, repeats=3
+            batch_size,
+            gru_model(recommender).item_weight.shape[1] + 1,
+            recommender.n_items,
+            repeats=3,
         )
         achieved = flops * batch_size / seconds / 1e9
         rows.append({
@@ -162,7 +175,7 @@ def main() -> None:
     sessions = test.group_by("session_id", maintain_order=True).agg("item_id")["item_id"].to_list()
     queries_sessions = [s for s in recommender.to_indices(sessions[: args.queries])[0] if s]
     queries = query_vectors(recommender.encode_indices(queries_sessions))
-    vectors = item_vectors(recommender.model)
+    vectors = item_vectors(gru_model(recommender))
     model_options = {
         "flat": IndexOptions("flat"),
         "hnsw": IndexOptions("hnsw", hnsw_m=32, ef_construction=200, ef_search=128),

@@ -1,7 +1,7 @@
 """Non-neural baselines, ranked by the same harness as GRU4Rec (`gru4rec.evaluate.evaluate`).
 
-Each baseline is fitted on training sessions and then behaves like a model: the harness
-feeds a session's items one by one and ranks the true next item against ALL items, with
+Each baseline is fitted on training sessions and then scores like any model (the contract
+of `gru4rec.scorers`): the harness feeds a session's items one by one and ranks the true next item against ALL items, with
 the same tie modes, so the comparison with GRU4Rec is like for like.
 
     pop    MostPopular     training support of the item
@@ -10,10 +10,8 @@ the same tie modes, so the comparison with GRU4Rec is like for like.
     sknn   SKNN            session-based kNN over item sets
     vsknn  VSKNN           session-based kNN with position-decayed weights (V-SKNN)
 
-The state of a session is its items so far, kept in the harness's `hidden` list as one
-(B, W) int64 tensor of item index + 1, left-aligned, 0 = empty: a zeroed row (the
-harness's reset) is an empty session, and `keep` selects rows, as for GRU4Rec's hidden
-state. W doubles when a session outgrows it.
+Each baseline scores from the session's history alone, a (B, W) int64 tensor of item
+index + 1, left-aligned, 0 = empty (`gru4rec.scorers.SessionBatch`).
 
 Sources: Hidasi et al., "Session-based recommendations with recurrent neural networks"
 (ICLR 2016), item-kNN baseline; Ludewig & Jannach, "Evaluation of session-based
@@ -41,28 +39,32 @@ from torch import Tensor
 
 from gru4rec.data import SessionData
 from gru4rec.errors import ConfigError, InputDataError
+from gru4rec.scorers import SessionBatch, SessionScorer
 
 logger = logging.getLogger(__name__)
 
 PositionWeighting = Literal["linear", "same", "div", "quadratic", "log"]
 StepWeighting = Literal["div", "same", "linear", "quadratic", "log"]
 
-_INITIAL_WIDTH = 8  # history columns before the first doubling; most sessions are shorter
 _PAIR_CHUNK = 20_000_000  # item pairs materialised at once while counting co-occurrences
 
 _BaselineT = TypeVar("_BaselineT", bound="Baseline")
 
 
-class Baseline:
-    """What every baseline shares: fitting, the session state, and the `RankingModel` protocol.
+class Baseline(SessionScorer):
+    """What every baseline shares: fitting, and the scoring contract (`gru4rec.scorers`),
+    reading only each session's history.
 
     Subclasses are dataclasses whose fields are the hyperparameters; they implement
     `_fit(data)` (precompute from training sessions) and `_score(history)` -> (B, n_items).
     """
 
     name: ClassVar[str]
-    training: bool = False  # the protocol's flag; a baseline behaves the same either way
     _n_items: int | None = None
+
+    @property
+    def family(self) -> str:  # type: ignore[override]
+        return self.name
 
     def __post_init__(self) -> None:
         self._validate()
@@ -104,22 +106,9 @@ class Baseline:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(data, n_items)")
         return self._n_items
 
-    def init_hidden(self, batch_size: int, device: torch.device | str) -> list[Tensor]:
-        """Empty sessions: [(batch_size, W) int64 zeros]."""
-        return [torch.zeros(batch_size, _INITIAL_WIDTH, dtype=torch.int64, device=device)]
-
-    def forward_step(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """Append `inputs` (B,) to each row's session; the output is the new (B, W) history."""
-        history = _append(hidden[0], inputs)
-        return history, [history]
-
-    def score_all(self, output: Tensor) -> Tensor:
-        """(B, n_items) scores of every item after the sessions in `output` (a history)."""
-        return self._score(output.cpu()).to(output.device)
-
-    def train(self: _BaselineT, mode: bool = True) -> _BaselineT:
-        self.training = mode
-        return self
+    def score(self, batch: SessionBatch) -> Tensor:
+        """(B, n_items) scores of every item after the sessions' histories."""
+        return self._score(batch.history.cpu()).to(batch.history.device)
 
 
 @dataclass(eq=False)
@@ -490,16 +479,6 @@ class _Candidates(typing.NamedTuple):
 def _exact_dtype(largest: int) -> torch.dtype:
     """float32 when every integer up to `largest` is exact in it, else float64."""
     return torch.float32 if largest < 2**24 else torch.float64
-
-
-def _append(history: Tensor, items: Tensor) -> Tensor:
-    """Write item + 1 after the last filled column of each row, widening when full."""
-    lengths = (history != 0).sum(dim=1)  # (B,)
-    needed = int(lengths.max()) + 1 if len(lengths) else 0
-    if needed > history.shape[1]:
-        width = max(2 * history.shape[1], needed, _INITIAL_WIDTH)
-        history = torch.nn.functional.pad(history, (0, width - history.shape[1]))
-    return history.scatter(1, lengths.unsqueeze(1), (items.to(history.dtype) + 1).unsqueeze(1))
 
 
 def _distinct_items(

@@ -1,7 +1,8 @@
 """Model directories: state, not pickles.
 
     weights.pt     the state_dict (tensors only; loaded with weights_only=True)
-    config.json    {"format_version", "n_items", "config": GRU4RecConfig.to_dict(), "extra"}
+    config.json    {"format_version", "family": "gru4rec", "n_items", "config":
+                   GRU4RecConfig.to_dict(), "extra"}
     items.parquet  the item map: item_id, item_idx (0..n_items-1), support
 
 Written into a temporary sibling directory and renamed into place, so a reader never
@@ -71,6 +72,7 @@ def save_checkpoint(
         torch.save(state, staging / WEIGHTS_FILE)
         meta = {
             "format_version": FORMAT_VERSION,
+            "family": "gru4rec",  # gru4rec.saved_models reads every family's directory
             "n_items": model.n_items,
             "config": config.to_dict(),
             "extra": extra or {},

@@ -8,16 +8,22 @@ mode that the result reports:
     conservative rank = #(score >= target score)   (the target counts itself)
     median       the average of the two
 
+Every metric is also reported on two disjoint groups of events: `repeat_*` where the
+target already occurs earlier in its session, `new_*` where it does not (with
+`n_repeat_events` and `n_new_events`): a model can be strong on one and weak on the other.
+
+Any model family is evaluated through the scoring contract (`gru4rec.scorers`).
+
 Example:
     >>> metrics = evaluate(model, test_data, cutoffs=(5, 20), ties="conservative")
-    >>> metrics["recall@20"], metrics["mrr@20"]
+    >>> metrics["recall@20"], metrics["mrr@20"], metrics["repeat_recall@20"]
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -25,6 +31,14 @@ from torch import Tensor
 
 from gru4rec.batching import session_parallel_steps
 from gru4rec.errors import ConfigError, Gru4RecError, InputDataError
+from gru4rec.model import GRU4Rec
+from gru4rec.scorers import (
+    SessionBatch,
+    SessionCursor,
+    SessionScorer,
+    as_scorer,
+    repeat_targets,
+)
 
 if TYPE_CHECKING:
     from gru4rec.data import SessionData
@@ -36,23 +50,6 @@ _CPU_COLUMN_CHUNK = 1024
 
 class NaNScoresError(Gru4RecError):
     """The model scored some items NaN, so no rank can be trusted."""
-
-
-class RankingModel(Protocol):
-    """What evaluation needs from a model (GRU4Rec's `nn.Module` has all of it)."""
-
-    training: bool
-
-    @property
-    def n_items(self) -> int: ...
-
-    def init_hidden(self, batch_size: int, device: torch.device | str) -> list[Tensor]: ...
-
-    def forward_step(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]: ...
-
-    def score_all(self, output: Tensor) -> Tensor: ...
-
-    def train(self, mode: bool = True) -> Any: ...
 
 
 def target_ranks(scores: Tensor, targets: Tensor, ties: TieMode) -> Tensor:
@@ -79,15 +76,15 @@ def target_ranks(scores: Tensor, targets: Tensor, ties: TieMode) -> Tensor:
         )
     target_scores = scores.gather(1, targets.unsqueeze(1))  # (B, 1)
     if ties == "standard":
-        return (_count_per_row(scores, target_scores, torch.gt) + 1).to(torch.float64)
-    n_at_or_above = _count_per_row(scores, target_scores, torch.ge)  # the target included
+        return (count_per_row(scores, target_scores, torch.gt) + 1).to(torch.float64)
+    n_at_or_above = count_per_row(scores, target_scores, torch.ge)  # the target included
     if ties == "conservative":
         return n_at_or_above.to(torch.float64)
-    n_above = _count_per_row(scores, target_scores, torch.gt)
+    n_above = count_per_row(scores, target_scores, torch.gt)
     return (n_above + 1 + n_at_or_above).to(torch.float64) / 2.0
 
 
-def _count_per_row(
+def count_per_row(
     scores: Tensor, thresholds: Tensor, compare: Callable[[Tensor, Tensor], Tensor]
 ) -> Tensor:
     """(B,) int64 number of items per row with `compare(score, threshold)` true."""
@@ -101,6 +98,9 @@ def _count_per_row(
     return counts
 
 
+GROUPS = ("", "repeat_", "new_")  # all events; target seen earlier in the session; not seen
+
+
 class MetricAccumulator:
     """Ranking metrics summed batch by batch (score matrices are not kept).
 
@@ -110,9 +110,12 @@ class MetricAccumulator:
         n_items: number of items scored (the width of every score matrix).
         item_support: (n_items,) training support of each item for popularity@k, or None
             to leave popularity out.
+        coverage: whether to compute coverage@k and popularity@k (a top-k per row; model
+            selection, which compares many scorers, turns it off).
 
     Per prediction event with target rank r, at each cutoff k: recall = [r <= k],
-    MRR = 1/r if r <= k, NDCG = 1/log2(r + 1) if r <= k; averaged over events.
+    MRR = 1/r if r <= k, NDCG = 1/log2(r + 1) if r <= k; averaged over events, and over
+    the repeat and new events separately when `update` is told which are which.
     coverage@k is the fraction of all items in at least one top-k list; popularity@k the
     mean of support / max support over all top-k recommendations.
     """
@@ -123,6 +126,8 @@ class MetricAccumulator:
         ties: TieMode,
         n_items: int,
         item_support: np.ndarray | None = None,
+        *,
+        coverage: bool = True,
     ) -> None:
         _check_ties(ties)
         if not cutoffs or any(int(k) != k or k < 1 for k in cutoffs):
@@ -132,17 +137,28 @@ class MetricAccumulator:
         self.cutoffs = sorted({int(k) for k in cutoffs})
         self.ties: TieMode = ties
         self.n_items = n_items
-        self.n_events = 0
+        self.coverage = coverage
+        self.counts = dict.fromkeys(GROUPS, 0)
         self._popularity: Tensor | None = None  # (n_items,) support / max support
-        if item_support is not None:
+        if item_support is not None and coverage:
             self._popularity = _normalised_support(item_support, n_items)
         # Python floats in float64: a sum over millions of events must not lose the tail.
-        self._sums = {f"{m}@{k}": 0.0 for m in ("recall", "mrr", "ndcg") for k in self.cutoffs}
+        self._sums = {
+            f"{group}{m}@{k}": 0.0
+            for group in GROUPS
+            for m in ("recall", "mrr", "ndcg")
+            for k in self.cutoffs
+        }
         self._popularity_sums = dict.fromkeys(self.cutoffs, 0.0)
         self._covered = {k: torch.zeros(n_items, dtype=torch.bool) for k in self.cutoffs}
 
-    def update(self, scores: Tensor, targets: Tensor) -> None:
-        """Add one batch: `scores` (B, n_items), `targets` (B,) int64 item indices."""
+    @property
+    def n_events(self) -> int:
+        return self.counts[""]
+
+    def update(self, scores: Tensor, targets: Tensor, repeat: Tensor | None = None) -> None:
+        """Add one batch: `scores` (B, n_items), `targets` (B,) int64 item indices, and
+        `repeat` (B,) bool, whether each target already occurs earlier in its session."""
         if scores.ndim != 2 or scores.shape[1] != self.n_items:
             raise ValueError(f"scores must be (B, {self.n_items}), got {tuple(scores.shape)}")
         if targets.shape != (scores.shape[0],):
@@ -152,16 +168,28 @@ class MetricAccumulator:
                 f"target item indices must lie in 0..{self.n_items - 1}; unknown items must be "
                 "dropped before evaluation (gru4rec.data.load_split does it)."
             )
-        ranks = target_ranks(scores, targets, self.ties)  # (B,) float64
+        self.update_ranks(target_ranks(scores, targets, self.ties), repeat)
+        if self.coverage:
+            self._update_top_k(scores)
+
+    def update_ranks(self, ranks: Tensor, repeat: Tensor | None = None) -> None:
+        """Add one batch of target ranks (B,) float64 (coverage is not updated)."""
+        masks: dict[str, Tensor | None] = {"": None}
+        if repeat is not None:
+            masks.update({"repeat_": repeat, "new_": ~repeat})
         for k in self.cutoffs:
             hit = ranks <= k
-            self._sums[f"recall@{k}"] += hit.sum().item()
-            self._sums[f"mrr@{k}"] += torch.where(hit, 1.0 / ranks, 0.0).sum().item()
-            self._sums[f"ndcg@{k}"] += (
-                torch.where(hit, 1.0 / torch.log2(ranks + 1.0), 0.0).sum().item()
-            )
-        self._update_top_k(scores)
-        self.n_events += int(targets.shape[0])
+            values = {
+                "recall": hit.to(torch.float64),
+                "mrr": torch.where(hit, 1.0 / ranks, 0.0),
+                "ndcg": torch.where(hit, 1.0 / torch.log2(ranks + 1.0), 0.0),
+            }
+            for group, mask in masks.items():
+                for metric, value in values.items():
+                    chosen = value if mask is None else value[mask]
+                    self._sums[f"{group}{metric}@{k}"] += chosen.sum().item()
+        for group, mask in masks.items():
+            self.counts[group] += int(ranks.shape[0] if mask is None else mask.sum())
 
     def _update_top_k(self, scores: Tensor) -> None:
         # Which items get recommended; ties at the k-th place are broken by topk's order.
@@ -174,7 +202,9 @@ class MetricAccumulator:
 
     def result(self) -> dict[str, Any]:
         """Averages over all events so far: `recall@k`, `mrr@k`, `ndcg@k`, `coverage@k`,
-        `popularity@k` (when supports were given) as floats, plus `n_events`, `ties`, `cutoffs`.
+        `popularity@k` (when supports were given) as floats, the same over repeat and new
+        events (`repeat_recall@k`, `new_mrr@k`, ...; absent for a group with no event),
+        plus `n_events`, `n_repeat_events`, `n_new_events`, `ties`, `cutoffs`.
 
         Raises:
             InputDataError: no event was added (no test session has two or more events).
@@ -185,81 +215,82 @@ class MetricAccumulator:
                 "has fewer than 2 events after dropping items unknown to the model). "
                 "Check that the test split and the model's item map match."
             )
-        metrics: dict[str, Any] = {
-            name: total / self.n_events for name, total in self._sums.items()
-        }
-        for k in self.cutoffs:
+        metrics: dict[str, Any] = {}
+        for name, total in self._sums.items():
+            group = next(g for g in reversed(GROUPS) if name.startswith(g))
+            if self.counts[group]:
+                metrics[name] = total / self.counts[group]
+        for k in self.cutoffs if self.coverage else ():
             metrics[f"coverage@{k}"] = self._covered[k].sum().item() / self.n_items
             if self._popularity is not None:
                 n_recommended = self.n_events * min(k, self.n_items)
                 metrics[f"popularity@{k}"] = self._popularity_sums[k] / n_recommended
-        metrics.update(n_events=self.n_events, ties=self.ties, cutoffs=list(self.cutoffs))
+        metrics.update(
+            n_events=self.n_events,
+            n_repeat_events=self.counts["repeat_"],
+            n_new_events=self.counts["new_"],
+            ties=self.ties,
+            cutoffs=list(self.cutoffs),
+        )
         return metrics
 
 
 def evaluate(
-    model: RankingModel,
+    model: SessionScorer | GRU4Rec,
     data: SessionData,
     *,
     cutoffs: Sequence[int] = (1, 5, 10, 20),
     ties: TieMode = "conservative",
     batch_size: int = 512,
-    device: torch.device | str = "cpu",
     item_support: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Rank every next item of every test session against all items; see `MetricAccumulator`.
 
     Sessions run in parallel slots as in training (any batch size works, including more
-    slots than sessions); each slot's hidden state is zeroed when it starts a session.
+    slots than sessions); each slot's state is emptied when it starts a session.
 
     Args:
-        model: a trained model (its train/eval mode is restored afterwards).
+        model: any `SessionScorer`, or a GRU4Rec network (scored in eval mode, its mode
+            restored afterwards); it runs where its tensors live.
         data: test sessions, items already mapped to the model's indices.
         cutoffs, ties: the protocol; reported back in the result.
         batch_size: session slots scored together (memory: batch_size x n_items scores).
-        device: where the model lives.
         item_support: (n_items,) training support per item, for popularity@k.
         progress: called with the number of events evaluated so far after each batch.
 
     Returns:
         The dict of `MetricAccumulator.result`.
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    accumulator = MetricAccumulator(cutoffs, ties, model.n_items, item_support)
-    was_training = model.training
-    model.train(False)
-    try:
-        with torch.inference_mode():
-            hidden: list[Tensor] | None = None
-            for step in session_parallel_steps(data, batch_size):
-                inputs = torch.as_tensor(step.inputs, device=device)
-                if hidden is None:  # sized by the first step: there may be fewer sessions
-                    hidden = model.init_hidden(len(inputs), device)
-                hidden = _carry_hidden(hidden, step.keep, step.reset, device)
-                output, hidden = model.forward_step(inputs, hidden)
-                scores = model.score_all(output)  # (B_t, n_items)
-                accumulator.update(scores, torch.as_tensor(step.targets, device=device))
-                if progress is not None:
-                    progress(accumulator.n_events)
-    finally:
-        model.train(was_training)
+    scorer = as_scorer(model)
+    accumulator = MetricAccumulator(cutoffs, ties, scorer.n_items, item_support)
+    for batch, targets in scored_steps(scorer, data, batch_size):
+        accumulator.update(scorer.score(batch), targets, repeat_targets(batch.history, targets))
+        if progress is not None:
+            progress(accumulator.n_events)
     return accumulator.result()
 
 
-def _carry_hidden(
-    hidden: list[Tensor],
-    keep: np.ndarray | None,
-    reset: Any,
-    device: torch.device | str,
-) -> list[Tensor]:
-    """Drop the rows of finished slots (`keep`), then zero the rows starting a session."""
-    if keep is not None:
-        rows = torch.as_tensor(keep, dtype=torch.int64, device=device)
-        hidden = [layer.index_select(0, rows) for layer in hidden]
-    starts = torch.as_tensor(reset, dtype=torch.bool, device=device).unsqueeze(1)  # (B_t, 1)
-    return [layer.masked_fill(starts, 0.0) for layer in hidden]
+def scored_steps(
+    scorer: SessionScorer, data: SessionData, batch_size: int
+) -> Iterator[tuple[SessionBatch, Tensor]]:
+    """Every prediction of the protocol: (prefixes, (B,) int64 targets) step by step, under
+    inference mode, with networks in eval mode (restored afterwards)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    networks = scorer.networks()
+    modes = [network.training for network in networks]
+    for network in networks:
+        network.train(False)
+    try:
+        with torch.inference_mode():
+            cursor = SessionCursor(scorer)
+            for step in session_parallel_steps(data, batch_size):
+                batch = cursor.step(step.inputs, step.keep, step.reset)
+                yield batch, torch.as_tensor(step.targets, device=scorer.device)
+    finally:
+        for network, mode in zip(networks, modes, strict=True):
+            network.train(mode)
 
 
 def _normalised_support(item_support: np.ndarray, n_items: int) -> Tensor:

@@ -2,7 +2,8 @@
 
 `Recommender.from_path(model_dir).recommend(sessions, k)` takes sessions as sequences of
 ORIGINAL item ids (as users have them), skips and counts unknown items, and returns the
-top-k items by the model's score `h . W + b` over all items.
+top-k items by the model's score over all items (`h . W + b` for GRU4Rec); any model
+family is served through the scoring contract (`gru4rec.scorers`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,8 @@ from torch import Tensor
 from gru4rec import native
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.model import GRU4Rec
-from gru4rec.retrieval import (
-    INDEX_DIR,
-    INDEX_KINDS,
-    IndexOptions,
-    ItemIndex,
-    item_vectors,
-    query_vectors,
-)
+from gru4rec.retrieval import INDEX_DIR, INDEX_KINDS, IndexOptions, ItemIndex, query_vectors
+from gru4rec.scorers import GRU4RecScorer, SessionScorer, as_scorer, session_batch
 
 logger = logging.getLogger(__name__)
 
@@ -81,21 +76,24 @@ def exact_top_k(states: Tensor, weight: Tensor, bias: Tensor, k: int) -> tuple[T
 
 
 class Recommender:
-    """A trained model plus its item map, ready to score sessions.
+    """A trained model of any family plus its item map, ready to score sessions.
 
-    index: a FAISS `ItemIndex` over the model's item vectors; None scores all items with
-        one matrix multiply in torch (exact, the reference for the index).
+    index: a FAISS `ItemIndex` over the model's item vectors (only for families whose
+        score is an inner product); None scores all items (exact, the reference for the
+        index): GRU4Rec with blocked matmuls and a C top-k, other families through their
+        `score` and `torch.topk`.
     """
 
     def __init__(
         self,
-        model: GRU4Rec,
+        scorer: SessionScorer | GRU4Rec,
         items: pl.DataFrame,
-        device: torch.device | str = "cpu",
         index: ItemIndex | None = None,
     ) -> None:
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.scorer = as_scorer(scorer)
+        for network in self.scorer.networks():
+            network.eval()
+        self.device = self.scorer.device
         self.item_ids = items.sort("item_idx")["item_id"]
         self.index = index
         self._position = {item: i for i, item in enumerate(self.item_ids.to_list())}
@@ -104,22 +102,28 @@ class Recommender:
     def from_path(
         cls, model_dir: str | Path, device: str = "auto", index: str = "none"
     ) -> Recommender:
-        """Load a checkpoint directory (no arbitrary unpickling) and, unless `index` is
-        "none", its saved FAISS index, which must be of that kind (flat, hnsw or ivf)."""
-        from gru4rec.checkpoint import load_checkpoint
+        """Load a model directory of any family (no arbitrary unpickling) and, unless `index`
+        is "none", its saved FAISS index, which must be of that kind (flat, hnsw or ivf)."""
+        from gru4rec.saved_models import load_scorer
 
-        model, _config, items = load_checkpoint(Path(model_dir), device=device)
+        scorer, items = load_scorer(Path(model_dir), device=device)
         item_index = None
         if index not in ("none", *INDEX_KINDS):
             raise ConfigError(
                 f"--index must be none or one of {', '.join(INDEX_KINDS)}; got {index!r}."
+            )
+        if index != "none" and not scorer.inner_product:
+            raise ConfigError(
+                f"{model_dir} holds a {scorer.family} model, whose scores are not inner "
+                "products of item vectors, so no FAISS index can retrieve them: use --index none "
+                "(every item is scored exactly)."
             )
         if index == "flat" and not (Path(model_dir) / INDEX_DIR).exists():
             # The exact index is cheap to build and answers exactly as a saved one would.
             logger.warning(
                 "%s has no saved index: building the exact (flat) index in memory", model_dir
             )
-            item_index = ItemIndex.build(item_vectors(model), IndexOptions("flat"))
+            item_index = ItemIndex.build(scorer.item_vectors(), IndexOptions("flat"))
         elif index != "none":
             item_index = ItemIndex.load(Path(model_dir))
             if item_index.options.kind != index:
@@ -128,7 +132,7 @@ class Recommender:
                     f"with `gru4rec index {model_dir} --kind {index}` or pass --index "
                     f"{item_index.options.kind}."
                 )
-        return cls(model, items, next(model.parameters()).device, item_index)
+        return cls(scorer, items, item_index)
 
     @property
     def n_items(self) -> int:
@@ -145,46 +149,30 @@ class Recommender:
 
     @torch.inference_mode()
     def encode_indices(self, sessions: Sequence[Sequence[int]]) -> Tensor:
-        """Final GRU output of each (non-empty) session: (S, H).
+        """Query vectors (S, D) of (non-empty) sessions, for families scored by inner products."""
+        return self.scorer.query_vectors(session_batch(self.scorer, sessions))
 
-        Sessions are sorted longest first, so at step t the sessions still running are a
-        prefix of the rows: each step computes only those rows (total work = total length).
-        """
-        lengths = np.array([len(s) for s in sessions])
-        order = np.argsort(-lengths, kind="stable")
-        longest = int(lengths[order[0]])
-        padded = np.zeros((len(sessions), longest), dtype=np.int64)  # (S, T), sorted rows
-        for row, position in enumerate(order):
-            padded[row, : lengths[position]] = sessions[position]
-        inputs = torch.from_numpy(padded).to(self.device)
-        running = np.searchsorted(-lengths[order], -np.arange(longest), side="left")  # len > t
-        hidden = self.model.init_hidden(len(sessions), self.device)
-        output = torch.zeros_like(hidden[-1])
-        for step in range(longest):
-            rows = int(running[step])
-            step_output, step_hidden = self.model.forward_step(
-                inputs[:rows, step], [h[:rows] for h in hidden]
-            )
-            for layer, new in zip(hidden, step_hidden, strict=True):
-                layer[:rows] = new
-            output[:rows] = step_output
-        restore = torch.from_numpy(np.argsort(order, kind="stable")).to(self.device)
-        return output[restore]
-
+    @torch.inference_mode()
     def _top_k(
         self, sessions: list[list[int]], k: int, exclude_seen: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, item indices), each (S, k), best first; index -1 where nothing was found."""
-        states = self.encode_indices(sessions)
+        batch = session_batch(self.scorer, sessions)
         # Excluding seen items: ask for more, then drop them (a session has at most len() items).
         extra = max(len(set(s)) for s in sessions) if exclude_seen else 0
         wanted = min(k + extra, self.n_items)
-        if self.index is None:
-            model = self.model
+        if self.index is not None:
+            scores, indices = self.index.search(
+                query_vectors(self.scorer.query_vectors(batch)), wanted
+            )
+        elif isinstance(self.scorer, GRU4RecScorer):
+            model = self.scorer.model
+            states = self.scorer.query_vectors(batch)
             values, positions = exact_top_k(states, model.item_weight, model.item_bias, wanted)
             scores, indices = values.float().cpu().numpy(), positions.cpu().numpy()
         else:
-            scores, indices = self.index.search(query_vectors(states), wanted)
+            values, positions = torch.topk(self.scorer.score(batch), wanted, dim=1)
+            scores, indices = values.float().cpu().numpy(), positions.cpu().numpy()
         if exclude_seen:
             seen = np.zeros_like(indices, dtype=bool)
             for row, session in enumerate(sessions):

@@ -206,7 +206,15 @@ def fetch_checkpoint(model: str) -> Path:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tempfile.mkdtemp())
     except Exception as error:  # MLflow raises several types for unknown names and runs
         raise CheckpointError(f"model {model}: cannot be fetched from MLflow ({error}).") from None
-    found = sorted(p.parent for p in Path(local).rglob("weights.pt"))
+    # The shallowest model directory: a hybrid holds a GRU4Rec checkpoint inside its own.
+    found = sorted(
+        (
+            p.parent
+            for p in Path(local).rglob("config.json")
+            if (p.parent / "items.parquet").exists()
+        ),
+        key=lambda folder: (len(folder.parts), str(folder)),
+    )
     if not found:
-        raise CheckpointError(f"model {model}: the MLflow artifacts hold no GRU4Rec checkpoint.")
+        raise CheckpointError(f"model {model}: the MLflow artifacts hold no model directory.")
     return found[0]

@@ -12,11 +12,12 @@ from typing import Any
 
 import polars as pl
 
-from gru4rec.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from gru4rec.checkpoint import resolve_device, save_checkpoint
 from gru4rec.config import GRU4RecConfig
 from gru4rec.data import load_items, load_split
-from gru4rec.evaluate import RankingModel, TieMode, evaluate
+from gru4rec.evaluate import TieMode, evaluate
 from gru4rec.model import GRU4Rec
+from gru4rec.scorers import SessionScorer
 from gru4rec.train import Callback, EpochStats, FitResult, fit
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _headline(metrics: dict[str, Any]) -> str:
 
 
 def evaluate_split(
-    model: RankingModel,
+    model: SessionScorer | GRU4Rec,
     items: pl.DataFrame,
     data_dir: Path,
     *,
@@ -119,15 +120,12 @@ def evaluate_split(
     sessions left shorter than 2 (`n_short_sessions_dropped`).
     """
     data, report = load_split(data_dir, split, item_ids=items["item_id"])
-    # GRU4Rec models say where they live; the baselines (no parameters) run on the CPU.
-    device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
     metrics = evaluate(
         model,
         data,
         cutoffs=cutoffs,
         ties=ties,
         batch_size=batch_size,
-        device=device,
         item_support=items["support"].to_numpy(),
         progress=progress,
     )
@@ -143,9 +141,12 @@ def evaluate_split(
 def evaluate_model_dir(
     model_dir: Path, data_dir: Path, *, device: str = "auto", **options: Any
 ) -> dict[str, Any]:
-    """Load a checkpoint and evaluate it on a prepared directory (see `evaluate_split`)."""
-    model, _config, items = load_checkpoint(model_dir, device=device)
-    return evaluate_split(model, items, data_dir, **options)
+    """Load a model directory of any family and evaluate it on a prepared directory (see
+    `evaluate_split`); the result names the model's `family`."""
+    from gru4rec.saved_models import load_scorer
+
+    scorer, items = load_scorer(model_dir, device=device)
+    return {**evaluate_split(scorer, items, data_dir, **options), "family": scorer.family}
 
 
 def n_test_events(data_dir: Path, split: str) -> int:

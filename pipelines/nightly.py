@@ -29,7 +29,7 @@ from gru4rec.config import apply_overrides, get_preset
 from gru4rec.errors import ConfigError
 from gru4rec.evaluate import TIE_MODES
 from gru4rec.recommend import Recommender
-from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, weights_fingerprint
+from gru4rec.retrieval import IndexOptions, ItemIndex, weights_fingerprint
 from gru4rec.workflow import evaluate_split, train_model
 from pipelines.batch_recommend import recommend_file
 from pipelines.prepare import PrepareOptions, prepare
@@ -222,7 +222,7 @@ def run_nightly(
                 old = None
                 if champion_dir is not None:
                     champion = Recommender.from_path(champion_dir, device=config.device)
-                    old = evaluate_split(champion.model, _items(champion_dir), run_dir / "data",
+                    old = evaluate_split(champion.scorer, _items(champion_dir), run_dir / "data",
                                          **evaluation)  # type: ignore[arg-type]  # fmt: skip
                     tracking.log_test_metrics(old, prefix="champion_")
                 promote = old is None or new[config.metric] > old[config.metric]
@@ -240,7 +240,7 @@ def run_nightly(
                     serving_dir = run_dir / "champion_model"
                 serving = Recommender.from_path(serving_dir, device="cpu", index="none")
                 index = ItemIndex.build(
-                    item_vectors(serving.model), IndexOptions(kind=config.index)
+                    serving.scorer.item_vectors(), IndexOptions(kind=config.index)
                 )
                 index.save(serving_dir, weights_fingerprint(serving_dir))
                 mlflow.log_artifacts(str(serving_dir / "index"), "index")

@@ -4,7 +4,8 @@ Sessions walk a fixed random successor graph (each item has three likely next
 items), so the next item is learnable; starts and random jumps follow a Zipf
 popularity, so a few items are far more popular than the rest. Some clicks repeat
 the previous item and some sessions have one event, so every cleaning step has
-something to do. Everything is vectorised over sessions: 30 million events take
+something to do; `revisit` makes sessions return to their earlier items (repeat
+consumption, as in news and e-commerce logs). Everything is vectorised over sessions: 30 million events take
 seconds.
 """
 
@@ -34,6 +35,7 @@ class SyntheticLog:
     max_length: int = 50
     follow: float = 0.85  # chance that the next click is one of the item's successors
     repeat: float = 0.05  # chance that a click repeats the previous item
+    revisit: float = 0.0  # chance that a click returns to an earlier item (not the previous)
     zipf: float = 1.1  # popularity exponent of starts and jumps
     seed: int = 0
 
@@ -65,6 +67,11 @@ def generate_clicks(spec: SyntheticLog = SyntheticLog()) -> pl.DataFrame:
             previous,
             np.where(draw < spec.repeat + spec.follow, follow_next, jump),
         )
+        if spec.revisit > 0 and position >= 2:  # no draw otherwise: other logs stay as they were
+            back = (rng.random(spec.n_sessions) * (position - 1)).astype(np.int64)  # 0..pos-2
+            earlier = items[np.arange(spec.n_sessions), back]
+            revisit = rng.random(spec.n_sessions) < spec.revisit
+            items[:, position] = np.where(revisit, earlier, items[:, position])
 
     mask = np.arange(spec.max_length)[None, :] < lengths[:, None]
     gaps = rng.exponential(60.0, size=(spec.n_sessions, spec.max_length))

@@ -26,6 +26,7 @@ from gru4rec.baselines import (
 from gru4rec.data import SessionData, load_items, load_split
 from gru4rec.errors import ConfigError, InputDataError
 from gru4rec.evaluate import evaluate
+from gru4rec.scorers import SessionCursor
 
 # Four training sessions, oldest first (A is the oldest, D the most recent).
 #   A {0, 1, 2}   B {0, 1}   C {1, 3}   D {0, 2, 3}      item 4 never occurs
@@ -37,11 +38,10 @@ N_ITEMS = 5
 def scores_after(model: Baseline, sessions: list[list[int]]) -> Tensor:
     """(B, n_items) scores after feeding equally long sessions step by step, as the harness does."""
     columns = torch.tensor(sessions, dtype=torch.int64).T  # (T, B)
-    hidden = model.init_hidden(len(sessions), "cpu")
-    output = hidden[0]
+    cursor = SessionCursor(model)
     for inputs in columns:
-        output, hidden = model.forward_step(inputs, hidden)
-    return model.score_all(output)
+        batch = cursor.step(inputs, None, torch.zeros(len(sessions), dtype=torch.bool))
+    return model.score(batch)
 
 
 # --- POP and S-POP -----------------------------------------------------------------------
@@ -246,10 +246,9 @@ def test_session_knn_matches_a_brute_force_reference(model: Baseline, vector: bo
     model.fit(SessionData.from_sessions(train), 25)
     sessions = [list(rng.choice(25, size=6)) for _ in range(9)]  # repeats included
     columns = torch.tensor(sessions).T
-    hidden = model.init_hidden(len(sessions), "cpu")
+    cursor = SessionCursor(model)
     for t, inputs in enumerate(columns):
-        output, hidden = model.forward_step(inputs, hidden)
-        scores = model.score_all(output).numpy()
+        scores = model.score(cursor.step(inputs, None, np.zeros(len(sessions), bool))).numpy()
         for row, session in enumerate(sessions):
             options = {
                 "k": model.k,  # type: ignore[attr-defined]
@@ -269,17 +268,17 @@ def test_session_knn_matches_a_brute_force_reference(model: Baseline, vector: bo
 def test_history_grows_past_its_initial_width_and_resets_to_empty() -> None:
     model = SessionPopular().fit(KNN_TRAIN, N_ITEMS)
     long_session = [0, 2] * 15
-    hidden = model.init_hidden(2, "cpu")
+    cursor = SessionCursor(model)
     for item in long_session:
-        output, hidden = model.forward_step(torch.tensor([item, 4]), hidden)
-    assert (output != 0).sum(dim=1).tolist() == [30, 30]
-    scores = model.score_all(output)
+        batch = cursor.step(torch.tensor([item, 4]), None, np.zeros(2, bool))
+    assert batch.lengths.tolist() == [30, 30]
+    scores = model.score(batch)
     assert scores[0, 0] > scores[0, 2] > scores[0, 1]  # 15 each, support 3 > 2; then the rest
-    # The harness's reset zeroes a row: the row is an empty session again.
-    hidden = [hidden[0].masked_fill(torch.tensor([[True], [False]]), 0)]
-    output, hidden = model.forward_step(torch.tensor([3, 4]), hidden)
+    # The harness's reset empties a row: the row is a new session.
+    batch = cursor.step(torch.tensor([3, 4]), None, np.array([True, False]))
     fresh = scores_after(model, [[3]])
-    assert torch.equal(model.score_all(output)[0], fresh[0])
+    assert torch.equal(model.score(batch)[0], fresh[0])
+    assert batch.lengths.tolist() == [1, 31]
 
 
 # --- the factory -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from torch import Tensor
 from gru4rec.data import SessionData
 from gru4rec.errors import ConfigError, InputDataError
 from gru4rec.evaluate import MetricAccumulator, NaNScoresError, evaluate, target_ranks
+from gru4rec.scorers import SessionBatch, SessionScorer
 
 # Row 0: the target (item 1, score 5) ties with items 2 and 3.
 # Row 1: all four items tie.   Row 2: no tie, two items above the target.
@@ -136,25 +137,30 @@ def test_accumulator_errors() -> None:
         MetricAccumulator([1], "standard", 3, item_support=np.ones(4))
 
 
-class NextItemModel(torch.nn.Module):
-    """Scores item (input + 1) mod n best, (input + 2) next, and so on; ignores its state."""
+class NextItemModel(SessionScorer):
+    """Scores item (last + 1) mod n best, (last + 2) next, and so on, from the history alone;
+    holds a network whose train/eval mode it records."""
+
+    family = "next-item"
 
     def __init__(self, n_items: int) -> None:
-        super().__init__()
-        self.n_items = n_items
+        self._n_items = n_items
+        self.network = torch.nn.Linear(1, 1)
         self.modes_seen: set[bool] = set()
 
-    def init_hidden(self, batch_size: int, device: torch.device | str) -> list[Tensor]:
-        return [torch.zeros(batch_size, 1, device=device)]
+    @property
+    def n_items(self) -> int:
+        return self._n_items
 
-    def forward_step(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        self.modes_seen.add(self.training)
-        return inputs.unsqueeze(1).double(), hidden
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.network]
 
-    def score_all(self, output: Tensor) -> Tensor:
+    def score(self, batch: SessionBatch) -> Tensor:
+        self.modes_seen.add(self.network.training)
+        last = batch.history.gather(1, (batch.lengths - 1).unsqueeze(1)) - 1  # (B, 1)
         items = torch.arange(self.n_items, dtype=torch.float64)
         # score = -(distance ahead of the input, wrapping): 0 for input + 1, -1 for input + 2, ...
-        return -torch.remainder(items - output - 1.0, self.n_items)
+        return -torch.remainder(items - last.double() - 1.0, self.n_items)
 
 
 # With n = 6: every next item of [0, 1, 2] and [3, 4] is input + 1 (rank 1);
@@ -186,30 +192,38 @@ def test_evaluate_known_answer(batch_size: int) -> None:
     assert metrics["coverage@1"] == pytest.approx(5 / 6)
     assert metrics["coverage@3"] == 1.0
     assert done[-1] == 6 and done == sorted(done)
-    assert model.modes_seen == {False} and model.training  # eval inside, train mode restored
+    assert model.modes_seen == {False} and model.network.training  # eval inside, then restored
+    # Only [2, 0, 1]'s last target (1) was seen before in its session: rank 1.
+    assert metrics["n_repeat_events"] == 0 and metrics["n_new_events"] == 6
+    assert "repeat_recall@1" not in metrics and metrics["new_recall@1"] == metrics["recall@1"]
 
 
-class HistoryModel(torch.nn.Module):
-    """Two layers of state: the sum of (input + 1) and the step count of the session.
+class HistoryModel(SessionScorer):
+    """Two tensors of state: the sum of (input + 1) and the step count of the session.
 
     Its top item is (sum + 2 * count) mod n, so any state carried across sessions, or
     carried to the wrong slot when the batch shrinks, changes the ranks.
     """
 
+    family = "history"
+
     def __init__(self, n_items: int) -> None:
-        super().__init__()
-        self.n_items = n_items
+        self._n_items = n_items
 
-    def init_hidden(self, batch_size: int, device: torch.device | str) -> list[Tensor]:
-        return [torch.zeros(batch_size, 1, dtype=torch.float64, device=device) for _ in range(2)]
+    @property
+    def n_items(self) -> int:
+        return self._n_items
 
-    def forward_step(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        total, count = hidden[0] + inputs.unsqueeze(1) + 1.0, hidden[1] + 1.0
-        return total + 2.0 * count, [total, count]
+    def init_state(self, batch_size: int) -> list[Tensor]:
+        return [torch.zeros(batch_size, 1, dtype=torch.float64) for _ in range(2)]
 
-    def score_all(self, output: Tensor) -> Tensor:
+    def advance(self, state: list[Tensor], items: Tensor) -> list[Tensor]:
+        return [state[0] + items.unsqueeze(1) + 1.0, state[1] + 1.0]
+
+    def score(self, batch: SessionBatch) -> Tensor:
+        total, count = batch.state
         items = torch.arange(self.n_items, dtype=torch.float64)
-        return -torch.remainder(items - output, self.n_items)
+        return -torch.remainder(items - (total + 2.0 * count), self.n_items)
 
 
 def history_model_ranks(sessions: list[list[int]], n_items: int) -> list[int]:
@@ -244,3 +258,15 @@ def test_evaluate_resets_and_shrinks_state_per_session(batch_size: int) -> None:
 def test_evaluate_with_no_prediction_event_is_an_error() -> None:
     with pytest.raises(InputDataError, match="no prediction events"):
         evaluate(NextItemModel(3), SessionData.from_sessions([[1], [2]]))
+
+
+def test_evaluate_splits_repeat_and_new_targets() -> None:
+    # Targets 1 and 4 are new to their session (rank 1); the second 0 and the second 3
+    # repeat an item of the session and sit 5 places after the last item (rank 5).
+    metrics = evaluate(NextItemModel(6), SessionData.from_sessions([[0, 1, 0], [3, 4, 3]]),
+                       cutoffs=(1, 5), ties="conservative")  # fmt: skip
+    assert (metrics["n_events"], metrics["n_repeat_events"], metrics["n_new_events"]) == (4, 2, 2)
+    assert metrics["new_recall@1"] == 1.0 and metrics["new_mrr@5"] == 1.0
+    assert metrics["repeat_recall@1"] == 0.0 and metrics["repeat_recall@5"] == 1.0
+    assert metrics["repeat_mrr@5"] == pytest.approx(0.2)
+    assert metrics["recall@1"] == 0.5 and metrics["mrr@5"] == pytest.approx((2 + 0.4) / 4)

@@ -57,7 +57,7 @@ def test_recommendations_for_test_prefixes_reproduce_the_evaluation(
         pl.DataFrame({"session": range(len(targets)), "item_id": targets}),
         on=["session", "item_id"],
     )
-    metrics = evaluate_split(recommender.model, load_checkpoint(tiny_model, "cpu")[2], tiny_prepared,
+    metrics = evaluate_split(recommender.scorer, load_checkpoint(tiny_model, "cpu")[2], tiny_prepared,
                              cutoffs=(20,), ties="standard")  # fmt: skip
     assert metrics["n_events"] == len(targets)
     assert hit_table.height / len(targets) == pytest.approx(metrics["recall@20"], abs=1e-9)

@@ -33,6 +33,15 @@ def generate(
         ),
     ] = "gru4rec-tsv",
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same log.")] = 0,
+    revisit: Annotated[
+        float,
+        typer.Option(
+            help="Chance that a click returns to an earlier item of its session (repeat "
+            "consumption, as in news and shop logs).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.0,
 ) -> None:
     """Write a synthetic click log with learnable next-item structure and skewed popularity."""
     from gru4rec.errors import InputDataError
@@ -40,7 +49,8 @@ def generate(
 
     if log_format not in ("gru4rec-tsv", "yoochoose"):
         raise InputDataError(f"--format must be gru4rec-tsv or yoochoose, not {log_format!r}.")
-    clicks = generate_clicks(SyntheticLog(n_sessions=sessions, n_items=items, days=days, seed=seed))
+    spec = SyntheticLog(n_sessions=sessions, n_items=items, days=days, seed=seed, revisit=revisit)
+    clicks = generate_clicks(spec)
     write_click_log(clicks, out, log_format)  # type: ignore[arg-type]
     err_console.print(f"wrote {clicks.height:,} events of {sessions:,} sessions to {out}")
 

@@ -216,3 +216,113 @@ def baselines(
         text += "".join("| " + " | ".join(line) + " |\n" for line in lines)
         markdown.write_text(text)
         console.print(f"wrote {markdown}")
+
+
+def select(
+    data_dir: Annotated[
+        Path, typer.Argument(help="A directory written by `gru4rec prepare`, with a valid split.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
+    candidates: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated candidates: gru4rec[:PRESET], hybrid[:PRESET] (GRU4Rec mixed "
+            "with the session's items and V-SKNN, weights chosen on valid), pop, spop, iknn, "
+            "sknn, vsknn."
+        ),
+    ] = "spop,sknn,vsknn,gru4rec,hybrid",
+    preset: Annotated[
+        str, typer.Option(help="Preset of gru4rec and hybrid candidates named without one.")
+    ] = "rsc15",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a GRU4Rec setting, key=value (repeatable), e.g. --set seed=1."
+        ),
+    ] = None,
+    metric: Annotated[
+        str, typer.Option(help="Choose by this validation metric: recall@k, mrr@k or ndcg@k.")
+    ] = "mrr@20",
+    ties: Annotated[
+        str, typer.Option(help="Tie mode of ranks: standard, conservative, median.")
+    ] = "conservative",
+    device: Device = "auto",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: all cores).")
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Write every candidate's valid metrics, the choice and its test metrics here.",
+        ),
+    ] = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "gru4rec-select",
+    register: Annotated[
+        str | None, typer.Option(help="Register the chosen model under this name in MLflow.")
+    ] = None,
+    track: Annotated[
+        bool, typer.Option(help="Log to MLflow: a parent run and a nested run per candidate.")
+    ] = True,
+) -> None:
+    """The best model for this log: every candidate fitted on train_tr and scored on valid,
+    the best refitted on train, saved to --out and scored once on test.
+    """
+    import contextlib
+    import sys
+
+    from rich.table import Table
+
+    from gru4rec.commands.model_commands import _ties, metrics_table, parse_sets, write_json
+    from gru4rec.progress import EpochProgress, progress_bar
+    from gru4rec.selection import parse_candidates, select_model
+
+    chosen_candidates = parse_candidates(candidates, preset)
+    overrides = parse_sets(set_ or [])
+    parent: Any = contextlib.nullcontext()
+    if track:
+        from gru4rec import tracking
+
+        parent = tracking.start_run(tracking_uri, experiment, f"select {data_dir.name}")
+
+    def on_candidate(name: str, metrics: dict[str, Any]) -> None:
+        console.print(f"select: {name} on valid: {metric} {metrics[metric]:.4f}")
+        if track:
+            with tracking.start_run(tracking_uri, experiment, name, nested=True):
+                tracking.log_inputs(data_dir, {"candidate": name, "command": "select"})
+                tracking.log_test_metrics(metrics, prefix="valid_")
+
+    with parent, progress_bar(console) as progress:
+        if track:
+            tracking.log_inputs(data_dir, {"command": "select", "candidates": candidates})
+        result = select_model(
+            data_dir, out, chosen_candidates, overrides=overrides, metric=metric,
+            ties=_ties(ties), device=device, num_threads=threads,
+            callbacks=lambda label: [EpochProgress(progress)], on_candidate=on_candidate,
+        )  # fmt: skip
+        if track:
+            import mlflow
+
+            mlflow.set_tags({"chosen": result.chosen, "family": result.family})
+            for name, values in result.candidates.items():
+                mlflow.log_metric(f"valid_{name.replace(':', '_')}_{metric.replace('@', '_at_')}",
+                                  values[metric])  # fmt: skip
+            tracking.log_test_metrics(result.test)
+            uri = tracking.log_model(out, registered_name=register).model_uri
+            console.print(
+                f"logged to MLflow ({tracking.resolve_tracking_uri(tracking_uri)}): {uri}"
+            )
+    table = Table(title=f"{data_dir}: candidates on valid, {ties} ties")
+    for column in ("candidate", "recall@20", "mrr@20", "repeat mrr@20", "new mrr@20", "seconds"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for name, values in result.candidates.items():
+        mark = " (chosen)" if name == result.chosen else ""
+        table.add_row(name + mark, *(f"{values.get(k, float('nan')):.4f}" for k in
+                      ("recall@20", "mrr@20", "repeat_mrr@20", "new_mrr@20")),
+                      f"{result.seconds.get(name, 0.0):,.1f}")  # fmt: skip
+    screen = Console(width=None if sys.stdout.isatty() else 200)
+    screen.print(table)
+    screen.print(metrics_table(result.test, title=f"test: {result.chosen} saved to {out}"))
+    if json_out:
+        write_json(json_out, result.to_json())

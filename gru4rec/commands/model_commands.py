@@ -213,15 +213,16 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     """Recall/MRR/NDCG/coverage/popularity by cutoff, then the counts."""
     table = Table(title=f"{title} ({metrics['ties']} ties, {metrics['n_events']:,} events)")
     table.add_column("cutoff", justify="right")
-    names = ("recall", "mrr", "ndcg", "coverage", "popularity")
+    names = ("recall", "mrr", "ndcg", "coverage", "popularity", "repeat_recall", "new_recall")
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(name.replace("_", " "), justify="right")
     for k in metrics["cutoffs"]:
         table.add_row(
             str(k), *(f"{metrics.get(f'{name}@{k}', float('nan')):.4f}" for name in names)
         )
     table.caption = (
         f"unknown test events dropped: {metrics.get('n_unknown_events', 0):,}; "
-        f"sessions left too short: {metrics.get('n_short_sessions_dropped', 0):,}"
+        f"sessions left too short: {metrics.get('n_short_sessions_dropped', 0):,}; "
+        f"targets seen earlier in their session (repeat): {metrics.get('n_repeat_events', 0):,}"
     )
     return table

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from gru4rec.commands.options import Device
+from gru4rec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -48,12 +49,20 @@ def index(
     ] = None,
 ) -> None:
     """Index the model's item vectors (bias as an extra dimension) in FAISS, beside the model."""
-    from gru4rec.checkpoint import load_checkpoint
     from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, weights_fingerprint
+    from gru4rec.saved_models import load_scorer
+    from gru4rec.scorers import GRU4RecScorer
 
     options = IndexOptions(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
                            ef_search=ef_search, nlist=nlist, nprobe=nprobe)  # fmt: skip
-    model, _config, items = load_checkpoint(model_dir, device="cpu")
+    scorer, items = load_scorer(model_dir, device="cpu")
+    if not isinstance(scorer, GRU4RecScorer):
+        raise ConfigError(
+            f"{model_dir} holds a {scorer.family} model, whose scores are not inner products of "
+            "item vectors: there is nothing to index. `gru4rec recommend` scores every item "
+            "of it exactly (--index none)."
+        )
+    model = scorer.model
     vectors = item_vectors(model)
     with console.status(f"building a {kind} index of {len(vectors):,} items"):
         item_index = ItemIndex.build(vectors, options)
@@ -82,7 +91,7 @@ def _recall_queries(model: Any, items: Any, model_dir: Path, data: Path | None) 
     from gru4rec.retrieval import item_vectors, query_vectors
 
     data = data or _training_data_dir(model_dir)
-    recommender = Recommender(model, items, "cpu")
+    recommender = Recommender(model, items)
     if data is not None and (data / "test.parquet").exists():
         import polars as pl
 

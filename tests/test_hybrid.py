@@ -1,0 +1,119 @@
+"""Hybrids: the session distribution by hand, the mixture against its formula, and the
+one-pass weight search against the plain evaluation of each candidate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gru4rec.baselines import fit_baseline
+from gru4rec.data import SessionData
+from gru4rec.errors import ConfigError
+from gru4rec.evaluate import evaluate
+from gru4rec.hybrid import (
+    HybridScorer,
+    MixtureWeights,
+    choose_weights,
+    evaluate_weights,
+    session_distribution,
+)
+from gru4rec.model import GRU4Rec
+from gru4rec.scorers import GRU4RecScorer, session_batch
+
+N_ITEMS = 30
+
+
+def random_sessions(seed: int, n: int, repeat_share: float = 0.3) -> SessionData:
+    """Sessions over N_ITEMS items where about `repeat_share` of the events repeat an earlier one."""
+    rng = np.random.default_rng(seed)
+    sessions = []
+    for _ in range(n):
+        session = [int(rng.integers(N_ITEMS))]
+        for _ in range(int(rng.integers(1, 8))):
+            if rng.random() < repeat_share:
+                session.append(int(rng.choice(session)))
+            else:
+                session.append(int(rng.integers(N_ITEMS)))
+        sessions.append(session)
+    return SessionData.from_sessions(sessions)
+
+
+@pytest.fixture(scope="module")
+def gru() -> GRU4RecScorer:
+    model = GRU4Rec(N_ITEMS, layers=(16,), seed=3)
+    return GRU4RecScorer(model.eval())
+
+
+def test_session_distribution_by_hand() -> None:
+    history = torch.tensor([[1, 2, 1], [3, 0, 0], [0, 0, 0]])  # items 0, 1, 0 | 2 | empty
+    got = session_distribution(history, 4, decay=0.5)
+    # Row 0: item 0 is 2 and 0 events back (0.25 + 1), item 1 one back (0.5); total 1.75.
+    expected = torch.tensor(
+        [[1.25 / 1.75, 0.5 / 1.75, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 0]], dtype=torch.float32
+    )
+    torch.testing.assert_close(got, expected)
+    counts = session_distribution(history, 4, decay=1.0)[0]
+    torch.testing.assert_close(counts, torch.tensor([2 / 3, 1 / 3, 0, 0]))
+
+
+def test_mixture_score_is_the_log_of_its_formula(gru: GRU4RecScorer) -> None:
+    train = random_sessions(1, 60)
+    knn = fit_baseline("vsknn", train, N_ITEMS)
+    weights = MixtureWeights(repeat=0.2, decay=0.6, knn=0.1)
+    hybrid = HybridScorer(gru, weights, knn)
+    sessions = [[3, 5, 3], [7], [1, 2, 4, 2]]
+    batch = session_batch(hybrid, sessions)
+    with torch.inference_mode():
+        got = hybrid.score(batch)
+        softmax = torch.softmax(gru.score(batch), dim=1)
+        session = session_distribution(batch.history, N_ITEMS, 0.6)
+        votes = knn.score(batch).clamp(min=0)
+        votes = votes / votes.sum(dim=1, keepdim=True).clamp(min=1e-30)
+    expected = torch.log(0.7 * softmax + 0.2 * session + 0.1 * votes)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # Items outside the session without a kNN vote keep GRU4Rec's order.
+    untouched = (session[1] == 0) & (votes[1] == 0)
+    gru_order = torch.argsort(gru.score(batch)[1][untouched].detach(), stable=True)
+    assert torch.equal(torch.argsort(got[1][untouched], stable=True), gru_order)
+
+
+@pytest.mark.parametrize("ties", ["conservative", "standard", "median"])
+def test_one_pass_search_equals_plain_evaluation_of_every_candidate(
+    gru: GRU4RecScorer, ties: str
+) -> None:
+    train, valid = random_sessions(2, 80), random_sessions(3, 40)
+    knn = fit_baseline("sknn", train, N_ITEMS)
+    hybrid = HybridScorer(gru, MixtureWeights(), knn)
+    candidates = [
+        MixtureWeights(),
+        MixtureWeights(repeat=1e-3),
+        MixtureWeights(repeat=0.3, decay=0.4),
+        MixtureWeights(repeat=0.05, decay=0.8, knn=0.2),
+        MixtureWeights(knn=0.9),
+    ]
+    fast = evaluate_weights(hybrid, valid, candidates, cutoffs=(1, 5, 10), ties=ties, batch_size=7)  # type: ignore[arg-type]
+    for weights, metrics in zip(candidates, fast, strict=True):
+        plain = evaluate(HybridScorer(gru, weights, knn), valid, cutoffs=(1, 5, 10), ties=ties)  # type: ignore[arg-type]
+        for key in ("recall@5", "mrr@10", "ndcg@10", "repeat_mrr@10", "new_recall@10"):
+            assert metrics[key] == pytest.approx(plain[key], abs=1e-12), (weights, key)
+        assert metrics["n_repeat_events"] == plain["n_repeat_events"] > 0
+
+
+def test_choose_weights_prefers_the_repeat_mass_on_a_log_of_repeats(gru: GRU4RecScorer) -> None:
+    # An untrained GRU4Rec knows nothing; in these sessions most targets repeat an earlier item.
+    valid = random_sessions(4, 60, repeat_share=0.8)
+    hybrid = HybridScorer(gru, MixtureWeights())
+    search = choose_weights(hybrid, valid, metric="mrr@20")
+    assert search.best.repeat > 0 and hybrid.weights == search.best
+    plain = dict(search.trials)[MixtureWeights()]
+    assert dict(search.trials)[search.best]["mrr@20"] > plain["mrr@20"]
+
+
+def test_bad_weights_are_refused(gru: GRU4RecScorer) -> None:
+    with pytest.raises(ConfigError, match="repeat \\+ knn < 1"):
+        MixtureWeights(repeat=0.6, knn=0.4)
+    with pytest.raises(ConfigError, match="decay"):
+        MixtureWeights(decay=0.0)
+    with pytest.raises(ConfigError, match="kNN component"):
+        HybridScorer(gru, MixtureWeights(knn=0.1))

@@ -1,0 +1,167 @@
+"""Model selection and every family behind one contract: saved and loaded without pickles,
+served by `recommend` and the pyfunc model, chosen on valid by `gru4rec select`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gru4rec.baselines import fit_baseline
+from gru4rec.checkpoint import load_checkpoint
+from gru4rec.cli import app
+from gru4rec.data import load_items, load_split
+from gru4rec.errors import CheckpointError, ConfigError
+from gru4rec.hybrid import HybridScorer, MixtureWeights
+from gru4rec.recommend import Recommender
+from gru4rec.saved_models import load_scorer, model_family, save_scorer
+from gru4rec.scorers import GRU4RecScorer, SessionScorer, session_batch
+from gru4rec.selection import Candidate, parse_candidates, select_model
+from gru4rec.workflow import evaluate_split
+
+runner = CliRunner()
+TINY_GRU = ["--set", "n_epochs=1", "--set", "layers=16", "--set", "n_sample=32",
+            "--set", "batch_size=16"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def revisit_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A log where most clicks return to an earlier item of the session, with a valid split."""
+    from pipelines.prepare import PrepareOptions, prepare
+    from pipelines.sources import resolve_spec
+    from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+
+    root = tmp_path_factory.mktemp("revisit")
+    spec = SyntheticLog(n_sessions=1200, n_items=80, days=10, seed=2, revisit=0.7, follow=0.2)
+    log = write_click_log(generate_clicks(spec), root / "clicks.tsv", "gru4rec-tsv")
+    prepare([log], root / "prepared", resolve_spec("gru4rec-tsv"), PrepareOptions(valid_days=1))
+    return root / "prepared"
+
+
+def every_family(prepared: Path, gru_dir: Path) -> dict[str, SessionScorer]:
+    items = load_items(prepared)
+    train, _ = load_split(prepared, "train")
+    model, config, _ = load_checkpoint(gru_dir, device="cpu")
+    gru = GRU4RecScorer(model, config)
+    scorers: dict[str, SessionScorer] = {"gru4rec": gru}
+    for name in ("pop", "spop", "iknn", "sknn", "vsknn"):
+        scorers[name] = fit_baseline(name, train, items.height)
+    vsknn = fit_baseline("vsknn", train, items.height, k=50)
+    scorers["hybrid"] = HybridScorer(gru, MixtureWeights(repeat=0.05, decay=0.8, knn=0.1), vsknn)
+    return scorers
+
+
+def test_every_family_saves_and_loads_to_the_same_scores(
+    tiny_prepared: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    items = load_items(tiny_prepared)
+    train, _ = load_split(tiny_prepared, "train")
+    sessions = [[3, 7, 3], [11], [5, 2, 9, 2]]
+    for family, scorer in every_family(tiny_prepared, tiny_model).items():
+        out = tmp_path / family
+        save_scorer(out, scorer, items, train_data=train)
+        assert model_family(out) == family
+        loaded, loaded_items = load_scorer(out, device="cpu")
+        assert loaded.family == family and loaded_items.equals(items)
+        with torch.inference_mode():
+            before = scorer.score(session_batch(scorer, sessions))
+            after = loaded.score(session_batch(loaded, sessions))
+        torch.testing.assert_close(after, before, msg=family)
+        # Nothing pickled: the session arrays load with allow_pickle=False.
+        for npz in out.glob("*.npz"):
+            np.load(npz, allow_pickle=False).close()
+
+
+def test_a_damaged_model_directory_is_named(tiny_prepared: Path, tmp_path: Path) -> None:
+    items = load_items(tiny_prepared)
+    train, _ = load_split(tiny_prepared, "train")
+    save_scorer(
+        tmp_path / "spop", fit_baseline("spop", train, items.height), items, train_data=train
+    )
+    (tmp_path / "spop" / "sessions.npz").write_bytes(b"not an archive")
+    with pytest.raises(CheckpointError, match="sessions.npz"):
+        load_scorer(tmp_path / "spop")
+    meta = json.loads((tmp_path / "spop" / "config.json").read_text())
+    (tmp_path / "spop" / "config.json").write_text(json.dumps({**meta, "family": "magic"}))
+    with pytest.raises(CheckpointError, match="magic"):
+        load_scorer(tmp_path / "spop")
+
+
+def test_recommend_and_pyfunc_serve_a_baseline(tiny_prepared: Path, tmp_path: Path) -> None:
+    from gru4rec.mlflow_model import GRU4RecPyfunc
+
+    items = load_items(tiny_prepared)
+    train, _ = load_split(tiny_prepared, "train")
+    spop = fit_baseline("spop", train, items.height)
+    save_scorer(tmp_path / "spop", spop, items, train_data=train)
+    ids = items.sort("item_idx")["item_id"].to_list()
+    session = [ids[4], ids[9], ids[4]]
+    table, _ = Recommender.from_path(tmp_path / "spop", device="cpu").recommend([session], k=3)
+    assert table["item_id"].to_list()[:2] == [ids[4], ids[9]]  # S-POP: the session's items first
+    pyfunc = GRU4RecPyfunc()
+    pyfunc.load_context(SimpleNamespace(artifacts={"model_dir": str(tmp_path / "spop")}))
+    served = pyfunc.predict(None, pd.DataFrame({"items": [session]}), params={"k": 3})
+    assert served["item_id"].tolist() == table["item_id"].to_list()
+    with pytest.raises(ConfigError, match="not inner products"):
+        Recommender.from_path(tmp_path / "spop", device="cpu", index="flat")
+
+
+def test_candidates_are_parsed_and_checked() -> None:
+    assert parse_candidates("spop, gru4rec ,hybrid:diginetica", "rsc15") == [
+        Candidate("spop"), Candidate("gru4rec", "rsc15"), Candidate("hybrid", "diginetica")
+    ]  # fmt: skip
+    for bad in ("spop:x", "transformer", "gru4rec:nope", " , "):
+        with pytest.raises(ConfigError):
+            parse_candidates(bad)
+
+
+def test_select_serves_the_baseline_that_wins_on_valid(
+    revisit_prepared: Path, tmp_path: Path
+) -> None:
+    """On a log of revisits a barely trained GRU4Rec loses to S-POP: S-POP is chosen,
+    refitted on train, saved, and what `recommend` serves is S-POP's ranking."""
+    overrides = dict(s.split("=") for s in TINY_GRU[1::2])
+    result = select_model(revisit_prepared, tmp_path / "best", parse_candidates("gru4rec,spop"),
+                          overrides=overrides, device="cpu", num_threads=1)  # fmt: skip
+    valid = result.candidates
+    assert valid["spop"]["mrr@20"] > valid["gru4rec:rsc15"]["mrr@20"]
+    assert result.chosen == "spop" and model_family(tmp_path / "best") == "spop"
+    scorer, items = load_scorer(tmp_path / "best")
+    again = evaluate_split(scorer, items, revisit_prepared, split="test")
+    assert again["mrr@20"] == pytest.approx(result.test["mrr@20"])
+    assert result.test["n_repeat_events"] > 0.4 * result.test["n_events"]
+
+
+def test_select_command_end_to_end(revisit_prepared: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "model", tmp_path / "select.json"
+    result = runner.invoke(app, ["select", str(revisit_prepared), "--out", str(out),
+                                 "--candidates", "spop,vsknn,gru4rec,hybrid", *TINY_GRU,
+                                 "--json", str(report), "--no-track", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(report.read_text())
+    assert set(summary["candidates"]) == {"spop", "vsknn", "gru4rec:rsc15", "hybrid:rsc15"}
+    best = max(summary["candidates"].values(), key=lambda m: m["mrr@20"])["mrr@20"]
+    assert summary["candidates"][summary["chosen"]]["mrr@20"] == best
+    # The hybrid holds the plain GRU4Rec among its weights: it is never worse on valid.
+    hybrid, plain = summary["candidates"]["hybrid:rsc15"], summary["candidates"]["gru4rec:rsc15"]
+    assert hybrid["mrr@20"] >= plain["mrr@20"]
+    assert summary["test"]["family"] == model_family(out)
+    assert "(chosen)" in result.output
+    evaluated = runner.invoke(app, ["evaluate", str(out), "--data", str(revisit_prepared),
+                                    "--json", str(tmp_path / "m.json")])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["mrr@20"] == pytest.approx(summary["test"]["mrr@20"])
+
+
+def test_select_without_a_valid_split_says_how_to_make_one(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    result = runner.invoke(app, ["select", str(tmp_path / "data"), "--out", str(tmp_path / "m"),
+                                 "--no-track"])  # fmt: skip
+    assert result.exit_code == 2 and "--valid-days" in result.output
