@@ -85,7 +85,7 @@ def test_a_damaged_model_directory_is_named(tiny_prepared: Path, tmp_path: Path)
         tmp_path / "spop", fit_baseline("spop", train, items.height), items, train_data=train
     )
     (tmp_path / "spop" / "sessions.npz").write_bytes(b"not an archive")
-    with pytest.raises(CheckpointError, match="sessions.npz"):
+    with pytest.raises(CheckpointError, match=r"sessions\.npz"):
         load_scorer(tmp_path / "spop")
     meta = json.loads((tmp_path / "spop" / "config.json").read_text())
     (tmp_path / "spop" / "config.json").write_text(json.dumps({**meta, "family": "magic"}))
