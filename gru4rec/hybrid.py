@@ -16,7 +16,7 @@ all items (no FAISS index).
 
 `choose_weights` searches the weights on a validation split: every grid point is scored
 from one pass of the expensive parts (GRU4Rec's scores, the kNN votes), and a point's
-ranks are counted exactly without building its (B, n_items) score matrix.
+ranks are counted exactly from the few items it changes (`evaluate_weights`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -33,7 +33,7 @@ from torch import Tensor
 from gru4rec.baselines import Baseline
 from gru4rec.data import SessionData
 from gru4rec.errors import ConfigError
-from gru4rec.evaluate import MetricAccumulator, TieMode, count_per_row, scored_steps
+from gru4rec.evaluate import MetricAccumulator, TieMode, scored_steps
 from gru4rec.scorers import GRU4RecScorer, SessionBatch, SessionScorer, repeat_targets
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ logger = logging.getLogger(__name__)
 # Mixing weights searched by `choose_weights`: the best repeat weight differs by orders of
 # magnitude between logs (0.001 on DIGINETICA, 0.1 on YOOCHOOSE 100k in a first probe).
 REPEAT_GRID = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5)
-DECAY_GRID = (1.0, 0.8, 0.6, 0.4)
-KNN_GRID = (0.0, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5)
+DECAY_GRID = (1.0, 0.8, 0.6, 0.4, 0.2)
+KNN_GRID = (0.0, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 
 @dataclass(frozen=True)
@@ -158,14 +158,16 @@ def weight_grid() -> list[MixtureWeights]:
 
 
 def knn_grid(best: MixtureWeights) -> list[MixtureWeights]:
-    """Stage two: the best repeat/decay with every kNN weight (and the repeat weights next to
-    the best one, since kNN mass can take over part of the repeat mass)."""
+    """Stage two: every kNN weight with the best repeat weight and decay and their grid
+    neighbours (kNN mass can take over part of the repeat mass)."""
     repeats = sorted({best.repeat, *_neighbours(REPEAT_GRID, best.repeat)})
+    decays = sorted({best.decay, *_neighbours(DECAY_GRID, best.decay)})
     return [
-        MixtureWeights(repeat=r, decay=best.decay, knn=k)
+        MixtureWeights(repeat=r, decay=d, knn=k)
         for r in repeats
+        for d in decays
         for k in KNN_GRID
-        if r + k < 1
+        if r + k < 1 and (r > 0 or d == 1.0)  # the decay means nothing without repeat mass
     ]
 
 
@@ -184,34 +186,41 @@ def evaluate_weights(
     batch_size: int = 512,
     progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """The metrics (as `evaluate`, without coverage) of the hybrid with each candidate's
-    weights, from one pass over `data`.
+    """The metrics at `cutoffs` (as `evaluate`, without coverage) of the hybrid with each
+    candidate's weights, from one pass over `data`.
 
-    A candidate's rank of the target counts the items scoring at least the target (more,
-    for `standard` ties). Items the mixture leaves untouched (outside the session, no kNN
-    vote) keep GRU4Rec's score plus a constant, so they are counted by one comparison of
-    GRU4Rec's scores with a threshold; the few touched items are compared one by one.
+    The mixture leaves most items untouched (outside the session, no kNN vote): they keep
+    GRU4Rec's score plus a constant, so their order is GRU4Rec's. Per batch, the
+    max(cutoffs) + 1 best untouched items by GRU4Rec's score are found once; per candidate,
+    the items beating the target are those of that short list above a threshold, plus the
+    touched items beating it, compared one by one. Ranks are exact up to max(cutoffs) + 1
+    (beyond, a lower bound that is still past every cutoff, so every metric is exact).
     """
     decays = sorted({c.decay for c in candidates})
     accumulators = [
         MetricAccumulator(cutoffs, ties, scorer.n_items, coverage=False) for _ in candidates
     ]
+    depth = min(max(cutoffs) + 1, scorer.n_items)
     n_done = 0
     for batch, targets in scored_steps(scorer, data, batch_size):
         repeat = repeat_targets(batch.history, targets)
-        parts_by_decay = {}
-        base = scorer.parts(batch, decays[0])
-        for decay in decays:
-            session = session_distribution(batch.history, scorer.n_items, decay)
-            parts_by_decay[decay] = replace(base, session=session)
-        touched = base.session > 0
-        if base.knn is not None:
-            touched |= base.knn > 0
+        parts = scorer.parts(batch, decays[0])
+        touched = parts.session > 0
+        if parts.knn is not None:
+            touched |= parts.knn > 0
         rows, columns = touched.nonzero(as_tuple=True)
-        for weights, accumulator in zip(candidates, accumulators, strict=True):
-            ranks = _mixture_ranks(
-                parts_by_decay[weights.decay], weights, targets, rows, columns, ties
+        batch_rows = torch.arange(len(targets), device=targets.device)
+        untouched_best = torch.topk(
+            parts.scores.masked_fill(touched, -math.inf), depth, dim=1
+        ).values  # (B, depth), best first; -inf where a row has fewer untouched items
+        sparse = {
+            decay: _SparseParts.gather(
+                parts, decay, batch.history, rows, columns, batch_rows, targets, untouched_best
             )
+            for decay in decays
+        }
+        for weights, accumulator in zip(candidates, accumulators, strict=True):
+            ranks = _mixture_ranks(sparse[weights.decay], weights, rows, ties)
             accumulator.update_ranks(ranks, repeat)
         n_done += len(targets)
         if progress is not None:
@@ -219,56 +228,93 @@ def evaluate_weights(
     return [accumulator.result() for accumulator in accumulators]
 
 
+@dataclass(frozen=True, eq=False)
+class _SparseParts:
+    """What a candidate's ranks need, at the touched (row, item) pairs (P,) and at each
+    row's target (B,): GRU4Rec's log-softmax, S and K; and the best untouched GRU4Rec
+    scores (B, depth) with the row's normaliser (B,)."""
+
+    log_softmax: Tensor
+    session: Tensor
+    knn: Tensor | None
+    is_target: Tensor  # (P,) bool: the pair is its row's target
+    target_log_softmax: Tensor
+    target_session: Tensor
+    target_knn: Tensor | None
+    target_touched: Tensor  # (B,) bool
+    target_score: Tensor  # (B,) GRU4Rec's raw score of the target
+    log_normaliser: Tensor  # (B,)
+    untouched_best: Tensor  # (B, depth)
+
+    @classmethod
+    def gather(
+        cls,
+        parts: MixtureParts,
+        decay: float,
+        history: Tensor,
+        rows: Tensor,
+        columns: Tensor,
+        batch_rows: Tensor,
+        targets: Tensor,
+        untouched_best: Tensor,
+    ) -> _SparseParts:
+        session = session_distribution(history, parts.scores.shape[1], decay)
+        lse = parts.log_normaliser.squeeze(1)
+        target_session = session[batch_rows, targets]
+        target_knn = None if parts.knn is None else parts.knn[batch_rows, targets]
+        target_touched = target_session > 0
+        if target_knn is not None:
+            target_touched |= target_knn > 0
+        target_score = parts.scores[batch_rows, targets]
+        return cls(
+            log_softmax=parts.scores[rows, columns] - lse[rows],
+            session=session[rows, columns],
+            knn=None if parts.knn is None else parts.knn[rows, columns],
+            is_target=columns == targets[rows],
+            target_log_softmax=target_score - lse,
+            target_session=target_session,
+            target_knn=target_knn,
+            target_touched=target_touched,
+            target_score=target_score,
+            log_normaliser=lse,
+            untouched_best=untouched_best,
+        )
+
+
 def _mixture_ranks(
-    parts: MixtureParts,
-    weights: MixtureWeights,
-    targets: Tensor,
-    rows: Tensor,
-    columns: Tensor,
-    ties: TieMode,
+    parts: _SparseParts, weights: MixtureWeights, rows: Tensor, ties: TieMode
 ) -> Tensor:
-    """(B,) float64 ranks of the targets under the mixture `weights` (see evaluate_weights).
-
-    rows, columns: the touched (row, item) pairs, a superset of where S or K is non-zero.
-    """
+    """(B,) float64 ranks of the targets under the mixture `weights` (see evaluate_weights)."""
     log_gru_weight = math.log(weights.gru)
-    scores, lse = parts.scores, parts.log_normaliser.squeeze(1)  # (B, N), (B,)
 
-    def mixed(row: Tensor, item: Tensor) -> Tensor:
-        extra = weights.repeat * parts.session[row, item]
-        if parts.knn is not None and weights.knn > 0:
-            extra = extra + weights.knn * parts.knn[row, item]
-        return torch.logaddexp(scores[row, item] - lse[row] + log_gru_weight, torch.log(extra))
+    def mixed(log_softmax: Tensor, session: Tensor, knn: Tensor | None) -> Tensor:
+        extra = weights.repeat * session
+        if knn is not None and weights.knn > 0:
+            extra = extra + weights.knn * knn
+        return torch.logaddexp(log_softmax + log_gru_weight, torch.log(extra))
 
-    batch_rows = torch.arange(len(targets), device=targets.device)
-    target_mixed = mixed(batch_rows, targets)  # (B,)
-    target_touched = parts.session[batch_rows, targets] > 0
-    if parts.knn is not None:
-        target_touched |= parts.knn[batch_rows, targets] > 0
+    target_mixed = mixed(parts.target_log_softmax, parts.target_session, parts.target_knn)
+    touched_mixed = mixed(parts.log_softmax, parts.session, parts.knn)  # (P,)
     # An untouched item beats the target when its GRU4Rec score reaches this threshold;
     # an untouched target is its own threshold (exact, no rounding).
     threshold = torch.where(
-        target_touched, target_mixed - log_gru_weight + lse, scores[batch_rows, targets]
+        parts.target_touched,
+        target_mixed - log_gru_weight + parts.log_normaliser,
+        parts.target_score,
     )
-    touched_mixed = mixed(rows, columns)
-    is_target = columns == targets[rows]
-    results = []
+    counts = []
     for compare in _comparisons(ties):
-        above_all = _count_rows(scores, threshold, compare)  # GRU4Rec's order, every item
-        touched_by_gru = compare(scores[rows, columns], threshold[rows]).to(torch.int64)
-        touched_by_mix = compare(touched_mixed, target_mixed[rows])
+        untouched = compare(parts.untouched_best, threshold.unsqueeze(1)).sum(dim=1)
+        beats = compare(touched_mixed, target_mixed[rows])
         # The target against itself: computed twice, its mixed score may differ in the last
-        # bit (vectorised differently), so it is decided by the tie rule, not by rounding.
-        touched_by_mix = torch.where(is_target, compare is torch.ge, touched_by_mix).to(torch.int64)
-        correction = torch.zeros_like(above_all).index_add_(
-            0, rows, touched_by_mix - touched_by_gru
-        )
-        results.append((above_all + correction).to(torch.float64))
+        # bit (vectorised differently), so the tie rule decides, not the rounding.
+        beats = torch.where(parts.is_target, compare is torch.ge, beats).to(torch.int64)
+        counts.append((untouched + torch.zeros_like(untouched).index_add_(0, rows, beats)).double())
     if ties == "standard":
-        return results[0] + 1.0
+        return counts[0] + 1.0
     if ties == "conservative":
-        return results[0]
-    return (results[0] + 1.0 + results[1]) / 2.0  # median: (above + 1 + at_or_above) / 2
+        return counts[0]
+    return (counts[0] + 1.0 + counts[1]) / 2.0  # median: (above + 1 + at_or_above) / 2
 
 
 def _comparisons(ties: TieMode) -> list[Callable[[Tensor, Tensor], Tensor]]:
@@ -277,12 +323,6 @@ def _comparisons(ties: TieMode) -> list[Callable[[Tensor, Tensor], Tensor]]:
     if ties == "conservative":
         return [torch.ge]
     return [torch.gt, torch.ge]
-
-
-def _count_rows(
-    scores: Tensor, threshold: Tensor, compare: Callable[[Tensor, Tensor], Tensor]
-) -> Tensor:
-    return count_per_row(scores, threshold.unsqueeze(1), compare)
 
 
 @dataclass(frozen=True)
@@ -307,7 +347,7 @@ def choose_weights(
     component) around the best of stage one. Ties in the metric go to the earlier
     (simpler) candidate. Sets and returns the best weights."""
     _name, _, cutoff = metric.partition("@")
-    cutoffs = (int(cutoff),) if cutoff.isdigit() else (20,)
+    cutoffs = sorted({1, 5, 10, 20, int(cutoff) if cutoff.isdigit() else 20})
     trials: list[tuple[MixtureWeights, dict[str, Any]]] = []
 
     def run(candidates: list[MixtureWeights]) -> MixtureWeights:

@@ -185,9 +185,12 @@ def select_model(
                 mixture = HybridScorer(gru, MixtureWeights(), knn)
                 valid, _ = load_split(data_dir, "valid", item_ids=items["item_id"])
                 search = choose_weights(mixture, valid, metric=metric, ties=ties)
+                logger.info("%s: %d weightings tried on valid", hybrid.name, len(search.trials))
                 weights[hybrid.name] = search.best
-                metrics = evaluate_split(mixture, items, data_dir, split="valid", **evaluation)
-                record(hybrid.name, {**metrics, "weights": search.best.to_dict()})
+                # The search's own metrics of the best weights (exact at the cutoffs; no coverage).
+                metrics = dict(search.trials)[search.best]
+                record(hybrid.name, {**metrics, "weights": search.best.to_dict(),
+                                     "n_weights_tried": len(search.trials)})  # fmt: skip
                 seconds[hybrid.name] = trained + time.perf_counter() - started
         # The first of equally good candidates wins (the order given: simpler ones first).
         chosen = max(candidates, key=lambda c: result_metrics[c.name][metric])
