@@ -103,15 +103,18 @@ class Recommender:
         cls, model_dir: str | Path, device: str = "auto", index: str = "none"
     ) -> Recommender:
         """Load a model directory of any family (no arbitrary unpickling) and, unless `index`
-        is "none", its saved FAISS index, which must be of that kind (flat, hnsw or ivf)."""
+        is "none", its saved FAISS index, which must be of that kind (flat, hnsw or ivf);
+        "auto" is flat for inner-product families and none for the others."""
         from gru4rec.saved_models import load_scorer
 
         scorer, items = load_scorer(Path(model_dir), device=device)
         item_index = None
-        if index not in ("none", *INDEX_KINDS):
+        if index not in ("none", "auto", *INDEX_KINDS):
             raise ConfigError(
-                f"--index must be none or one of {', '.join(INDEX_KINDS)}; got {index!r}."
+                f"--index must be auto, none or one of {', '.join(INDEX_KINDS)}; got {index!r}."
             )
+        if index == "auto":  # exact either way: FAISS where the score is an inner product
+            index = "flat" if scorer.inner_product else "none"
         if index != "none" and not scorer.inner_product:
             raise ConfigError(
                 f"{model_dir} holds a {scorer.family} model, whose scores are not inner "

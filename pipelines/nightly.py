@@ -1,6 +1,10 @@
 """`gru4rec nightly CONFIG`: prepare, train, evaluate against the champion, index, recommend,
 and only then move the registry alias and publish the outputs.
 
+With `[model] candidates`, the train stage is model selection (`gru4rec.selection`): every
+candidate family is fitted on train_tr and scored on valid, the best is refitted on train;
+the champion alias can then hold any family, and every later stage serves whichever it holds.
+
 One parent MLflow run with a nested run per stage. Every stage writes into a fresh run
 directory (`<work_dir>/runs/<stamp>/`); the published outputs are `<work_dir>/current`, a
 symlink swapped atomically at the very end. So a failed stage leaves the alias and the
@@ -30,6 +34,8 @@ from gru4rec.errors import ConfigError
 from gru4rec.evaluate import TIE_MODES
 from gru4rec.recommend import Recommender
 from gru4rec.retrieval import IndexOptions, ItemIndex, weights_fingerprint
+from gru4rec.saved_models import load_scorer
+from gru4rec.selection import parse_candidates, select_model
 from gru4rec.workflow import evaluate_split, train_model
 from pipelines.batch_recommend import recommend_file
 from pipelines.prepare import PrepareOptions, prepare
@@ -58,6 +64,9 @@ class NightlyConfig:
     prepare: Mapping[str, Any] = field(default_factory=dict)  # PrepareOptions
     preset: str = "rsc15"
     overrides: Mapping[str, str] = field(default_factory=dict)  # as `--set key=value`
+    # Model selection (as `gru4rec select`): candidate families fitted on train_tr and scored
+    # on valid, the best refitted on train; empty = train GRU4Rec with `preset` only.
+    candidates: tuple[str, ...] = ()
     device: str = "auto"
     cutoffs: tuple[int, ...] = (1, 5, 10, 20)
     ties: str = "conservative"
@@ -101,6 +110,7 @@ class NightlyConfig:
             "source": {k: data.pop(k) for k in list(data) if k in SOURCE_KEYS},
             "prepare": {k: data.pop(k) for k in list(data) if k in PREPARE_KEYS},
             "preset": model.pop("preset", "rsc15"),
+            "candidates": tuple(_as_list(model.pop("candidates", []))),
             "device": model.pop("device", "auto"),
             "overrides": {k: _as_text(v) for k, v in dict(model.pop("set", {})).items()},
         }
@@ -128,6 +138,14 @@ class NightlyConfig:
         resolve_spec(self.log_format, **self.source)
         PrepareOptions(**self.prepare)
         apply_overrides(get_preset(self.preset), self.overrides)
+        if self.candidates:
+            parse_candidates(",".join(self.candidates), self.preset)
+            options = PrepareOptions(**self.prepare)
+            if not (options.valid_fraction or options.valid_days or options.valid_days is None):
+                raise ConfigError(
+                    f"{origin}: [model] candidates are chosen on a validation split, but "
+                    "[data] valid_days is 0; set valid_days (or valid_fraction) above 0."
+                )
         IndexOptions(kind=self.index)
         if self.ties not in TIE_MODES:
             raise ConfigError(f"{origin}: ties must be one of {', '.join(TIE_MODES)}.")
@@ -203,20 +221,20 @@ def run_nightly(
                 mlflow.log_metrics({f"{split}_{key}": value for split, counts in manifest["splits"].items()
                                     for key, value in counts.items()})  # fmt: skip
 
+            parent_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
             with _stage("train", report):
-                model_config = apply_overrides(get_preset(config.preset), config.overrides)
                 tracking.log_inputs(run_dir / "data", {"preset": config.preset})
-                model, items, _fit = train_model(
-                    run_dir / "data", model_config, run_dir / "model", device=config.device,
-                    callbacks=[tracking.MlflowCallback()],
-                )  # fmt: skip
+                selected = _train(config, run_dir, parent_id, report)
+                summary["family"] = selected.get("family", "gru4rec")
+                summary["chosen"] = selected.get("chosen", f"gru4rec:{config.preset}")
                 info = tracking.log_model(
                     run_dir / "model", registered_name=config.registered_model
                 )
                 summary["new_version"] = str(info.registered_model_version)
 
             with _stage("evaluate", report):
-                new = evaluate_split(model, items, run_dir / "data", **evaluation)  # type: ignore[arg-type]
+                scorer, items = load_scorer(run_dir / "model", device=config.device)
+                new = evaluate_split(scorer, items, run_dir / "data", **evaluation)  # type: ignore[arg-type]
                 tracking.log_test_metrics(new, prefix="new_")
                 champion_dir, champion_version = _champion(config)
                 old = None
@@ -239,15 +257,19 @@ def run_nightly(
                     shutil.copytree(serving_dir, run_dir / "champion_model")
                     serving_dir = run_dir / "champion_model"
                 serving = Recommender.from_path(serving_dir, device="cpu", index="none")
-                index = ItemIndex.build(
-                    serving.scorer.item_vectors(), IndexOptions(kind=config.index)
-                )
-                index.save(serving_dir, weights_fingerprint(serving_dir))
-                mlflow.log_artifacts(str(serving_dir / "index"), "index")
+                index_kind = config.index if serving.scorer.inner_product else "none"
+                if index_kind == "none":
+                    report(f"index: a {serving.scorer.family} model scores every item; no index")
+                else:
+                    index = ItemIndex.build(
+                        serving.scorer.item_vectors(), IndexOptions(kind=config.index)
+                    )
+                    index.save(serving_dir, weights_fingerprint(serving_dir))
+                    mlflow.log_artifacts(str(serving_dir / "index"), "index")
 
             with _stage("recommend", report):
                 recommender = Recommender.from_path(
-                    serving_dir, device=config.device, index=config.index
+                    serving_dir, device=config.device, index=index_kind
                 )
                 recs = recommend_file(recommender, run_dir / "data" / "test.parquet", resolve_spec("prepared"),
                                       run_dir / "recommendations.parquet", k=config.k,
@@ -272,6 +294,41 @@ def run_nightly(
         shutil.rmtree(run_dir, ignore_errors=True)  # never published; nothing else was touched
         raise
     return summary
+
+
+def _train(
+    config: NightlyConfig, run_dir: Path, parent_id: str, report: Callable[[str], None]
+) -> dict[str, Any]:
+    """Train GRU4Rec with the preset into `<run_dir>/model`, or, with candidates, select the
+    best family on valid (every candidate's valid metrics go to the parent run too)."""
+    import mlflow
+
+    from gru4rec import tracking
+
+    data_dir = run_dir / "data"
+    if not config.candidates:
+        model_config = apply_overrides(get_preset(config.preset), config.overrides)
+        train_model(data_dir, model_config, run_dir / "model", device=config.device,
+                    callbacks=[tracking.MlflowCallback()])  # fmt: skip
+        return {}
+    client = mlflow.MlflowClient()
+
+    def on_candidate(name: str, metrics: dict[str, Any]) -> None:
+        report(f"train: candidate {name} on valid: {config.metric} {metrics[config.metric]:.4f}")
+        for key, value in tracking.numeric_metrics(metrics, prefix="valid_").items():
+            safe = name.replace(":", "_")
+            mlflow.log_metric(f"{safe}_{key}", value)  # the train stage's run
+            client.log_metric(parent_id, f"candidate_{safe}_{key}", value)  # and the parent's
+
+    result = select_model(
+        data_dir, run_dir / "model", parse_candidates(",".join(config.candidates), config.preset),
+        overrides=config.overrides, metric=config.metric, ties=config.ties,  # type: ignore[arg-type]
+        device=config.device, on_candidate=on_candidate,
+    )  # fmt: skip
+    mlflow.log_dict(_jsonable(result.to_json()), "selection.json")
+    client.set_tag(parent_id, "chosen", result.chosen)
+    report(f"train: chose {result.chosen} ({result.family}) on valid")
+    return {"family": result.family, "chosen": result.chosen}
 
 
 def _champion(config: NightlyConfig) -> tuple[Path | None, str | None]:

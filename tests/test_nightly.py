@@ -130,6 +130,71 @@ def test_nightly_against_a_real_mlflow_server(tmp_path: Path, mlflow_server: str
     }
 
 
+def selection_config(tmp_path: Path, candidates: list[str], uri: str, name: str) -> Path:
+    """A log of revisits (most clicks return to an earlier item), a validation day, and a
+    barely trained GRU4Rec among the candidates."""
+    log = tmp_path / "revisits.tsv"
+    if not log.exists():
+        spec = SyntheticLog(n_sessions=1200, n_items=60, days=6, seed=3, revisit=0.7, follow=0.2)
+        write_click_log(generate_clicks(spec), log, "gru4rec-tsv")
+    tiny = {"n_epochs": 1, "layers": 8, "n_sample": 16, "batch_size": 16}
+    lines = [
+        'experiment = "nightly-select"', 'registered_model = "tiny"', f'work_dir = "{name}"',
+        f'tracking_uri = "{uri}"', "[data]", 'inputs = ["revisits.tsv"]', "valid_days = 1",
+        "[model]", 'device = "cpu"', f"candidates = {json.dumps(candidates)}", "[model.set]",
+        *(f"{key} = {value}" for key, value in tiny.items()), "[serving]", "k = 5",
+    ]  # fmt: skip
+    path = tmp_path / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_nightly_selects_among_three_families_and_serves_the_winner(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = selection_config(tmp_path, ["spop", "gru4rec", "hybrid"], uri, "three")
+    result = runner.invoke(app, ["nightly", str(config)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "three" / "current" / "summary.json").read_text())
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["nightly-select"])
+    parent = runs[runs["tags.mlflow.runName"].str.startswith("nightly")].iloc[0]
+    valid = {name: parent[f"metrics.candidate_{name}_valid_mrr_at_20"]
+             for name in ("spop", "gru4rec_rsc15", "hybrid_rsc15")}  # fmt: skip
+    assert summary["chosen"].replace(":", "_") == max(valid, key=valid.__getitem__)
+    assert parent["tags.chosen"] == summary["chosen"]
+    assert valid["hybrid_rsc15"] >= valid["gru4rec_rsc15"]  # the hybrid holds plain GRU4Rec
+
+
+def test_nightly_serves_a_baseline_that_wins_on_valid(tmp_path: Path) -> None:
+    """S-POP beats a barely trained GRU4Rec on a log of revisits: it becomes the champion,
+    and the registry's pyfunc and `recommend` both serve S-POP's ranking."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run_selection(selection_config(tmp_path, ["gru4rec", "spop"], uri, "base"))
+    assert summary["chosen"] == "spop" and summary["family"] == "spop" and summary["promote"]
+    recs = pl.read_parquet(tmp_path / "base" / "current" / "recommendations.parquet")
+    first = recs.filter(pl.col("session_id") == recs["session_id"][0])["item_id"].to_list()
+    test = pl.read_parquet(tmp_path / "base" / "current" / "data" / "test.parquet")
+    session = test.filter(pl.col("session_id") == recs["session_id"][0])["item_id"].to_list()
+    assert set(first[: len(set(session))]) == set(session)  # S-POP: the session's items first
+    mlflow.set_tracking_uri(uri)
+    served = mlflow.pyfunc.load_model("models:/tiny@champion")
+    import pandas as pd
+
+    answer = served.predict(pd.DataFrame({"items": [session]}), params={"k": 5})
+    assert answer["item_id"].tolist() == first
+    recommended = runner.invoke(app, ["recommend", "models:/tiny@champion", "--input",
+                                      str(tmp_path / "base" / "current" / "data" / "test.parquet"),
+                                      "--output", str(tmp_path / "r.parquet"), "--k", "5"])  # fmt: skip
+    assert recommended.exit_code == 0, recommended.output
+    assert pl.read_parquet(tmp_path / "r.parquet").equals(recs)
+
+
+def run_selection(config: Path) -> dict:
+    result = runner.invoke(app, ["nightly", str(config)])
+    assert result.exit_code == 0, result.output
+    return json.loads((config.parent / config.stem / "current" / "summary.json").read_text())
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -139,6 +204,11 @@ def test_nightly_against_a_real_mlflow_server(tmp_path: Path, mlflow_server: str
         ("[data]\ninputs = ['x.tsv']\ncolour = 'blue'\n", "unknown key [data] 'colour'"),
         ("metric = 'auc'\n[data]\ninputs = ['x.tsv']\n", "metric 'auc'"),
         ("[data\n", "cannot be parsed"),
+        (
+            "[data]\ninputs = ['x.tsv']\nvalid_days = 0\n[model]\ncandidates = ['spop']\n",
+            "valid_days is 0",
+        ),
+        ("[data]\ninputs = ['x.tsv']\n[model]\ncandidates = ['rnn']\n", "unknown candidate"),
     ],
 )
 def test_bad_configuration(tmp_path: Path, text: str, message: str) -> None:

@@ -180,9 +180,11 @@ def recommend(
         typer.Option(
             "--index",
             help="flat (exact FAISS), hnsw or ivf (approximate; built with "
-            "`gru4rec index --kind`), or none (exact, all items scored in torch).",
+            "`gru4rec index --kind`), none (exact, all items scored in torch), or auto: flat "
+            "for GRU4Rec, none for families whose scores are not inner products (baselines, "
+            "hybrids).",
         ),
-    ] = "flat",
+    ] = "auto",
 ) -> None:
     """Write the top-k items for every input session: long Parquet `session_id, rank, item_id,
     score` (original ids), ordered by session start then rank. Unknown items are skipped and
