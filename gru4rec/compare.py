@@ -1,7 +1,8 @@
 """Compare the runs of an MLflow experiment: a table and a plot.
 
-The table holds one row per run that has the chosen metric: the parameters that differ
-between runs, the metrics at the metric's cutoff, training time and throughput. The plot
+The table holds one row per run that has the chosen metric, grouped by the data the run
+was scored on (runs on different logs are never ranked against each other): the model
+family, the parameters that differ between runs, the metrics at the metric's cutoff, training time and throughput. The plot
 shows each metric against the cutoff and the training curves (loss, and validation metric
 where logged), one line per run.
 """
@@ -26,6 +27,8 @@ METRIC_PREFIXES = ("test_", "new_", "valid_")
 class RunSummary:
     run_id: str
     name: str
+    family: str  # gru4rec, hybrid, a baseline, or "?" for runs that do not say
+    data: str  # the prepared data directory the run was scored on ("?" when not logged)
     params: dict[str, str]
     metrics: dict[str, float]  # final metrics, without prefix, MLflow names (recall_at_20)
     train_seconds: float | None
@@ -55,6 +58,8 @@ def load_runs(experiment: str, metric: str, tracking_uri: str | None = None) -> 
             RunSummary(
                 run_id=run.info.run_id,
                 name=run.data.tags.get("mlflow.runName", run.info.run_id[:8]),
+                family=_family(run.data.tags, run.data.params),
+                data=run.data.tags.get("data_dir", "?"),
                 params=dict(run.data.params),
                 metrics=final,
                 train_seconds=run.data.metrics.get("train_seconds"),
@@ -63,7 +68,24 @@ def load_runs(experiment: str, metric: str, tracking_uri: str | None = None) -> 
         )
     if not runs:
         raise ConfigError(f"no run of experiment {experiment!r} reports {metric}.")
-    return sorted(runs, key=lambda r: -r.metrics[key])
+    # Runs on different data cannot be ranked against each other: grouped by data, then best first.
+    return sorted(runs, key=lambda r: (r.data, -r.metrics[key]))
+
+
+def by_data(runs: list[RunSummary]) -> dict[str, list[RunSummary]]:
+    """The runs grouped by their data directory (each group keeps its order: best first)."""
+    groups: dict[str, list[RunSummary]] = {}
+    for run in runs:
+        groups.setdefault(run.data, []).append(run)
+    return groups
+
+
+def _family(tags: dict[str, str], params: dict[str, str]) -> str:
+    if "family" in tags:
+        return tags["family"]
+    if "model" in tags:  # `gru4rec baselines` tags each run with the baseline's name
+        return tags["model"]
+    return "gru4rec" if "preset" in tags or "layers" in params else "?"
 
 
 def _final_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -84,12 +106,12 @@ def table_rows(runs: list[RunSummary], metric: str) -> tuple[list[str], list[lis
     cutoff = metric.partition("@")[2]
     params = differing_params(runs)
     names = [f"{m}@{cutoff}" for m in ("recall", "mrr", "ndcg", "coverage")]
-    header = ["run", *params, *names, "train s", "events/s"]
+    header = ["run", "family", *params, *names, "train s", "events/s"]
     rows = []
     for run in runs:
         values = [run.metrics.get(metric_key(n)) for n in names]
         rows.append([
-            run.name, *(run.params.get(p, "") for p in params),
+            run.name, run.family, *(run.params.get(p, "") for p in params),
             *("" if v is None else f"{v:.4f}" for v in values),
             "" if run.train_seconds is None else f"{run.train_seconds:,.1f}",
             "" if run.events_per_s is None else f"{run.events_per_s:,.0f}",

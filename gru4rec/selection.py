@@ -215,6 +215,45 @@ def select_model(
     )
 
 
+def fit_family(
+    family: str,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    preset: str = "rsc15",
+    overrides: Mapping[str, str] | None = None,
+    split: str = "train",
+    metric: str = "mrr@20",
+    ties: TieMode = "conservative",
+    device: str = "auto",
+    num_threads: int | None = None,
+    callbacks: Callable[[str], Sequence[Callback]] | None = None,
+) -> tuple[SessionScorer, pl.DataFrame]:
+    """`gru4rec train --model FAMILY` for the families other than plain GRU4Rec: a baseline
+    fitted on `split`; a hybrid as `select_model` with it as the only candidate (weights
+    chosen on valid, refitted on train). Saves to `out_dir`; returns (scorer, item map)."""
+    items = load_items(data_dir)
+    if family in BASELINES:
+        data, _ = load_split(data_dir, split, item_ids=items["item_id"])
+        scorer = fit_baseline(family, data, items.height)
+        save_scorer(out_dir, scorer, items, train_data=data,
+                    extra={"data_dir": str(Path(data_dir).resolve()), "train_split": split})  # fmt: skip
+        return scorer, items
+    if family != "hybrid":
+        raise ConfigError(
+            f"unknown model family {family!r}: use gru4rec, hybrid or one of {', '.join(BASELINES)}."
+        )
+    if split != "train":
+        raise ConfigError("--model hybrid fits on train_tr, chooses on valid and refits on train; "
+                          "drop --train-split.")  # fmt: skip
+    result = select_model(data_dir, out_dir, [Candidate("hybrid", preset)], overrides=overrides,
+                          metric=metric, ties=ties, device=device, num_threads=num_threads,
+                          callbacks=callbacks)  # fmt: skip
+    from gru4rec.saved_models import load_scorer
+
+    return load_scorer(result.model_dir, device=device)
+
+
 def _refit(
     chosen: Candidate,
     data_dir: Path,
@@ -272,6 +311,7 @@ __all__ = [
     "DEFAULT_CANDIDATES",
     "Candidate",
     "SelectionResult",
+    "fit_family",
     "parse_candidates",
     "select_model",
 ]

@@ -3,6 +3,7 @@ on the validation split with nested MLflow runs)."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gru4rec.cli import app
-from gru4rec.compare import differing_params, load_runs, table_rows
+from gru4rec.compare import by_data, differing_params, load_runs, table_rows
 from gru4rec.errors import ConfigError
 from gru4rec.tuning import AUTHORS_SPACE, Dimension, parse_dimension
 
@@ -33,11 +34,12 @@ def test_compare_lists_runs_best_first_with_differing_params(
     assert len(runs) == 2 and scores == sorted(scores, reverse=True)
     assert differing_params(runs) == ["n_epochs"]
     header, rows = table_rows(runs, "mrr@20")
-    assert header[:2] == ["run", "n_epochs"] and "recall@20" in header and "events/s" in header
-    assert [row[0] for row in rows] == [r.name for r in runs] and {row[1] for row in rows} == {
+    assert header[:3] == ["run", "family", "n_epochs"] and "recall@20" in header
+    assert [row[0] for row in rows] == [r.name for r in runs] and {row[2] for row in rows} == {
         "1",
         "3",
     }
+    assert {row[1] for row in rows} == {"gru4rec"} and "events/s" in header
     plot = tmp_path / "cmp.png"
     result = runner.invoke(
         app, ["compare", "--experiment", "cmp", "--tracking-uri", uri, "--plot", str(plot)]
@@ -45,6 +47,38 @@ def test_compare_lists_runs_best_first_with_differing_params(
     assert result.exit_code == 0, result.output
     assert "epochs-3" in result.output and plot.stat().st_size > 10_000
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_never_ranks_runs_on_different_data_together(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    from pipelines.prepare import prepare
+    from pipelines.sources import resolve_spec
+    from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = write_click_log(generate_clicks(SyntheticLog(n_sessions=600, n_items=40, days=5, seed=8)),
+                          tmp_path / "other.tsv", "gru4rec-tsv")  # fmt: skip
+    prepare([log], tmp_path / "other", resolve_spec("gru4rec-tsv"))
+    for data in (tiny_prepared, tmp_path / "other"):
+        result = runner.invoke(app, ["baselines", str(data), "--models", "pop,spop",
+                                     "--experiment", "mixed", "--tracking-uri", uri,
+                                     "--json", str(tmp_path / "baselines.json")])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        written = json.loads((tmp_path / "baselines.json").read_text())
+        assert set(written) == {"pop", "spop"} and written["spop"]["n_events"] > 0
+        assert written["spop"]["mrr@20"] > written["pop"]["mrr@20"]  # repeats make S-POP strong
+    runs = load_runs("mixed", "mrr@20", uri)
+    groups = by_data(runs)
+    assert set(groups) == {str(tiny_prepared.resolve()), str((tmp_path / "other").resolve())}
+    for group in groups.values():
+        assert sorted(r.family for r in group) == ["pop", "spop"]
+        scores = [r.metrics["mrr_at_20"] for r in group]
+        assert scores == sorted(scores, reverse=True)
+    result = runner.invoke(app, ["compare", "--experiment", "mixed", "--tracking-uri", uri,
+                                 "--plot", str(tmp_path / "mixed.png")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.count("runs on ") == 2
 
 
 def test_compare_errors(tmp_path: Path) -> None:

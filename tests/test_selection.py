@@ -165,3 +165,29 @@ def test_select_without_a_valid_split_says_how_to_make_one(tmp_path: Path) -> No
     result = runner.invoke(app, ["select", str(tmp_path / "data"), "--out", str(tmp_path / "m"),
                                  "--no-track"])  # fmt: skip
     assert result.exit_code == 2 and "--valid-days" in result.output
+
+
+@pytest.mark.parametrize("family", ["vsknn", "hybrid"])
+def test_train_any_family_from_the_cli(revisit_prepared: Path, tmp_path: Path, family: str) -> None:
+    out, metrics = tmp_path / family, tmp_path / f"{family}.json"
+    result = runner.invoke(app, ["train", str(revisit_prepared), "--model", family, "--out",
+                                 str(out), *TINY_GRU, "--json", str(metrics), "--no-track"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert model_family(out) == family
+    written = json.loads(metrics.read_text())
+    again = runner.invoke(app, ["evaluate", str(out), "--data", str(revisit_prepared),
+                                "--json", str(tmp_path / "again.json")])  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "again.json").read_text())["mrr@20"] == pytest.approx(
+        written["mrr@20"]
+    )
+    recs = tmp_path / "recs.parquet"
+    served = runner.invoke(app, ["recommend", str(out), "--input",
+                                 str(revisit_prepared / "test.parquet"), "--output", str(recs)])  # fmt: skip
+    assert served.exit_code == 0, served.output and recs.exists()
+
+
+def test_train_refuses_an_unknown_family(revisit_prepared: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", str(revisit_prepared), "--model", "transformer",
+                                 "--out", str(tmp_path / "m"), "--no-track"])  # fmt: skip
+    assert result.exit_code == 2 and "unknown model family" in result.output

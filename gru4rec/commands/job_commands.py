@@ -43,23 +43,26 @@ def compare(
     ] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Print a table of an experiment's runs (parameters that differ, metrics, training time,
-    throughput), best first, and plot metric against cutoff and the training curves.
+    """Print a table of an experiment's runs per data directory (family, parameters that
+    differ, metrics, training time, throughput), best first, and plot metric against cutoff
+    and the training curves.
     """
     import sys
 
     from rich.table import Table
 
-    from gru4rec.compare import load_runs, plot_runs, table_rows
+    from gru4rec.compare import by_data, load_runs, plot_runs, table_rows
 
     runs = load_runs(experiment, metric, tracking_uri)
-    header, rows = table_rows(runs, metric)
-    table = Table(title=f"{experiment}: {len(runs)} runs by {metric}")
-    for name in header:
-        table.add_column(name, justify="left" if name == "run" else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    screen = Console(width=None if sys.stdout.isatty() else 200)
+    for data, group in by_data(runs).items():  # runs on different data are not ranked together
+        header, rows = table_rows(group, metric)
+        table = Table(title=f"{experiment}: {len(group)} runs on {data}, by {metric}")
+        for name in header:
+            table.add_column(name, justify="left" if name in ("run", "family") else "right")
+        for row in rows:
+            table.add_row(*row)
+        screen.print(table)
     written = plot_runs(runs, plot or Path(f"compare-{experiment}.png"), tracking_uri)
     console.print(f"wrote {written}")
 
@@ -155,6 +158,10 @@ def baselines(
     markdown: Annotated[
         Path | None, typer.Option(help="Also write the table as Markdown here.")
     ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write every model's full metrics here ({model: metrics})."),
+    ] = None,
     experiment: Annotated[
         str, typer.Option(help="MLflow experiment for the baseline runs.")
     ] = "gru4rec-baselines",
@@ -202,8 +209,10 @@ def baselines(
         extra = json.loads((model_dir / "config.json").read_text()).get("extra", {})
         seconds = sum(epoch["seconds"] for epoch in extra.get("epochs", [])) or None
         rows.append((f"GRU4Rec ({model_dir.name})", metrics, seconds))
-    header = ["model", "recall@20", "mrr@20", "ndcg@20", "coverage@20", "train s"]
-    lines = [[name, *(f"{m[key]:.4f}" for key in header[1:5]), "" if s is None else f"{s:,.1f}"]
+    header = ["model", "recall@20", "mrr@20", "ndcg@20", "coverage@20", "repeat mrr@20",
+              "new mrr@20", "train s"]  # fmt: skip
+    keys = [key.replace(" ", "_") for key in header[1:7]]
+    lines = [[name, *(f"{m.get(key, float('nan')):.4f}" for key in keys), "" if s is None else f"{s:,.1f}"]
              for name, m, s in rows]  # fmt: skip
     table = Table(title=f"{data_dir}: {rows[0][1]['n_events']:,} test events, {ties} ties")
     for column in header:
@@ -216,6 +225,11 @@ def baselines(
         text += "".join("| " + " | ".join(line) + " |\n" for line in lines)
         markdown.write_text(text)
         console.print(f"wrote {markdown}")
+    if json_out:
+        from gru4rec.commands.model_commands import write_json
+
+        write_json(json_out, {name: metrics for name, metrics, _seconds in rows})
+        console.print(f"wrote {json_out}")
 
 
 def select(

@@ -79,6 +79,14 @@ def train(
             "--set n_epochs=5 --set layers=200 --set loss=bpr-max.",
         ),
     ] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Model family: gru4rec; hybrid (GRU4Rec mixed with the session's items and "
+            "V-SKNN, weights chosen on valid: needs train_tr/valid); or a baseline: pop, spop, "
+            "iknn, sknn, vsknn. `gru4rec select` chooses among them for you."
+        ),
+    ] = "gru4rec",
     device: Device = "auto",
     train_split: Annotated[
         str, typer.Option(help="Split to train on (train, or train_tr for tuning).")
@@ -112,7 +120,8 @@ def train(
         Path | None, typer.Option("--json", help="Write the test metrics here.")
     ] = None,
 ) -> None:
-    """Train GRU4Rec on a prepared directory, save the checkpoint, evaluate, log to MLflow."""
+    """Train a model (GRU4Rec by default) on a prepared directory, save it, evaluate, log to
+    MLflow."""
     import contextlib
 
     from gru4rec.config import apply_overrides, get_preset
@@ -132,17 +141,30 @@ def train(
         on_validation = tracking.log_validation
     with run:
         if track:
-            tracking.log_inputs(data_dir, {"preset": preset, "command": "train"})
+            tags = {"preset": preset, "command": "train", "family": model}
+            tracking.log_inputs(data_dir, tags if model in ("gru4rec", "hybrid") else
+                                {"command": "train", "family": model})  # fmt: skip
+        scorer: Any
         with progress_bar(console) as progress:
-            model, items, result = train_model(
-                data_dir, config, out, split=train_split, device=device, num_threads=threads,
-                callbacks=[*callbacks, EpochProgress(progress)], valid_split=valid_split,
-                on_validation=on_validation, **evaluation,
-            )  # fmt: skip
-        console.print(f"saved the model to {out} ({result.seconds:.1f} s of training)")
+            if model == "gru4rec":
+                scorer, items, result = train_model(
+                    data_dir, config, out, split=train_split, device=device, num_threads=threads,
+                    callbacks=[*callbacks, EpochProgress(progress)], valid_split=valid_split,
+                    on_validation=on_validation, **evaluation,
+                )  # fmt: skip
+                console.print(f"saved the model to {out} ({result.seconds:.1f} s of training)")
+            else:
+                from gru4rec.selection import fit_family
+
+                scorer, items = fit_family(
+                    model, data_dir, out, preset=preset, overrides=parse_sets(set_ or []),
+                    split=train_split, ties=evaluation["ties"], device=device, num_threads=threads,
+                    callbacks=lambda label: [EpochProgress(progress)],
+                )  # fmt: skip
+                console.print(f"saved the {model} model to {out}")
         metrics = None
         if test_split != "none":
-            metrics = evaluate_split(model, items, data_dir, split=test_split, **evaluation)
+            metrics = evaluate_split(scorer, items, data_dir, split=test_split, **evaluation)
             out_console.print(metrics_table(metrics, title=f"{test_split}: {out}"))
             if json_out:
                 write_json(json_out, metrics)
