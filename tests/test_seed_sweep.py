@@ -78,3 +78,18 @@ def test_bad_arguments_exit_before_training(
         main([str(tiny_prepared), "--seeds", "1", *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_parity_with_the_reference_by_hand() -> None:
+    from benchmarks.reference import parity
+
+    # YOOCHOOSE: three seeds whose sample sd (0.001) is below the known per-run sd (0.0022):
+    # SE = sqrt(0.0022^2 / 3 + 0.0017^2 / 7) = 0.0014225...
+    found = parity([0.677, 0.678, 0.679], "yoochoose_100k", "rsc15", "recall@20")
+    assert found.standard_error == pytest.approx((0.0022**2 / 3 + 0.0017**2 / 7) ** 0.5)
+    assert found.z == pytest.approx((0.678 - 0.6799) / found.standard_error)
+    assert found.holds and not parity([0.670] * 3, "yoochoose_100k", "rsc15", "recall@20").holds
+    # DIGINETICA: one reference run takes our per-run sd: SE = 0.0005 * sqrt(1/3 + 1).
+    single = parity([0.5410] * 3, "diginetica", "diginetica", "recall@20")
+    assert single.standard_error == pytest.approx(0.0005 * (1 / 3 + 1) ** 0.5)
+    assert single.holds  # 0.0009 below, 1.56 standard errors
