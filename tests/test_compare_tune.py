@@ -4,17 +4,18 @@ on the validation split with nested MLflow runs)."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 from typer.testing import CliRunner
 
 from gru4rec.cli import app
 from gru4rec.compare import by_data, differing_params, load_runs, table_rows
+from gru4rec.config import apply_overrides, get_preset
 from gru4rec.errors import ConfigError
-from gru4rec.tuning import AUTHORS_SPACE, Dimension, parse_dimension
+from gru4rec.tuning import AUTHORS_SPACE, Dimension, _objective, authors_space, parse_dimension
 
 runner = CliRunner()
 TINY = ["--set", "layers=16", "--set", "n_sample=32", "--set", "batch_size=16"]
@@ -67,7 +68,7 @@ def test_compare_never_ranks_runs_on_different_data_together(
         assert result.exit_code == 0, result.output
         written = json.loads((tmp_path / "baselines.json").read_text())
         assert set(written) == {"pop", "spop"} and written["spop"]["n_events"] > 0
-        assert written["spop"]["mrr@20"] > written["pop"]["mrr@20"]  # repeats make S-POP strong
+        assert "repeat_mrr@20" in written["spop"] and "coverage@20" in written["pop"]
     runs = load_runs("mixed", "mrr@20", uri)
     groups = by_data(runs)
     assert set(groups) == {str(tiny_prepared.resolve()), str((tmp_path / "other").resolve())}
@@ -102,19 +103,42 @@ def test_parse_dimension() -> None:
             parse_dimension(bad)
 
 
-def test_samples_stay_in_range() -> None:
-    rng = random.Random(0)
-    for dimension in AUTHORS_SPACE:
-        for _ in range(200):
-            value = dimension.sample(rng)
+def test_authors_spaces_are_kept_apart_per_loss() -> None:
+    cross_entropy = {d.name for d in authors_space(get_preset("rsc15"))}
+    bpr_max = {d.name for d in authors_space(get_preset("diginetica"))}
+    assert "bpreg" not in cross_entropy and "elu_param" not in cross_entropy
+    assert bpr_max == cross_entropy | {"bpreg", "elu_param"}
+    learning_rate = next(d for d in AUTHORS_SPACE if d.name == "learning_rate")
+    assert learning_rate.log and (learning_rate.low, learning_rate.high) == (0.01, 0.25)
+
+
+def test_suggestions_stay_in_range() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    below = 0
+    for _ in range(300):
+        trial = study.ask()
+        for dimension in AUTHORS_SPACE:
+            value = dimension.suggest(trial)
             if dimension.choices:
                 assert value in dimension.choices
             else:
                 assert dimension.low <= float(value) <= dimension.high
                 assert not dimension.integer or value.isdigit()
-    lr = Dimension("learning_rate", 0.01, 1.0, log=True)
-    below = sum(float(lr.sample(rng)) < 0.1 for _ in range(2000)) / 2000
-    assert 0.45 < below < 0.55  # log-uniform: half the mass below the geometric middle
+        below += float(trial.params["learning_rate"]) < (0.01 * 0.25) ** 0.5
+        study.tell(trial, 0.0)
+    assert 0.4 < below / 300 < 0.6  # log-uniform: half the mass below the geometric middle
+
+
+def test_a_trial_below_the_pruner_stops_after_its_first_epoch(tiny_prepared: Path) -> None:
+    base = apply_overrides(get_preset("rsc15"), {"n_epochs": "3", "layers": "8", "n_sample": "16"})
+    job = {"data_dir": str(tiny_prepared), "metric": "mrr@20", "device": "cpu", "threads": 1,
+           "tracking": None}  # fmt: skip
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # fmt: skip
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+        _objective(trial, job, base, [Dimension("learning_rate", 0.05, 0.1)])
+    assert trial.user_attrs["epochs"] == 1 and "mrr@20" in trial.user_attrs["metrics"]
 
 
 def test_tune_runs_nested_trials_on_the_validation_split(
@@ -122,6 +146,7 @@ def test_tune_runs_nested_trials_on_the_validation_split(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = runner.invoke(app, ["tune", str(tiny_prepared), "--trials", "2", "--tracking-uri", uri,
+                                 "--study", "shared",
                                  "--space", "layers=8:24", "--space", "learning_rate=0.05:0.3:log",
                                  # choices spelled unlike the logged float params ("1" vs 1.0)
                                  "--space", "elu_param=0|1", "--set", "loss=bpr-max",
@@ -145,3 +170,19 @@ def test_tune_runs_nested_trials_on_the_validation_split(
     bad = runner.invoke(app, ["tune", str(tiny_prepared), "--trials", "1", "--tracking-uri", uri,
                               "--space", "colour=1:2"])  # fmt: skip
     assert bad.exit_code == 2 and "colour" in bad.output
+    # The default storage lies beside the SQLite MLflow store; two workers continue the same
+    # study to 4 finished trials (2 new ones), each logged under the new parent run.
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    more = runner.invoke(app, ["tune", str(tiny_prepared), "--trials", "4", "--jobs", "2",
+                               "--study", "shared", "--tracking-uri", uri,
+                               "--space", "layers=8:24", "--space", "learning_rate=0.05:0.3:log",
+                               "--space", "elu_param=0|1", "--set", "loss=bpr-max",
+                               "--set", "n_epochs=1", "--set", "n_sample=16"])  # fmt: skip
+    assert more.exit_code == 0, more.output
+    study = optuna.load_study(storage=storage, study_name="shared")
+    finished = len([t for t in study.trials if t.state.is_finished()])
+    assert 4 <= finished <= 5  # the other worker may be finishing a trial when 4 are reached
+    runs = mlflow.search_runs(experiment_names=["gru4rec-tune"])
+    parents = runs[runs["tags.mlflow.runName"].str.startswith("tune")]
+    newest = parents.sort_values("start_time")["run_id"].iloc[-1]
+    assert (runs["tags.mlflow.parentRunId"] == newest).sum() == finished - 2

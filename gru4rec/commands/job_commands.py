@@ -72,28 +72,53 @@ def tune(
     preset: Annotated[
         str, typer.Option(help="Settings to start from (unsearched ones stay).")
     ] = "rsc15",
-    trials: Annotated[int, typer.Option(help="Configurations to try.", min=1)] = 20,
+    trials: Annotated[
+        int,
+        typer.Option(help="Finished (completed or pruned) trials the study should hold.", min=1),
+    ] = 20,
+    jobs: Annotated[
+        int, typer.Option(help="Worker processes sharing the study (one torch thread each).", min=1)
+    ] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL (default: optuna.db beside an SQLite MLflow store, else in "
+            "the working directory); a PostgreSQL URL lets workers on several machines share "
+            "one study."
+        ),
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            help="Study name (default: tune-PRESET-DATA); an existing study is continued."
+        ),
+    ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(help="Stop trials whose per-epoch validation metric is below the median."),
+    ] = True,
     space: Annotated[
         list[str] | None,
         typer.Option(
             help="A searched setting (repeatable): key=low:high, key=low:high:log or "
-            "key=a|b|c. Default: the authors' space (layers, batch, lr, dropouts, "
-            "momentum, alpha, bpreg, elu)."
+            "key=a|b|c. Default: the authors' space for the preset's loss (layers, batch, "
+            "log-uniform lr, dropouts, momentum, alpha; bpreg and elu for BPR-max only)."
         ),
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Fixed overrides, key=value.")
     ] = None,
     metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "mrr@20",
-    seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler (worker i: seed + i).")] = 0,
     device: Device = "auto",
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "gru4rec-tune",
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Random search on the validation split: one parent MLflow run, a nested run per trial;
-    prints the trials best first and logs the best overrides.
+    """Optuna search (TPE, median pruning) on the validation split: one parent MLflow run, a
+    nested run per trial; prints the trials best first and the command that trains the best.
     """
     import sys
+    import time
 
     import mlflow
     from rich.table import Table
@@ -101,41 +126,50 @@ def tune(
     from gru4rec import tracking
     from gru4rec.commands.model_commands import parse_sets
     from gru4rec.config import apply_overrides, get_preset
-    from gru4rec.tuning import AUTHORS_SPACE, Trial, parse_dimension, random_search
+    from gru4rec.tuning import (
+        TrackingTarget,
+        authors_space,
+        default_storage,
+        optuna_search,
+        parse_dimension,
+    )
 
     base = apply_overrides(get_preset(preset), parse_sets(set_ or []))
-    dimensions = [parse_dimension(text) for text in space] if space else list(AUTHORS_SPACE)
+    dimensions = [parse_dimension(text) for text in space] if space else list(authors_space(base))
     unknown = [d.name for d in dimensions if d.name not in base.to_dict()]
     if unknown:
         apply_overrides(base, {unknown[0]: "0"})  # raises the usual unknown-key error
-
-    def log_trial(trial: Trial) -> None:
-        # The trial's whole configuration is already logged as params (by the callback, in
-        # canonical form: "1" is logged as 1.0), so the searched values go in as tags.
-        mlflow.set_tags({f"searched.{key}": value for key, value in trial.overrides.items()})
-        tracking.log_test_metrics(trial.metrics, prefix="valid_")
-        console.print(
-            f"trial {trial.number + 1}/{trials}: {metric} {trial.metrics[metric]:.4f} {trial.overrides}"
-        )
-
-    with tracking.start_run(tracking_uri, experiment, f"tune {preset}"):
-        tracking.log_inputs(data_dir, {"preset": preset, "command": "tune"})
-        results = random_search(data_dir, base, dimensions, trials=trials, metric=metric, seed=seed,
-                                device=device, callbacks=[tracking.MlflowCallback()],
-                                trial_run=lambda n: mlflow.start_run(run_name=f"trial {n + 1}", nested=True),
-                                on_trial=log_trial)  # fmt: skip
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    storage = storage or default_storage(uri)
+    study = study or f"tune-{preset}-{data_dir.resolve().name}"
+    started = time.perf_counter()
+    with tracking.start_run(tracking_uri, experiment, f"tune {preset}") as parent:
+        tracking.log_inputs(data_dir, {"preset": preset, "command": "tune", "study": study,
+                                       "storage": storage})  # fmt: skip
+        console.print(f"tune: study {study!r} in {storage}, {trials} trials, {jobs} worker(s)")
+        results = optuna_search(
+            data_dir, base, dimensions, trials=trials, metric=metric, jobs=jobs, storage=storage,
+            study_name=study, seed=seed, prune=prune, device=device,
+            tracking=TrackingTarget(uri, experiment, parent.info.run_id),
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
         best = results[0]
         mlflow.log_dict({"overrides": best.overrides, "metrics": best.metrics}, "best.json")
-        mlflow.log_metric(f"best_valid_{tracking.metric_key(metric)}", best.metrics[metric])
-    table = Table(title=f"tune {preset}: {trials} trials on valid, best first")
-    for name in ("trial", metric, *best.overrides):
+        mlflow.log_metrics({f"best_valid_{tracking.metric_key(metric)}": best.metrics[metric],
+                            "tune_seconds": seconds,
+                            "pruned_trials": sum(t.state == "PRUNED" for t in results)})  # fmt: skip
+    table = Table(title=f"tune {preset}: {len(results)} trials on valid, best first")
+    for name in ("trial", "state", "epochs", metric, *best.overrides):
         table.add_column(name, justify="right")
     for trial in results:
-        table.add_row(
-            str(trial.number + 1), f"{trial.metrics[metric]:.4f}", *trial.overrides.values()
-        )
+        table.add_row(str(trial.number + 1), trial.state, str(trial.epochs),
+                      f"{trial.metrics[metric]:.4f}", *trial.overrides.values())  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 200).print(table)
-    sets = " ".join(f"--set {k}={v}" for k, v in best.overrides.items())
+    pruned = sum(t.state == "PRUNED" for t in results)
+    console.print(f"tune: {len(results)} trials ({pruned} pruned) in {seconds:.1f} s")
+    sets = " ".join(
+        f"--set {k}={v}" for k, v in {**parse_sets(set_ or []), **best.overrides}.items()
+    )
     console.print(f"best: gru4rec train {data_dir} --preset {preset} {sets}")
 
 
