@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,27 +67,36 @@ def save_checkpoint(
     """
     model_dir = Path(model_dir)
     _check_items(items_df, model.n_items, model_dir / ITEMS_FILE)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "family": "gru4rec",  # gru4rec.saved_models reads every family's directory
+        "n_items": model.n_items,
+        "config": config.to_dict(),
+        "extra": extra or {},
+    }
+    with staged_model_dir(model_dir, meta, items_df) as staging:
+        state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+        torch.save(state, staging / WEIGHTS_FILE)
+    return model_dir
+
+
+@contextmanager
+def staged_model_dir(model_dir: Path, meta: dict[str, Any], items: pl.DataFrame) -> Iterator[Path]:
+    """A temporary sibling of `model_dir` to write a model into (the caller writes its own
+    files; `config.json` and `items.parquet` are added here), renamed into place on success
+    and removed on failure: a reader never sees a half-written model."""
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
     try:
-        state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-        torch.save(state, staging / WEIGHTS_FILE)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "family": "gru4rec",  # gru4rec.saved_models reads every family's directory
-            "n_items": model.n_items,
-            "config": config.to_dict(),
-            "extra": extra or {},
-        }
+        yield staging
         (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        items_df.select("item_id", "item_idx", "support").sort("item_idx").write_parquet(
+        items.select("item_id", "item_idx", "support").sort("item_idx").write_parquet(
             staging / ITEMS_FILE
         )
         swap_into_place(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return model_dir
 
 
 def load_checkpoint(

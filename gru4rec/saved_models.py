@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +34,11 @@ from gru4rec.checkpoint import (
     load_checkpoint,
     resolve_device,
     save_checkpoint,
+    staged_model_dir,
 )
 from gru4rec.config import GRU4RecConfig
 from gru4rec.data import SessionData
 from gru4rec.errors import CheckpointError
-from gru4rec.fileio import swap_into_place
 from gru4rec.hybrid import HybridScorer, MixtureWeights
 from gru4rec.scorers import GRU4RecScorer, SessionScorer
 
@@ -86,39 +84,28 @@ def save_scorer(
     model_dir = Path(model_dir)
     if isinstance(scorer, GRU4RecScorer):
         return save_checkpoint(model_dir, scorer.model, _gru_config(scorer), items, extra=extra)
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
-    try:
-        meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "family": scorer.family,
-                                "n_items": scorer.n_items, "extra": extra or {}}  # fmt: skip
-        knn: Baseline | None = None
-        if isinstance(scorer, Baseline):
-            meta["params"] = _params(scorer)
-            knn = scorer
-        elif isinstance(scorer, HybridScorer):
-            meta["weights"] = scorer.weights.to_dict()
-            meta["knn"] = (
-                None
-                if scorer.knn is None
-                else {"name": scorer.knn.name, "params": _params(scorer.knn)}
-            )
-            knn = scorer.knn
+    meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "family": scorer.family,
+                            "n_items": scorer.n_items, "extra": extra or {}}  # fmt: skip
+    knn: Baseline | None = None
+    if isinstance(scorer, Baseline):
+        meta["params"] = _params(scorer)
+        knn = scorer
+    elif isinstance(scorer, HybridScorer):
+        meta["weights"] = scorer.weights.to_dict()
+        meta["knn"] = (
+            None if scorer.knn is None else {"name": scorer.knn.name, "params": _params(scorer.knn)}
+        )
+        knn = scorer.knn
+    else:
+        raise CheckpointError(f"cannot save a model of family {scorer.family!r}")
+    if knn is not None and train_data is None:
+        raise CheckpointError(f"saving {scorer.family} needs the sessions it was fitted on")
+    with staged_model_dir(model_dir, meta, items) as staging:
+        if isinstance(scorer, HybridScorer):
             save_checkpoint(staging / GRU_DIR, scorer.gru.model, _gru_config(scorer.gru), items)
-        else:
-            raise CheckpointError(f"cannot save a model of family {scorer.family!r}")
-        if knn is not None:
-            if train_data is None:
-                raise CheckpointError(f"saving {scorer.family} needs the sessions it was fitted on")
+        if knn is not None and train_data is not None:
             np.savez(staging / SESSIONS_FILE, item_idx=train_data.item_idx,
                      session_offsets=train_data.session_offsets)  # fmt: skip
-        (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        items.select("item_id", "item_idx", "support").sort("item_idx").write_parquet(
-            staging / ITEMS_FILE
-        )
-        swap_into_place(staging, model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return model_dir
 
 

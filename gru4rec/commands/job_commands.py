@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gru4rec.commands.options import Device, TrackingUri
+from gru4rec.commands.options import Device, Threads, Ties, TrackingUri
 
 console = Console(stderr=True)
 
@@ -186,9 +186,7 @@ def baselines(
             "(repeatable); evaluated here on the same test split.",
         ),
     ] = None,
-    ties: Annotated[
-        str, typer.Option(help="Tie mode: standard, conservative, median.")
-    ] = "conservative",
+    ties: Ties = "conservative",
     markdown: Annotated[
         Path | None, typer.Option(help="Also write the table as Markdown here.")
     ] = None,
@@ -291,13 +289,9 @@ def select(
     metric: Annotated[
         str, typer.Option(help="Choose by this validation metric: recall@k, mrr@k or ndcg@k.")
     ] = "mrr@20",
-    ties: Annotated[
-        str, typer.Option(help="Tie mode of ranks: standard, conservative, median.")
-    ] = "conservative",
+    ties: Ties = "conservative",
     device: Device = "auto",
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch (default: all cores).")
-    ] = None,
+    threads: Threads = None,
     json_out: Annotated[
         Path | None,
         typer.Option(

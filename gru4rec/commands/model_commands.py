@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gru4rec.commands.options import Device, TrackingUri
+from gru4rec.commands.options import Device, Threads, Ties, TrackingUri
 from gru4rec.errors import ConfigError
 
 console = Console(stderr=True)
@@ -101,12 +101,8 @@ def train(
     cutoffs: Annotated[
         str, typer.Option(help="Metric cutoffs: --cutoffs 1 5 10 20.")
     ] = "1,5,10,20",
-    ties: Annotated[
-        str, typer.Option(help="Tie mode of ranks: standard, conservative, median.")
-    ] = "conservative",
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch (default: all cores).")
-    ] = None,
+    ties: Ties = "conservative",
+    threads: Threads = None,
     tracking_uri: TrackingUri = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "gru4rec",
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,

@@ -14,3 +14,10 @@ TrackingUri = Annotated[
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
     ),
 ]
+
+Ties = Annotated[
+    str,
+    typer.Option(help="Tie mode of ranks: standard, conservative (the reference's), median."),
+]
+
+Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")]
