@@ -69,7 +69,8 @@ def save_checkpoint(
     _check_items(items_df, model.n_items, model_dir / ITEMS_FILE)
     meta = {
         "format_version": FORMAT_VERSION,
-        "family": "gru4rec",  # gru4rec.saved_models reads every family's directory
+        # gru4rec.saved_models reads every family's directory
+        "family": "repeat" if config.repeat_window > 0 else "gru4rec",
         "n_items": model.n_items,
         "config": config.to_dict(),
         "extra": extra or {},

@@ -40,6 +40,7 @@ class GRU4RecConfig:
     embedding_size: int = 0  # width of the input embedding; only used (and > 0) with "separate"
     dropout_p_embed: float = 0.0  # dropout on the input embedding (no effect with "none")
     dropout_p_hidden: float = 0.4  # dropout on each GRU layer's output, also the carried state
+    repeat_window: int = 0  # > 0: the repeat-aware GRU4Rec (gru4rec.repeat) over the last N items
 
     # Loss
     loss: LossName = "cross-entropy"  # the two losses that matter in the reference
@@ -122,6 +123,14 @@ def _validate(config: GRU4RecConfig) -> None:
         fail("adagrad_eps", "must be > 0")
     if config.precision not in get_args(Precision):
         fail("precision", f"choose one of {', '.join(get_args(Precision))}")
+    if config.repeat_window < 0:
+        fail("repeat_window", "must be >= 0 (0 = plain GRU4Rec)")
+    if config.repeat_window > 0 and (config.loss != "cross-entropy" or config.precision != "fp32"):
+        fail(
+            "repeat_window",
+            "the repeat-aware mixture is a probability: it needs "
+            "loss=cross-entropy and precision=fp32",
+        )
 
 
 def _check_types(config: GRU4RecConfig) -> None:

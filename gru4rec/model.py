@@ -155,7 +155,21 @@ class GRU4Rec(nn.Module):
 
     @classmethod
     def from_config(cls, n_items: int, config: GRU4RecConfig) -> GRU4Rec:
-        """The model a config describes, initialised from `config.seed`."""
+        """The model a config describes, initialised from `config.seed` (the repeat-aware
+        subclass when `config.repeat_window` > 0)."""
+        if config.repeat_window > 0:
+            from gru4rec.repeat import RepeatGRU4Rec  # a subclass of this one
+
+            return RepeatGRU4Rec(
+                n_items,
+                config.layers,
+                repeat_window=config.repeat_window,
+                embedding=config.embedding,
+                embedding_size=config.embedding_size,
+                dropout_p_embed=config.dropout_p_embed,
+                dropout_p_hidden=config.dropout_p_hidden,
+                seed=config.seed,
+            )
         return cls(
             n_items,
             config.layers,

@@ -168,7 +168,7 @@ class Recommender:
             scores, indices = self.index.search(
                 query_vectors(self.scorer.query_vectors(batch)), wanted
             )
-        elif isinstance(self.scorer, GRU4RecScorer):
+        elif isinstance(self.scorer, GRU4RecScorer) and self.scorer.inner_product:
             model = self.scorer.model
             states = self.scorer.query_vectors(batch)
             values, positions = exact_top_k(states, model.item_weight, model.item_bias, wanted)

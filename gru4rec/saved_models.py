@@ -1,6 +1,7 @@
 """Model directories of every family, saved and loaded without unpickling anything.
 
     gru4rec    the checkpoint of `gru4rec.checkpoint` (weights.pt, config.json, items.parquet)
+    repeat     the same checkpoint of the repeat-aware GRU4Rec (config repeat_window > 0)
     baselines  config.json {"family": NAME, "params": {...}}, items.parquet, and
                sessions.npz: the training sessions (item indices and session offsets, read
                with allow_pickle=False); the baseline is refitted from them when loaded
@@ -40,12 +41,12 @@ from gru4rec.config import GRU4RecConfig
 from gru4rec.data import SessionData
 from gru4rec.errors import CheckpointError
 from gru4rec.hybrid import HybridScorer, MixtureWeights
-from gru4rec.scorers import GRU4RecScorer, SessionScorer
+from gru4rec.scorers import GRU4RecScorer, SessionScorer, as_scorer
 
 FORMAT_VERSION = 1
 SESSIONS_FILE = "sessions.npz"
 GRU_DIR = "gru4rec"
-FAMILIES = ("gru4rec", "hybrid", *BASELINES)
+FAMILIES = ("gru4rec", "repeat", "hybrid", *BASELINES)
 
 
 def model_family(model_dir: str | Path) -> str:
@@ -114,9 +115,9 @@ def load_scorer(model_dir: str | Path, device: str = "auto") -> tuple[SessionSco
     on `device`; baselines run on the CPU."""
     model_dir = Path(model_dir)
     family = model_family(model_dir)
-    if family == "gru4rec":
+    if family in ("gru4rec", "repeat"):
         model, config, items = load_checkpoint(model_dir, device=device)
-        return GRU4RecScorer(model, config), items
+        return as_scorer(model, config), items
     meta = json.loads((model_dir / CONFIG_FILE).read_text())
     items = _read_items(model_dir)
     try:

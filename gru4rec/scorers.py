@@ -205,9 +205,16 @@ def session_batch(scorer: SessionScorer, sessions: Sequence[Sequence[int]]) -> S
     return SessionBatch(history[restore], [tensor[restore] for tensor in state])
 
 
-def as_scorer(model: SessionScorer | GRU4Rec) -> SessionScorer:
-    """A scorer as it is; a bare GRU4Rec network wrapped in `GRU4RecScorer`."""
-    return GRU4RecScorer(model) if isinstance(model, GRU4Rec) else model
+def as_scorer(model: SessionScorer | GRU4Rec, config: GRU4RecConfig | None = None) -> SessionScorer:
+    """A scorer as it is; a bare GRU4Rec network wrapped in its scorer (`GRU4RecScorer`, or
+    `RepeatGRU4RecScorer` for the repeat-aware one)."""
+    if not isinstance(model, GRU4Rec):
+        return model
+    if getattr(model, "repeat_window", 0):
+        from gru4rec.repeat import RepeatGRU4RecScorer
+
+        return RepeatGRU4RecScorer(model, config)
+    return GRU4RecScorer(model, config)
 
 
 def repeat_targets(history: Tensor, targets: Tensor) -> Tensor:

@@ -6,6 +6,8 @@ What `gru4rec select` and the nightly job run.
 
 Candidates (`parse_candidates`):
     gru4rec[:PRESET]   GRU4Rec with a preset (default: the `preset` argument)
+    repeat[:PRESET]    the repeat-aware GRU4Rec (`gru4rec.repeat`) with that preset and
+                       repeat_window 10 (or the `repeat_window` override)
     hybrid[:PRESET]    that GRU4Rec mixed with the session's items and V-SKNN votes, the
                        weights chosen on valid (`gru4rec.hybrid`); it reuses the GRU4Rec
                        trained for `gru4rec[:PRESET]`, so it costs no extra training
@@ -35,7 +37,7 @@ from gru4rec.errors import ConfigError, InputDataError
 from gru4rec.evaluate import TieMode
 from gru4rec.hybrid import HybridScorer, MixtureWeights, choose_weights
 from gru4rec.saved_models import save_scorer
-from gru4rec.scorers import GRU4RecScorer, SessionScorer
+from gru4rec.scorers import GRU4RecScorer, SessionScorer, as_scorer
 from gru4rec.train import Callback
 from gru4rec.workflow import evaluate_split, train_model
 
@@ -43,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = "spop,sknn,vsknn,gru4rec,hybrid"
 HYBRID_KNN = "vsknn"  # the kNN component of hybrids: the best baseline on both public logs
-GRU_FAMILIES = ("gru4rec", "hybrid")
+GRU_FAMILIES = ("gru4rec", "repeat", "hybrid")
+DEFAULT_REPEAT_WINDOW = "10"  # items of the session the repeat-aware GRU4Rec looks back on
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ def parse_candidates(text: str, preset: str = "rsc15") -> list[Candidate]:
             candidate = Candidate(family)
         else:
             raise ConfigError(
-                f"unknown candidate {part!r}: use gru4rec[:PRESET], hybrid[:PRESET] or one of "
+                f"unknown candidate {part!r}: use gru4rec[:PRESET], repeat[:PRESET], "
+                f"hybrid[:PRESET] or one of "
                 f"{', '.join(BASELINES)}."
             )
         if candidate not in candidates:
@@ -165,7 +169,20 @@ def select_model(
                 candidate.name, evaluate_split(model, items, data_dir, split="valid", **evaluation)
             )
             seconds[candidate.name] = time.perf_counter() - started
-        for preset in dict.fromkeys(c.preset for c in candidates if c.preset is not None):
+        for candidate in candidates:
+            if candidate.family != "repeat":
+                continue
+            assert candidate.preset is not None
+            started = time.perf_counter()
+            repeat = _train_gru(data_dir, _config(candidate.preset, overrides, repeat=True),
+                                Path(scratch) / f"repeat-{candidate.preset}", "train_tr", device,
+                                num_threads, callbacks)  # fmt: skip
+            record(
+                candidate.name, evaluate_split(repeat, items, data_dir, split="valid", **evaluation)
+            )
+            seconds[candidate.name] = time.perf_counter() - started
+        plain_presets = [c.preset for c in candidates if c.family in ("gru4rec", "hybrid")]
+        for preset in dict.fromkeys(p for p in plain_presets if p is not None):
             assert preset is not None
             config = _config(preset, overrides)
             started = time.perf_counter()
@@ -241,7 +258,8 @@ def fit_family(
         return scorer, items
     if family != "hybrid":
         raise ConfigError(
-            f"unknown model family {family!r}: use gru4rec, hybrid or one of {', '.join(BASELINES)}."
+            f"unknown model family {family!r}: use gru4rec, repeat, hybrid or one of "
+            f"{', '.join(BASELINES)}."
         )
     if split != "train":
         raise ConfigError("--model hybrid fits on train_tr, chooses on valid and refits on train; "
@@ -270,9 +288,9 @@ def _refit(
     if chosen.family in BASELINES:
         return fit_baseline(chosen.family, train, items.height), train
     assert chosen.preset is not None
-    gru = _train_gru(data_dir, _config(chosen.preset, overrides), scratch / "final", "train",
-                     device, num_threads, callbacks)  # fmt: skip
-    if chosen.family == "gru4rec":
+    config = _config(chosen.preset, overrides, repeat=chosen.family == "repeat")
+    gru = _train_gru(data_dir, config, scratch / "final", "train", device, num_threads, callbacks)
+    if chosen.family in ("gru4rec", "repeat"):
         return gru, train
     knn = fit_baseline(HYBRID_KNN, train, items.height)
     return HybridScorer(gru, weights[chosen.name], knn), train
@@ -292,11 +310,21 @@ def _train_gru(
         data_dir, config, out, split=split, device=device, num_threads=num_threads,
         callbacks=callbacks(label) if callbacks else (),
     )  # fmt: skip
-    return GRU4RecScorer(model.eval(), config)
+    scorer = as_scorer(model.eval(), config)
+    assert isinstance(scorer, GRU4RecScorer)
+    return scorer
 
 
-def _config(preset: str, overrides: Mapping[str, str] | None) -> GRU4RecConfig:
-    return apply_overrides(get_preset(preset), dict(overrides or {}))
+def _config(
+    preset: str, overrides: Mapping[str, str] | None, *, repeat: bool = False
+) -> GRU4RecConfig:
+    """The preset with the overrides; `repeat`: the repeat-aware model (repeat_window > 0)."""
+    values = dict(overrides or {})
+    if repeat:
+        values.setdefault("repeat_window", DEFAULT_REPEAT_WINDOW)
+    else:
+        values.pop("repeat_window", None)  # the plain families stay plain
+    return apply_overrides(get_preset(preset), values)
 
 
 def _check_metric(metric: str) -> None:

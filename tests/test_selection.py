@@ -113,8 +113,9 @@ def test_recommend_and_pyfunc_serve_a_baseline(tiny_prepared: Path, tmp_path: Pa
 
 
 def test_candidates_are_parsed_and_checked() -> None:
-    assert parse_candidates("spop, gru4rec ,hybrid:diginetica", "rsc15") == [
-        Candidate("spop"), Candidate("gru4rec", "rsc15"), Candidate("hybrid", "diginetica")
+    assert parse_candidates("spop, gru4rec ,hybrid:diginetica,repeat", "rsc15") == [
+        Candidate("spop"), Candidate("gru4rec", "rsc15"), Candidate("hybrid", "diginetica"),
+        Candidate("repeat", "rsc15"),
     ]  # fmt: skip
     for bad in ("spop:x", "transformer", "gru4rec:nope", " , "):
         with pytest.raises(ConfigError):
@@ -167,7 +168,7 @@ def test_select_without_a_valid_split_says_how_to_make_one(tmp_path: Path) -> No
     assert result.exit_code == 2 and "--valid-days" in result.output
 
 
-@pytest.mark.parametrize("family", ["vsknn", "hybrid"])
+@pytest.mark.parametrize("family", ["vsknn", "hybrid", "repeat"])
 def test_train_any_family_from_the_cli(revisit_prepared: Path, tmp_path: Path, family: str) -> None:
     out, metrics = tmp_path / family, tmp_path / f"{family}.json"
     result = runner.invoke(app, ["train", str(revisit_prepared), "--model", family, "--out",

@@ -272,9 +272,9 @@ def select(
     candidates: Annotated[
         str,
         typer.Option(
-            help="Comma-separated candidates: gru4rec[:PRESET], hybrid[:PRESET] (GRU4Rec mixed "
-            "with the session's items and V-SKNN, weights chosen on valid), pop, spop, iknn, "
-            "sknn, vsknn."
+            help="Comma-separated candidates: gru4rec[:PRESET], repeat[:PRESET] (GRU4Rec with a "
+            "learned repeat gate), hybrid[:PRESET] (GRU4Rec mixed with the session's items and "
+            "V-SKNN, weights chosen on valid), pop, spop, iknn, sknn, vsknn."
         ),
     ] = "spop,sknn,vsknn,gru4rec,hybrid",
     preset: Annotated[

@@ -82,9 +82,10 @@ def train(
     model: Annotated[
         str,
         typer.Option(
-            help="Model family: gru4rec; hybrid (GRU4Rec mixed with the session's items and "
-            "V-SKNN, weights chosen on valid: needs train_tr/valid); or a baseline: pop, spop, "
-            "iknn, sknn, vsknn. `gru4rec select` chooses among them for you."
+            help="Model family: gru4rec; repeat (GRU4Rec with a learned repeat gate over the "
+            "session's last repeat_window items, default 10); hybrid (GRU4Rec mixed with the "
+            "session's items and V-SKNN, weights chosen on valid: needs train_tr/valid); or a "
+            "baseline: pop, spop, iknn, sknn, vsknn. `gru4rec select` chooses for you."
         ),
     ] = "gru4rec",
     device: Device = "auto",
@@ -138,11 +139,13 @@ def train(
     with run:
         if track:
             tags = {"preset": preset, "command": "train", "family": model}
-            tracking.log_inputs(data_dir, tags if model in ("gru4rec", "hybrid") else
+            tracking.log_inputs(data_dir, tags if model in ("gru4rec", "repeat", "hybrid") else
                                 {"command": "train", "family": model})  # fmt: skip
         scorer: Any
         with progress_bar(console) as progress:
-            if model == "gru4rec":
+            if model in ("gru4rec", "repeat"):
+                if model == "repeat" and config.repeat_window == 0:
+                    config = apply_overrides(config, {"repeat_window": "10"})
                 scorer, items, result = train_model(
                     data_dir, config, out, split=train_split, device=device, num_threads=threads,
                     callbacks=[*callbacks, EpochProgress(progress)], valid_split=valid_split,

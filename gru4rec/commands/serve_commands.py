@@ -56,7 +56,7 @@ def index(
     options = IndexOptions(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
                            ef_search=ef_search, nlist=nlist, nprobe=nprobe)  # fmt: skip
     scorer, items = load_scorer(model_dir, device="cpu")
-    if not isinstance(scorer, GRU4RecScorer):
+    if not isinstance(scorer, GRU4RecScorer) or not scorer.inner_product:
         raise ConfigError(
             f"{model_dir} holds a {scorer.family} model, whose scores are not inner products of "
             "item vectors: there is nothing to index. `gru4rec recommend` scores every item "
