@@ -192,3 +192,25 @@ def test_train_refuses_an_unknown_family(revisit_prepared: Path, tmp_path: Path)
     result = runner.invoke(app, ["train", str(revisit_prepared), "--model", "transformer",
                                  "--out", str(tmp_path / "m"), "--no-track"])  # fmt: skip
     assert result.exit_code == 2 and "unknown model family" in result.output
+
+
+def test_select_tracks_a_parent_run_and_a_run_per_candidate(
+    revisit_prepared: Path, tmp_path: Path
+) -> None:
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["select", str(revisit_prepared), "--out", str(tmp_path / "m"),
+                                 "--candidates", "spop,vsknn", "--tracking-uri", uri,
+                                 "--register", "best"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["gru4rec-select"])
+    parent = runs[runs["tags.mlflow.runName"].str.startswith("select")].iloc[0]
+    children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+    assert sorted(children["tags.mlflow.runName"]) == ["spop", "vsknn"]
+    assert children["metrics.valid_mrr_at_20"].notna().all()
+    assert parent["tags.chosen"] in ("spop", "vsknn") and parent["metrics.test_mrr_at_20"] > 0
+    served = mlflow.pyfunc.load_model("models:/best/1")
+    ids = load_items(revisit_prepared)["item_id"].head(2).to_list()
+    assert len(served.predict(pd.DataFrame({"items": [ids]}), params={"k": 3})) == 3

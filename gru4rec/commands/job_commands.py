@@ -278,7 +278,7 @@ def select(
         ),
     ] = "spop,sknn,vsknn,gru4rec,hybrid",
     preset: Annotated[
-        str, typer.Option(help="Preset of gru4rec and hybrid candidates named without one.")
+        str, typer.Option(help="Preset of gru4rec, repeat and hybrid candidates named without one.")
     ] = "rsc15",
     set_: Annotated[
         list[str] | None,
