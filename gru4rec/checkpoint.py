@@ -116,7 +116,7 @@ def load_checkpoint(
     meta_path = model_dir / CONFIG_FILE
     config, n_items = _read_meta(meta_path)
     items_path = model_dir / ITEMS_FILE
-    items = _read_items(items_path)
+    items = read_items(items_path)
     _check_items(items, n_items, items_path)
 
     target = resolve_device(device)
@@ -160,7 +160,8 @@ def _read_meta(path: Path) -> tuple[GRU4RecConfig, int]:
     return config, n_items
 
 
-def _read_items(path: Path) -> pl.DataFrame:
+def read_items(path: Path) -> pl.DataFrame:
+    """A model directory's item map (sorted by item_idx), or CheckpointError naming the file."""
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; {_RETRAIN_HINT}.")
     try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -213,12 +213,13 @@ def evaluate_weights(
         untouched_best = torch.topk(
             parts.scores.masked_fill(touched, -math.inf), depth, dim=1
         ).values  # (B, depth), best first; -inf where a row has fewer untouched items
-        sparse = {
-            decay: _SparseParts.gather(
-                parts, decay, batch.history, rows, columns, batch_rows, targets, untouched_best
-            )
-            for decay in decays
-        }
+        # Only S depends on the decay: the first decay's parts are reused for the others.
+        base = _SparseParts.gather(parts, rows, columns, batch_rows, targets, untouched_best)
+        sparse = {decays[0]: base}
+        for decay in decays[1:]:
+            session = session_distribution(batch.history, scorer.n_items, decay)
+            sparse[decay] = replace(base, session=session[rows, columns],
+                                    target_session=session[batch_rows, targets])  # fmt: skip
         for weights, accumulator in zip(candidates, accumulators, strict=True):
             ranks = _mixture_ranks(sparse[weights.decay], weights, rows, ties)
             accumulator.update_ranks(ranks, repeat)
@@ -250,15 +251,13 @@ class _SparseParts:
     def gather(
         cls,
         parts: MixtureParts,
-        decay: float,
-        history: Tensor,
         rows: Tensor,
         columns: Tensor,
         batch_rows: Tensor,
         targets: Tensor,
         untouched_best: Tensor,
     ) -> _SparseParts:
-        session = session_distribution(history, parts.scores.shape[1], decay)
+        session = parts.session
         lse = parts.log_normaliser.squeeze(1)
         target_session = session[batch_rows, targets]
         target_knn = None if parts.knn is None else parts.knn[batch_rows, targets]

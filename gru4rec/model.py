@@ -157,28 +157,20 @@ class GRU4Rec(nn.Module):
     def from_config(cls, n_items: int, config: GRU4RecConfig) -> GRU4Rec:
         """The model a config describes, initialised from `config.seed` (the repeat-aware
         subclass when `config.repeat_window` > 0)."""
+        options = {
+            "embedding": config.embedding,
+            "embedding_size": config.embedding_size,
+            "dropout_p_embed": config.dropout_p_embed,
+            "dropout_p_hidden": config.dropout_p_hidden,
+            "seed": config.seed,
+        }
         if config.repeat_window > 0:
             from gru4rec.repeat import RepeatGRU4Rec  # a subclass of this one
 
             return RepeatGRU4Rec(
-                n_items,
-                config.layers,
-                repeat_window=config.repeat_window,
-                embedding=config.embedding,
-                embedding_size=config.embedding_size,
-                dropout_p_embed=config.dropout_p_embed,
-                dropout_p_hidden=config.dropout_p_hidden,
-                seed=config.seed,
+                n_items, config.layers, repeat_window=config.repeat_window, **options
             )
-        return cls(
-            n_items,
-            config.layers,
-            embedding=config.embedding,
-            embedding_size=config.embedding_size,
-            dropout_p_embed=config.dropout_p_embed,
-            dropout_p_hidden=config.dropout_p_hidden,
-            seed=config.seed,
-        )
+        return cls(n_items, config.layers, **options)  # type: ignore[arg-type]
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """The reference initialisation: Glorot uniform per block, biases 0."""

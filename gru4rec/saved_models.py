@@ -33,6 +33,7 @@ from gru4rec.checkpoint import (
     CONFIG_FILE,
     ITEMS_FILE,
     load_checkpoint,
+    read_items,
     resolve_device,
     save_checkpoint,
     staged_model_dir,
@@ -119,7 +120,7 @@ def load_scorer(model_dir: str | Path, device: str = "auto") -> tuple[SessionSco
         model, config, items = load_checkpoint(model_dir, device=device)
         return as_scorer(model, config), items
     meta = json.loads((model_dir / CONFIG_FILE).read_text())
-    items = _read_items(model_dir)
+    items = read_items(model_dir / ITEMS_FILE)
     try:
         if family == "hybrid":
             model, config, _items = load_checkpoint(model_dir / GRU_DIR, device=device)
@@ -147,16 +148,6 @@ def _fit(model_dir: Path, name: str, params: dict[str, Any], n_items: int) -> Ba
             f"{path} is missing or corrupt ({error}); save the {name} model again."
         ) from error
     return fit_baseline(name, data, n_items, **params)
-
-
-def _read_items(model_dir: Path) -> pl.DataFrame:
-    path = model_dir / ITEMS_FILE
-    try:
-        return pl.read_parquet(path, columns=["item_id", "item_idx", "support"]).sort("item_idx")
-    except Exception as error:  # polars raises several types for missing or damaged files
-        raise CheckpointError(
-            f"{path} is missing or corrupt ({error}); save the model again."
-        ) from error
 
 
 def _params(baseline: Baseline) -> dict[str, Any]:
