@@ -30,8 +30,8 @@ demo: setup
 		--output $(DEMO)/recommendations.parquet --k 20
 
 lint: setup
-	$(BIN)/ruff check gru4rec pipelines tests benchmarks notebooks
-	$(BIN)/ruff format --check gru4rec pipelines tests benchmarks notebooks
+	$(BIN)/ruff check gru4rec tests benchmarks notebooks
+	$(BIN)/ruff format --check gru4rec tests benchmarks notebooks
 	$(BIN)/mypy
 
 test: lint

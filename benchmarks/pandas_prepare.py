@@ -1,4 +1,4 @@
-"""The baseline of the pipeline benchmark: `pipelines.prepare` written in plain pandas.
+"""The baseline of the pipeline benchmark: `gru4rec.pipelines.prepare` written in plain pandas.
 
 The same steps on a raw YOOCHOOSE-layout click log (`session,ISO time,item,category`, no
 header), as a competent pandas user would write them: `read_csv` with dtypes,

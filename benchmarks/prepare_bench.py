@@ -55,7 +55,7 @@ def _peak_rss_bytes() -> int:
 
 def _child_generate(path: Path, events: int, n_items: int, seed: int) -> None:
     """Write a log of at least `events` events (whole sessions), atomically, with a sidecar."""
-    from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+    from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
     n_sessions = math.ceil(events / MEAN_SESSION_LENGTH)
     while True:
@@ -79,8 +79,8 @@ def _child_generate(path: Path, events: int, n_items: int, seed: int) -> None:
 def _child_run(implementation: str, log: Path, out_dir: Path, pandas_engine: str) -> None:
     """Run one implementation and print one JSON line: seconds, peak RSS, split counts."""
     if implementation == "polars":
-        from pipelines.prepare import PrepareOptions, prepare
-        from pipelines.sources import resolve_spec
+        from gru4rec.pipelines.prepare import PrepareOptions, prepare
+        from gru4rec.pipelines.sources import resolve_spec
 
         started = time.perf_counter()
         manifest = prepare(

@@ -27,7 +27,7 @@ from typing import Any
 from gru4rec.commands.model_commands import parse_sets, write_json
 from gru4rec.config import apply_overrides, get_preset
 from gru4rec.errors import Gru4RecError
-from gru4rec.workflow import evaluate_split, train_model
+from gru4rec.jobs.workflow import evaluate_split, train_model
 
 METRICS = ("recall@20", "mrr@20", "ndcg@20")
 

@@ -26,9 +26,10 @@ negatives repeat popular items. Negatives and dropout masks come from the chunke
 samplers that the autograd path uses, in the same order, so both paths train the same
 model (tests/test_fast_step.py).
 
-On CPU in fp32 the elementwise and memory-bound parts (GRU gates, the loss with its
-gradient, the distinct rows, the optimiser) run as fused C loops (`gru4rec.native`);
-elsewhere (GPU, float64, no C compiler) as the torch operations they replace.
+Everything between the matmuls (GRU gates, the loss with its gradient, the distinct
+rows, the optimiser) goes to a `gru4rec.kernels` backend: fused C loops in fp32 on CPU
+where they are built, torch operations elsewhere (GPU, float64); the step does not know
+which.
 
 precision="bf16" runs the matmuls in bfloat16 (about 4x the fp32 rate with AMX): they
 read bf16 copies of the weights that the optimiser refreshes as it updates the fp32
@@ -48,30 +49,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gru4rec import native
 from gru4rec.config import GRU4RecConfig, Precision
-from gru4rec.losses import sampled_loss_and_grad
+from gru4rec.kernels import Kernels, LossScratch, RowScratch, kernels_for
 from gru4rec.model import GRU4Rec, GRULayer
-from gru4rec.optim import RowAdagradMomentum, adagrad_momentum_flat_
 from gru4rec.sampling import DropoutMasks, NegativeSampler, log_probabilities
 
 _BF16_ROW_MULTIPLE = 64
-_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
-_tanh_backward = torch.ops.aten.tanh_backward.grad_input
 
 
 @dataclass(eq=False)
 class _Layer:
     """One GRU layer's buffers for B rows: what its forward pass keeps for the backward."""
 
-    gates_x: Tensor  # (B, 3H) input projection + bias; then the gate gradients
+    gates_x: Tensor  # (B, 3H) input projection (no bias); then the gate gradients
     gates_rz: Tensor  # (B, 2H) sigmoid(r, z)
     reset_hidden: Tensor  # (B, H) r * h
     candidate: Tensor  # (B, H) tanh(...)
     diff: Tensor  # (B, H) c - h
     new_hidden: tuple[Tensor, Tensor]  # (B, H) h', two buffers used in turn
     output: tuple[Tensor, Tensor]  # (B, H) dropout(h'), two buffers used in turn
-    grad_pre: Tensor  # (B, 2H) d r, d z before the sigmoid derivative (torch path)
     grad_reset_hidden: Tensor  # (B, H) d (r h)
     grad_input: Tensor  # (B, I) d x, the layer below's output gradient
 
@@ -88,6 +84,16 @@ class _Buffers:
     grad_out: Tensor  # (B, H_last)
     grad_inputs: Tensor  # (B, input width) summed gradients of the input table's rows
     layers: list[_Layer]
+
+
+@dataclass(eq=False)
+class _RowState:
+    """Adagrad-momentum state of one item table, updated on the rows a step touched."""
+
+    param: Tensor  # (N, d) or (N,)
+    acc: Tensor
+    velocity: Tensor
+    shadow: Tensor | None  # the compute-precision copy kept in step (bf16), or None
 
 
 @dataclass(eq=False)
@@ -124,7 +130,7 @@ class FastStep:
         precision = precision or config.precision
         self.compute_dtype = torch.bfloat16 if precision == "bf16" else self.dtype
         self.low = self.compute_dtype != self.dtype  # matmuls in lower precision
-        self.native = device.type == "cpu" and self.dtype == torch.float32 and native.available()
+        self.kernels: Kernels = kernels_for(device, self.dtype)
         self.layers: tuple[GRULayer, ...] = model.gru_layers
         self.n_sample = config.n_sample
         self.sampler: NegativeSampler | None = None
@@ -171,15 +177,12 @@ class FastStep:
         self._low_of = dict(zip(self.dense, low_views, strict=True))
         self.item_low = self._shadow(model.item_weight)
 
-        def row_state(param: Tensor, shadow: Tensor | None = None) -> RowAdagradMomentum:
-            return RowAdagradMomentum(
-                param, lr=config.learning_rate, momentum=config.momentum,
-                eps=config.adagrad_eps, shadow=shadow,
-            )  # fmt: skip
+        def row_state(param: Tensor, shadow: Tensor | None = None) -> _RowState:
+            return _RowState(param, torch.zeros_like(param), torch.zeros_like(param), shadow)
 
         self.item_rows = row_state(model.item_weight, self.item_low)
         self.bias_rows = row_state(model.item_bias.view(-1))
-        self.input_rows: RowAdagradMomentum | None = None
+        self.input_rows: _RowState | None = None
         self.input_low: Tensor | None = None
         if model.input_embedding is not None:
             self.input_low = self._shadow(model.input_embedding)
@@ -193,13 +196,7 @@ class FastStep:
         n_cols = self.config.batch_size + self.n_sample  # at most
         n_rows = self.config.batch_size
         width = model.layers[-1]
-        self._row_ids = torch.empty(n_cols + n_rows, device=device, dtype=torch.int64)
-        self._column_slot = torch.empty(n_cols, device=device, dtype=torch.int64)
-        self._input_slot = torch.empty(n_rows, device=device, dtype=torch.int64)
-        self._counts = torch.zeros(2, dtype=torch.int64)
-        self._mark = torch.zeros(model.n_items, device=device, dtype=torch.uint8)
-        self._slot_of = torch.zeros(model.n_items, device=device, dtype=torch.int64)
-        self._positions = torch.arange(n_cols + n_rows, device=device)
+        self._row_scratch = RowScratch.allocate(model.n_items, n_cols, n_rows, device)
         n_padded = n_cols + _BF16_ROW_MULTIPLE
         self._weight_rows = torch.empty(n_padded, width, device=device, dtype=self.compute_dtype)
         self._bias_rows = torch.empty(n_padded, device=device, dtype=dtype)
@@ -210,12 +207,7 @@ class FastStep:
         # Flat, so that (B, U) and (B, C) views of any U, C are contiguous.
         self._row_scores = torch.empty(n_rows * n_padded, device=device, dtype=dtype)
         self._grad_row_scores = torch.empty(n_rows * n_padded, device=device, dtype=dtype)
-        self._scores = torch.empty(n_rows * n_cols, device=device, dtype=dtype)
-        self._loss_value = torch.empty((), device=device, dtype=dtype)
-        self._row_loss = torch.empty(n_rows, device=device, dtype=torch.float64)
-        threads = max(torch.get_num_threads(), 1)
-        self._loss_work = torch.empty(threads * native.work_floats(n_cols), device=device)
-        self._loss_index = torch.empty(n_padded + n_cols, device=device, dtype=torch.int64)
+        self._loss_scratch = LossScratch.allocate(n_rows, n_cols, n_padded, device, dtype)
 
     # ----------------------------------------------------------------------------- forward
 
@@ -281,20 +273,15 @@ class FastStep:
     def _project_input(
         self, buffers: _Layer, layer: GRULayer, x: Tensor | None, inputs: Tensor
     ) -> Tensor:
-        """(B, 3H) gates' input part; the bias included, except with the fused loops,
-        which add it themselves (as they add this part to the hidden state's)."""
+        """(B, 3H) gates' input part, without the bias (the kernels add both to the hidden
+        state's part in one pass)."""
         gates_x = buffers.gates_x
         if x is None:  # one-hot input: the projection is a row of the input table
             assert self.model.input_weight is not None
             torch.index_select(self.model.input_weight, 0, inputs, out=gates_x)
-            if not self.native:
-                gates_x.add_(layer.bias)
         else:
             assert layer.weight_input is not None
-            if self.native:
-                self._mm(x, self._low_of[layer.weight_input], gates_x)
-            else:
-                self._addmm(layer.bias, x, self._low_of[layer.weight_input], gates_x)
+            self._mm(x, self._low_of[layer.weight_input], gates_x)
         return gates_x
 
     def _layer_forward(
@@ -304,32 +291,17 @@ class FastStep:
         """One GRU layer: (B, 3H) projected input, (B, H) state -> (B, H) dropped-out output.
 
         hidden_low: the state in the compute precision (the matmul's copy)."""
-        n_rows, size = hidden.shape
+        n_rows = hidden.shape[0]
         gates_rz, reset_hidden = buffers.gates_rz, buffers.reset_hidden
         candidate, diff = buffers.candidate, buffers.diff
         new_hidden = buffers.new_hidden[self._turn]
         output = new_hidden if mask is None else buffers.output[self._turn]
         mask = None if mask is None else mask[:n_rows]
-        weight_rz = self._low_of[layer.weight_hidden_rz]
-        weight_c = self._low_of[layer.weight_hidden_c]
-        if self.native:  # the loops add the input part and the bias
-            hidden = hidden.contiguous()
-            self._mm(hidden_low, weight_rz, gates_rz)
-            native.gru_gates(gates_rz, hidden, reset_hidden, gates_x=gates_x, bias=layer.bias)
-            self._mm(self._low(reset_hidden), weight_c, candidate)
-            native.gru_output(candidate, hidden, gates_rz, diff, new_hidden, mask, output,
-                              gates_x=gates_x, bias=layer.bias)  # fmt: skip
-            return output
-        self._addmm(gates_x[:, : 2 * size], hidden_low, weight_rz, gates_rz)
-        gates_rz.sigmoid_()
-        reset, update = gates_rz[:, :size], gates_rz[:, size:]
-        torch.mul(reset, hidden, out=reset_hidden)
-        self._addmm(gates_x[:, 2 * size :], self._low(reset_hidden), weight_c, candidate)
-        candidate.tanh_()
-        torch.sub(candidate, hidden, out=diff)
-        torch.addcmul(hidden, update, diff, out=new_hidden)  # h + z (c - h)
-        if mask is not None:
-            torch.mul(new_hidden, mask, out=output)
+        self._mm(hidden_low, self._low_of[layer.weight_hidden_rz], gates_rz)
+        self.kernels.gru_gates(gates_rz, gates_x, layer.bias, hidden, reset_hidden)
+        self._mm(self._low(reset_hidden), self._low_of[layer.weight_hidden_c], candidate)
+        self.kernels.gru_output(candidate, gates_x, layer.bias, hidden, gates_rz, diff,
+                                new_hidden, mask, output)  # fmt: skip
         return output
 
     def _score_and_loss(
@@ -339,7 +311,7 @@ class FastStep:
         """The mean loss over the (B, C) scores; its gradient w.r.t. the scores of the
         distinct rows (B, U), the columns of an item summed, goes to `_grad_row_scores`."""
         model, config = self.model, self.config
-        n_rows, n_cols, n_scored = buffers.n_rows, buffers.n_cols, rows.n_scored
+        n_rows, n_scored = buffers.n_rows, rows.n_scored
         scored = rows.rows[:n_scored]
         n_padded = self._padded(n_scored)  # (the padding rows score 0 and get gradient 0)
         table = self.item_low if self.item_low is not None else model.item_weight
@@ -352,24 +324,13 @@ class FastStep:
             bias_rows[n_scored:].zero_()
         logq_shift = self._logq_shift(buffers, targets, negatives)
         row_scores = _matrix(self._row_scores, n_rows, n_padded)  # (B, U)
-        grad_row_scores = _matrix(self._grad_row_scores, n_rows, n_padded)
-        if self.native:  # the bias is added inside the loss loop
-            self._mm(output, weight_rows.T, row_scores)
-            return native.sampled_loss_rows(
-                row_scores, rows.column_slot, row_bias=bias_rows, loss=config.loss,
-                logq_shift=logq_shift, bpreg=config.bpreg, elu_param=config.elu_param,
-                grad_rows=grad_row_scores, loss_out=self._loss_value, row_loss=self._row_loss,
-                work=self._loss_work, index=self._loss_index,
-            )  # fmt: skip
-        self._addmm(bias_rows, output, weight_rows.T, row_scores)
-        scores = _matrix(self._scores, n_rows, n_cols)
-        torch.index_select(row_scores, 1, rows.column_slot, out=scores)  # (B, C)
-        value, grad_scores = sampled_loss_and_grad(
-            scores, loss=config.loss, logq_shift=logq_shift, bpreg=config.bpreg,
-            elu_param=config.elu_param,
+        self._mm(output, weight_rows.T, row_scores)
+        return self.kernels.sampled_loss(
+            row_scores, bias_rows, rows.column_slot, loss=config.loss, logq_shift=logq_shift,
+            bpreg=config.bpreg, elu_param=config.elu_param,
+            grad_rows=_matrix(self._grad_row_scores, n_rows, n_padded),
+            scratch=self._loss_scratch,
         )  # fmt: skip
-        grad_row_scores.zero_().index_add_(1, rows.column_slot, grad_scores)
-        return value
 
     def _logq_shift(
         self, buffers: _Buffers, targets: Tensor, negatives: Tensor | None
@@ -385,29 +346,7 @@ class FastStep:
 
     def _distinct(self, columns: Tensor, inputs: Tensor, with_inputs: bool) -> _Rows:
         """The distinct items of `columns`, then (`with_inputs`) of `inputs` not among them."""
-        n_cols, n_inputs = columns.shape[0], inputs.shape[0]
-        column_slot = self._column_slot[:n_cols]
-        input_slot = self._input_slot[:n_inputs]
-        if self.native:
-            n_scored, n_all = native.distinct_rows(
-                columns, inputs, with_inputs, self._mark, self._slot_of, self._row_ids,
-                column_slot, input_slot, self._counts,
-            )  # fmt: skip
-            return _Rows(self._row_ids[:n_all], n_scored, column_slot, input_slot)
-        # torch: mark the items in an (n_items,) mask and scan it (ascending order).
-        mark = self._mark  # all 0 between calls
-        mark.index_fill_(0, columns, 1)
-        scored = mark.nonzero().view(-1)
-        rows = scored
-        if with_inputs:
-            mark.index_fill_(0, inputs, 1)
-            mark.index_fill_(0, scored, 0)
-            rows = torch.cat((scored, mark.nonzero().view(-1)))
-        mark.index_fill_(0, rows, 0)
-        self._slot_of.fill_(-1).index_copy_(0, rows, self._positions[: rows.shape[0]])
-        torch.index_select(self._slot_of, 0, columns, out=column_slot)
-        torch.index_select(self._slot_of, 0, inputs, out=input_slot)
-        return _Rows(rows, scored.shape[0], column_slot, input_slot)
+        return _Rows(*self.kernels.distinct_rows(columns, inputs, with_inputs, self._row_scratch))
 
     # ---------------------------------------------------------------------------- backward
 
@@ -445,23 +384,24 @@ class FastStep:
             assert grad_out is not None
             input_grads = grad_out if masks[0] is None else grad_out.mul_(masks[0][:n_rows])
         if model.embedding == "shared":
-            if self.native and not self.low:
-                native.add_to_rows(grad_items, n_scored, rows.input_slot, input_grads)
-            else:
-                grad_items[n_scored:].zero_()
-                grad_items.index_add_(0, rows.input_slot, input_grads.to(grad_items.dtype))
+            self.kernels.add_to_rows(grad_items, n_scored, rows.input_slot, input_grads)
 
-        adagrad_momentum_flat_(
+        self.kernels.adagrad_dense(
             self.flat_param, self.flat_grad, self.flat_acc, self.flat_velocity, **self.hyper,
-            shadow=self.flat_low, use_native=self.native,
+            shadow=self.flat_low,
         )  # fmt: skip
-        self.item_rows.update_(rows.rows, grad_items)
-        self.bias_rows.update_(rows.rows[:n_scored], grad_bias)
+        self._update_rows(self.item_rows, rows.rows, grad_items)
+        self._update_rows(self.bias_rows, rows.rows[:n_scored], grad_bias)
         if self.input_rows is not None:
             input_rows = self._distinct(inputs, inputs, with_inputs=False)
             summed = buffers.grad_inputs[: input_rows.n_scored]
             summed.zero_().index_add_(0, input_rows.column_slot, input_grads)
-            self.input_rows.update_(input_rows.rows, summed)
+            self._update_rows(self.input_rows, input_rows.rows, summed)
+
+    def _update_rows(self, state: _RowState, rows: Tensor, grad: Tensor) -> None:
+        """Adagrad-momentum on the distinct `rows` (U,) of a table; grad (U, d)."""
+        self.kernels.adagrad_rows(state.param, rows, grad, state.acc, state.velocity,
+                                  **self.hyper, shadow=state.shadow)  # fmt: skip
 
     def _layer_backward(
         self, buffers: _Layer, layer: GRULayer, layer_input: Tensor | None, hidden: Tensor,
@@ -479,21 +419,9 @@ class FastStep:
         grad_gates = buffers.gates_x  # the forward's projection is spent: reuse it
         grad_reset_hidden = buffers.grad_reset_hidden
         weight_c = self._low_of[layer.weight_hidden_c]
-        if self.native:
-            native.gru_output_backward(grad_output, mask, diff, gates_rz, candidate, grad_gates)
-            self._mm(self._low(grad_gates[:, 2 * size :]), weight_c.T, grad_reset_hidden)
-            native.gru_reset_backward(grad_reset_hidden, hidden.contiguous(), gates_rz, grad_gates)
-        else:
-            if mask is not None:
-                grad_output.mul_(mask)  # d h'
-            grad_pre = buffers.grad_pre
-            # d z = d h' (c - h);  d c = d h' z, then through tanh
-            torch.mul(grad_output, diff, out=grad_pre[:, size:])
-            grad_c = grad_output.mul_(gates_rz[:, size:])
-            _tanh_backward(grad_c, candidate, grad_input=grad_gates[:, 2 * size :])
-            self._mm(self._low(grad_gates[:, 2 * size :]), weight_c.T, grad_reset_hidden)
-            torch.mul(grad_reset_hidden, hidden, out=grad_pre[:, :size])  # d r
-            _sigmoid_backward(grad_pre, gates_rz, grad_input=grad_gates[:, : 2 * size])
+        self.kernels.gru_output_backward(grad_output, mask, diff, gates_rz, candidate, grad_gates)
+        self._mm(self._low(grad_gates[:, 2 * size :]), weight_c.T, grad_reset_hidden)
+        self.kernels.gru_reset_backward(grad_reset_hidden, hidden, gates_rz, grad_gates)
 
         grad_of = self._grad_of
         if self.low:
@@ -530,13 +458,6 @@ class FastStep:
     def _low(self, tensor: Tensor) -> Tensor:
         """`tensor` in the compute precision (itself in full precision)."""
         return tensor.to(self.compute_dtype) if self.low else tensor
-
-    def _addmm(self, bias: Tensor, a: Tensor, b: Tensor, out: Tensor) -> None:
-        """out = bias + a @ b: a, b in the compute precision, the sum in full precision."""
-        if self.low:
-            torch.add(bias, torch.mm(a, b), out=out)
-        else:
-            torch.addmm(bias, a, b, out=out)
 
     def _mm(self, a: Tensor, b: Tensor, out: Tensor) -> None:
         """out = a @ b, a and b in the compute precision, out in it or in full precision."""
@@ -600,7 +521,6 @@ class FastStep:
                     diff=empty(n_rows, size),
                     new_hidden=(empty(n_rows, size), empty(n_rows, size)),
                     output=(empty(n_rows, size), empty(n_rows, size)),
-                    grad_pre=empty(n_rows, 2 * size),
                     grad_reset_hidden=empty(n_rows, size),
                     grad_input=empty(n_rows, width_in),
                 )

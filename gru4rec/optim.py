@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gru4rec import native
 from gru4rec.errors import ConfigError
 
 DEFAULT_EPS = 1e-6
@@ -69,10 +68,10 @@ def adagrad_momentum_rows_(
     unique_rows, position = torch.unique(rows, return_inverse=True)  # (U,), (R,)
     summed = grad_rows.new_zeros((unique_rows.numel(), *grad_rows.shape[1:]))  # (U, ...)
     summed.index_add_(0, position, grad_rows)
-    _update_distinct_rows(param, unique_rows, summed, acc, velocity, lr, momentum, eps)
+    adagrad_momentum_distinct_rows_(param, unique_rows, summed, acc, velocity, lr, momentum, eps)
 
 
-def _update_distinct_rows(
+def adagrad_momentum_distinct_rows_(
     param: Tensor,
     rows: Tensor,
     grad: Tensor,
@@ -89,71 +88,6 @@ def _update_distinct_rows(
     row_velocity.addcdiv_(grad, row_acc.add_(eps).sqrt_(), value=-lr)
     velocity.index_copy_(0, rows, row_velocity)
     param.index_add_(0, rows, row_velocity)
-
-
-class RowAdagradMomentum:
-    """Adagrad-momentum state of one table, updated on distinct rows (the fast step's).
-
-    On contiguous fp32 CPU tensors the update is one fused loop (`gru4rec.native`);
-    elsewhere it is `_update_distinct_rows`, the same arithmetic in torch operations.
-
-    Example:
-        >>> rows_state = RowAdagradMomentum(model.item_weight, lr=0.05, momentum=0.15)
-        >>> rows_state.update_(torch.tensor([2, 5]), grad)  # grad: (2, H), distinct rows
-    """
-
-    def __init__(
-        self,
-        param: Tensor,
-        *,
-        lr: float,
-        momentum: float,
-        eps: float = DEFAULT_EPS,
-        shadow: Tensor | None = None,
-    ) -> None:
-        self.param = param
-        self.hyper = {"lr": lr, "momentum": momentum, "eps": eps}
-        self.acc = torch.zeros_like(param)
-        self.velocity = torch.zeros_like(param)
-        self.shadow = shadow  # a lower-precision copy of param kept in step, or None
-        self.native = native.usable(param, self.acc, self.velocity)
-
-    def update_(self, rows: Tensor, grad: Tensor) -> None:
-        """Update `param[rows]`; rows: (U,) int64, distinct; grad: (U, *row_shape)."""
-        if self.native and rows.is_contiguous() and grad.is_contiguous():
-            native.adagrad_momentum_rows_(
-                self.param, rows, grad, self.acc, self.velocity, **self.hyper, shadow=self.shadow
-            )
-            return
-        with torch.no_grad():
-            _update_distinct_rows(
-                self.param, rows, grad.to(self.param.dtype), self.acc, self.velocity,
-                **self.hyper,
-            )  # fmt: skip
-            if self.shadow is not None:
-                rows_now = self.param.index_select(0, rows)
-                self.shadow.index_copy_(0, rows, rows_now.to(self.shadow.dtype))
-
-
-def adagrad_momentum_flat_(
-    param: Tensor, grad: Tensor, acc: Tensor, velocity: Tensor, *, lr: float, momentum: float,
-    eps: float = DEFAULT_EPS, shadow: Tensor | None = None, use_native: bool | None = None,
-) -> None:  # fmt: skip
-    """`adagrad_momentum_dense_`, as one fused loop where `gru4rec.native` can.
-
-    shadow: a lower-precision copy of `param` to refresh (bf16 training), or None.
-    use_native: whether the tensors suit the fused loop, if the caller knows (None: check).
-    """
-    hyper = {"lr": lr, "momentum": momentum, "eps": eps}
-    if use_native is None:
-        use_native = native.usable(param, grad, acc, velocity)
-    if use_native:
-        native.adagrad_momentum_dense_(param, grad, acc, velocity, **hyper, shadow=shadow)
-        return
-    with torch.no_grad():
-        adagrad_momentum_dense_(param, grad.to(param.dtype), acc, velocity, **hyper)
-        if shadow is not None:
-            shadow.copy_(param)
 
 
 class SparseAdagradMomentum(torch.optim.Optimizer):
@@ -211,7 +145,7 @@ class SparseAdagradMomentum(torch.optim.Optimizer):
                             f"got sparse_dim {grad.sparse_dim()}"
                         )
                     grad = grad.coalesce()  # distinct, sorted rows with summed values
-                    _update_distinct_rows(
+                    adagrad_momentum_distinct_rows_(
                         param,
                         grad.indices()[0],
                         grad.values(),

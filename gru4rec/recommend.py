@@ -19,7 +19,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from gru4rec import native
+from gru4rec import kernels
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.model import GRU4Rec
 from gru4rec.retrieval import INDEX_DIR, INDEX_KINDS, IndexOptions, ItemIndex, query_vectors
@@ -47,7 +47,7 @@ def exact_top_k(states: Tensor, weight: Tensor, bias: Tensor, k: int) -> tuple[T
     states: (S, H); weight: (n_items, H); bias: (n_items, 1) or (n_items,). The (S, n_items)
     score matrix is never built: blocks of up to 1,024 states x SCORE_BLOCK_FLOATS / rows
     items are scored by one matmul each (big enough to run near the machine's peak), and
-    on CPU a one-pass C loop (`native.top_k_rows`) merges each block into the running top k
+    on CPU a one-pass C loop (`kernels.compiled().top_k_rows`) merges each block into the running top k
     while it is still in cache. Elsewhere (GPU, float64) `torch.topk` per block of states.
     Ties: the lower item index first on CPU; in `torch.topk`'s order elsewhere.
     """
@@ -57,8 +57,8 @@ def exact_top_k(states: Tensor, weight: Tensor, bias: Tensor, k: int) -> tuple[T
     block_cols = min(n_items, max(1024, SCORE_BLOCK_FLOATS // block_rows))
     values = torch.empty(n_states, k, dtype=states.dtype, device=states.device)
     indices = torch.empty(n_states, k, dtype=torch.int64, device=states.device)
-    fused = native.usable(states, weight, bias, values) and states.dtype == torch.float32
-    if not fused:
+    fused = kernels.compiled() if _contiguous_fp32_cpu(states, weight, bias) else None
+    if fused is None:
         block_cols = n_items
     buffer = torch.empty(block_rows * block_cols, dtype=states.dtype, device=states.device)
     for start in range(0, n_states, block_rows):
@@ -67,12 +67,19 @@ def exact_top_k(states: Tensor, weight: Tensor, bias: Tensor, k: int) -> tuple[T
             last = min(first + block_cols, n_items)
             scores = buffer[: (stop - start) * (last - first)].view(stop - start, last - first)
             torch.addmm(bias[first:last], states[start:stop], weight[first:last].T, out=scores)
-            if fused:
-                native.top_k_rows(scores, k, values[start:stop], indices[start:stop],
-                                  offset=first, merge=first > 0)  # fmt: skip
+            if fused is not None:
+                fused.top_k_rows(scores, k, values[start:stop], indices[start:stop],
+                                 offset=first, merge=first > 0)  # fmt: skip
             else:
                 torch.topk(scores, k, dim=1, out=(values[start:stop], indices[start:stop]))
     return values, indices
+
+
+def _contiguous_fp32_cpu(*tensors: Tensor) -> bool:
+    """Whether the compiled top-k loop can read `tensors`."""
+    return all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors
+    )
 
 
 class Recommender:

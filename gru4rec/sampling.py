@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gru4rec import native
+from gru4rec import kernels
 
 # Guards the logs of probabilities (an item with support 0 has probability 0).
 LOG_EPS = 1e-24
@@ -87,7 +87,8 @@ class NegativeSampler:
         # With the fused loops, a guide table narrows each search to a few items (the
         # same draws, several times faster than a binary search over all of them).
         self._guide: torch.Tensor | None = None
-        if native.available():
+        self._compiled = kernels.compiled()
+        if self._compiled is not None:
             n_guide = 4 * self.n_items
             grid = torch.arange(n_guide + 1, dtype=torch.float64) / n_guide
             self._guide = torch.searchsorted(self._cumulative, grid, right=True)
@@ -116,9 +117,9 @@ class NegativeSampler:
         if self._uniform is None or self._uniform.shape != shape:
             self._uniform = np.empty(shape, dtype=np.float64)
         uniform = torch.from_numpy(self._rng.random(out=self._uniform))
-        if self._guide is not None:
+        if self._compiled is not None and self._guide is not None:
             out = self._outputs.next(shape, torch.int64)
-            return native.sample_inverse_cdf(self._cumulative, self._guide, uniform, out)
+            return self._compiled.sample_inverse_cdf(self._cumulative, self._guide, uniform, out)
         return torch.searchsorted(self._cumulative, uniform, right=True).clamp_max_(
             self.n_items - 1
         )
@@ -138,7 +139,7 @@ def _splitmix64(z: int) -> int:
 
 def dropout_bits(key: int, start: int, count: int) -> np.ndarray:
     """(count,) uint32: the top 32 bits of outputs start+1 .. start+count of splitmix64
-    seeded with `key` (the NumPy form of `native.dropout_mask`'s generator)."""
+    seeded with `key` (the NumPy form of `the compiled `dropout_mask`'s generator)."""
     with np.errstate(over="ignore"):
         index = np.arange(start + 1, start + count + 1, dtype=np.uint64)
         z = np.uint64(key) + index * np.uint64(_GOLDEN)
@@ -155,7 +156,7 @@ class DropoutMasks:
     `F.dropout(x, p)`. Sites with p == 0 get None. Each site draws from a counter-based
     generator (splitmix64, keyed by the seed and the site): element e of the site's
     stream is dropped when the top 32 bits of its draw are below p * 2^32. Masks are made
-    `chunk_steps` steps at a time, by a fused C loop where `gru4rec.native` is available
+    `chunk_steps` steps at a time, by a compiled loop where `gru4rec.kernels` has one
     and by NumPy otherwise, with the same bits either way; a step with fewer rows uses
     the first rows.
 
@@ -211,9 +212,10 @@ class DropoutMasks:
         start, self._drawn[site] = self._drawn[site], self._drawn[site] + count
         threshold = min(round(p * 2.0**32), 2**32 - 1)
         scale = 1.0 / (1.0 - p)
-        if native.available():
+        compiled = kernels.compiled()
+        if compiled is not None:
             out = self._buffers[site].next(shape, torch.float32)
-            masks = native.dropout_mask(self._keys[site], start, threshold, scale, out)
+            masks = compiled.dropout_mask(self._keys[site], start, threshold, scale, out)
         else:
             keep = dropout_bits(self._keys[site], start, count) >= np.uint32(threshold)
             masks = torch.from_numpy(

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gru4rec import native
+from gru4rec import kernels
 from gru4rec.batching import SessionParallelPlan, plan_session_parallel
 from gru4rec.config import GRU4RecConfig
 from gru4rec.data import SessionData
@@ -167,7 +167,7 @@ def fit(
         adaptive = num_threads is None and device.type == "cpu"
         if adaptive:
             num_threads = default_threads()
-        flush = native.subnormals_flushed() if device.type == "cpu" else contextlib.nullcontext()
+        flush = kernels.subnormals_flushed() if device.type == "cpu" else contextlib.nullcontext()
         with _threads(num_threads), _seeded(config.seed, device), flush:
             if backward == "fast" and config.repeat_window > 0:
                 logger.warning(
@@ -186,7 +186,7 @@ def fit(
             for epoch in range(config.n_epochs):
                 if adaptive and epoch > 0:  # other jobs may have come or gone
                     torch.set_num_threads(default_threads())
-                    native.flush_subnormals(True)  # on any new thread too
+                    kernels.flush_subnormals(True)  # on any new thread too
                 stats = _run_epoch(epoch, schedule, model, step, callbacks, device)
                 epochs.append(stats)
                 logger.info(
@@ -398,7 +398,7 @@ def _device_steps(
 def default_threads(sample_seconds: float = 0.1) -> int:
     """The CPU threads `fit` trains with unless told otherwise: the idle cores.
 
-    The matmuls (MKL / oneDNN) and the fused loops of `gru4rec.native` split across
+    The matmuls (MKL / oneDNN) and the compiled loops of `gru4rec.kernels` split across
     torch's OpenMP threads, which wait for each other at the end of every parallel
     region. On an idle machine one thread per core is fastest (1.2-1.8x one thread on
     2 cores). When other jobs keep cores busy, a thread that has to share a core holds

@@ -30,9 +30,9 @@ def shared_file(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared synthetic data set (1,500 sessions, 60 items) shared by the tests."""
-    from pipelines.prepare import prepare
-    from pipelines.sources import resolve_spec
-    from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+    from gru4rec.pipelines.prepare import prepare
+    from gru4rec.pipelines.sources import resolve_spec
+    from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
     root = tmp_path_factory.mktemp("tiny")
     clicks = generate_clicks(SyntheticLog(n_sessions=1500, n_items=60, days=10, seed=5))
@@ -45,7 +45,7 @@ def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained on `tiny_prepared` for two epochs (no tracking)."""
     from gru4rec.config import apply_overrides, get_preset
-    from gru4rec.workflow import train_model
+    from gru4rec.jobs.workflow import train_model
 
     settings = {"n_epochs": "2", "layers": "32", "n_sample": "64", "batch_size": "16"}
     config = apply_overrides(get_preset("rsc15"), settings)

@@ -14,10 +14,10 @@ import pytest
 
 from benchmarks.reference import parity
 from benchmarks.seed_sweep import sweep
-from gru4rec.selection import parse_candidates, select_model
-from gru4rec.workflow import evaluate_baseline
-from pipelines.prepare import PrepareOptions, prepare
-from pipelines.sources import resolve_spec
+from gru4rec.jobs.selection import parse_candidates, select_model
+from gru4rec.jobs.workflow import evaluate_baseline
+from gru4rec.pipelines.prepare import PrepareOptions, prepare
+from gru4rec.pipelines.sources import resolve_spec
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.slow

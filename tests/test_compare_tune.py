@@ -15,7 +15,7 @@ from gru4rec.cli import app
 from gru4rec.compare import by_data, differing_params, load_runs, table_rows
 from gru4rec.config import apply_overrides, get_preset
 from gru4rec.errors import ConfigError
-from gru4rec.tuning import AUTHORS_SPACE, Dimension, _objective, authors_space, parse_dimension
+from gru4rec.jobs.tuning import AUTHORS_SPACE, Dimension, _objective, authors_space, parse_dimension
 
 runner = CliRunner()
 TINY = ["--set", "layers=16", "--set", "n_sample=32", "--set", "batch_size=16"]
@@ -53,9 +53,9 @@ def test_compare_lists_runs_best_first_with_differing_params(
 def test_compare_never_ranks_runs_on_different_data_together(
     tiny_prepared: Path, tmp_path: Path
 ) -> None:
-    from pipelines.prepare import prepare
-    from pipelines.sources import resolve_spec
-    from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+    from gru4rec.pipelines.prepare import prepare
+    from gru4rec.pipelines.sources import resolve_spec
+    from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log = write_click_log(generate_clicks(SyntheticLog(n_sessions=600, n_items=40, days=5, seed=8)),

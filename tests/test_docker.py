@@ -286,9 +286,9 @@ def test_nightly_job_service() -> None:
 def test_nightly_config_fits_the_container() -> None:
     """docker/nightly.toml loads as the job's configuration, its paths lie on the data volume,
     and it leaves the tracking server to MLFLOW_TRACKING_URI (set by compose)."""
-    if not (ROOT / "pipelines" / "nightly.py").exists():
-        pytest.skip("pipelines/nightly.py (the nightly job) is not in this checkout")
-    from pipelines.nightly import NightlyConfig
+    if not (ROOT / "gru4rec" / "jobs" / "nightly.py").exists():
+        pytest.skip("gru4rec/jobs/nightly.py (the nightly job) is not in this checkout")
+    from gru4rec.jobs.nightly import NightlyConfig
 
     source = next(str(v).split(":")[0] for v in service("nightly")["volumes"]
                   if str(v).split(":")[1] == "/config/nightly.toml")  # fmt: skip
@@ -318,7 +318,9 @@ def test_one_mlflow_version_for_client_and_server() -> None:
 
 def test_cli_dockerfile() -> None:
     build, runtime = stages(CLI_DOCKERFILE)
-    assert build[0][1].split()[0] == "python:3.11-slim"
+    # The build stage has a C compiler (the full image) for the compiled kernels; the
+    # runtime stage does not (-slim) and must still load them.
+    assert build[0][1].split()[0] == "python:3.11"
     assert runtime[0][1].split()[0] == "python:3.11-slim"
     # torch: the Makefile's version, the CPU build from its own index; then the project's
     # files (torch's layer stays cached when they change); then the project.
@@ -332,11 +334,15 @@ def test_cli_dockerfile() -> None:
         return found[0]
 
     torch_step = step(re.escape(f'--index-url {TORCH_CPU_INDEX} "torch==${{TORCH_VERSION}}"'))
-    project_step = step(r"pip install .* \.( |$)")
+    project_step = step(r"pip wheel .* \.( |$)")
     last_copy = max(i for i, (keyword, _) in enumerate(build) if keyword == "COPY")
     assert torch_step < last_copy < project_step
     assert "--constraint" in build[project_step][1]  # pip may not swap torch for a CUDA build
     assert "torch.version.cuda is None" in build[project_step][1]
+    assert "/wheels/gru4rec-*.whl" in build[project_step][1]  # the built wheel, not the tree
+    # Both stages fail the image build when the compiled kernels do not load.
+    assert "python -m gru4rec.kernels" in build[project_step][1]
+    assert any(kw == "RUN" and text.strip() == "python -m gru4rec.kernels" for kw, text in runtime)
     # The files the project's install needs are copied, and exist.
     copies = [arguments.split() for keyword, arguments in build if keyword == "COPY"]
     sources = [source for parts in copies for source in parts[:-1]]
@@ -344,6 +350,7 @@ def test_cli_dockerfile() -> None:
         assert (ROOT / source).exists(), source
     packages = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     assert {name.rstrip("*") for name in packages} <= set(sources)
+    assert {"setup.py", "MANIFEST.in"} <= set(sources)  # the extension's build
     assert pyproject()["project"]["readme"] in sources
     # The runtime stage: an unprivileged user, the CLI as entrypoint.
     final = dict(runtime)

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from gru4rec.cli import app
 from gru4rec.errors import ConfigError
-from pipelines import nightly
-from pipelines.nightly import NightlyConfig
-from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+from gru4rec.jobs import nightly
+from gru4rec.jobs.nightly import NightlyConfig
+from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
 runner = CliRunner()
 GOOD = {"n_epochs": 2, "layers": 32, "n_sample": 64, "batch_size": 16}

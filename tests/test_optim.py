@@ -9,13 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gru4rec import native
 from gru4rec.errors import ConfigError
 from gru4rec.optim import (
-    RowAdagradMomentum,
     SparseAdagradMomentum,
     adagrad_momentum_dense_,
-    adagrad_momentum_flat_,
     adagrad_momentum_rows_,
 )
 
@@ -182,45 +179,3 @@ def test_state_dict_round_trip_continues_identically() -> None:
 def test_bad_hyperparameters_are_config_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SparseAdagradMomentum([torch.nn.Parameter(torch.zeros(1))], **kwargs)
-
-
-@pytest.fixture(params=["native", "torch"])
-def native_or_torch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test runs with the fused loops (where built) and with their torch twins."""
-    if request.param == "torch":
-        monkeypatch.setattr(native, "usable", lambda *tensors: False)
-
-
-@pytest.mark.usefixtures("native_or_torch")
-def test_row_state_updates_like_the_reference_kernel() -> None:
-    generator = torch.Generator().manual_seed(3)
-    param = torch.randn(30, 4, generator=generator)
-    shadow = param.to(torch.bfloat16)
-    expected = [param.clone(), torch.zeros_like(param), torch.zeros_like(param)]
-    state = RowAdagradMomentum(param, lr=LR, momentum=MOMENTUM, shadow=shadow)
-    for step in range(3):
-        rows = torch.tensor([1, 7, 27]) + step
-        grad = torch.randn(3, 4, generator=generator)
-        adagrad_momentum_rows_(expected[0], rows, grad, *expected[1:], lr=LR, momentum=MOMENTUM)
-        state.update_(rows, grad)
-    torch.testing.assert_close(param, expected[0])
-    torch.testing.assert_close(state.acc, expected[1])
-    torch.testing.assert_close(state.velocity, expected[2])
-    assert torch.equal(shadow, param.to(torch.bfloat16))  # the bf16 copy follows
-
-
-@pytest.mark.usefixtures("native_or_torch")
-def test_flat_update_takes_bf16_gradients() -> None:
-    generator = torch.Generator().manual_seed(4)
-    param = torch.randn(100, generator=generator)
-    grad = torch.randn(100, generator=generator).to(torch.bfloat16)
-    expected = [param.clone(), torch.zeros(100), torch.zeros(100)]
-    adagrad_momentum_dense_(expected[0], grad.float(), *expected[1:], lr=LR, momentum=MOMENTUM)
-    acc, velocity, shadow = (
-        torch.zeros(100),
-        torch.zeros(100),
-        torch.empty(100, dtype=torch.bfloat16),
-    )
-    adagrad_momentum_flat_(param, grad, acc, velocity, lr=LR, momentum=MOMENTUM, shadow=shadow)
-    torch.testing.assert_close(param, expected[0])
-    assert torch.equal(shadow, param.to(torch.bfloat16))

@@ -21,9 +21,9 @@ except ModuleNotFoundError:  # plain `pytest` does not put the project root on s
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.pandas_prepare import prepare_pandas
 
-from pipelines.prepare import PrepareOptions, prepare
-from pipelines.sources import resolve_spec
-from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+from gru4rec.pipelines.prepare import PrepareOptions, prepare
+from gru4rec.pipelines.sources import resolve_spec
+from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
 TABLES = ("train", "test", "train_tr", "valid", "items")
 

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 
 from gru4rec.errors import InputDataError
-from pipelines.prepare import PrepareOptions, prepare
-from pipelines.sources import read_events, resolve_spec
-from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+from gru4rec.pipelines.prepare import PrepareOptions, prepare
+from gru4rec.pipelines.sources import read_events, resolve_spec
+from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 from tests.conftest import shared_file
 
 DAY = 86_400

@@ -13,11 +13,11 @@ import torch
 from gru4rec.config import apply_overrides, get_preset
 from gru4rec.data import load_items, load_split
 from gru4rec.errors import ConfigError
+from gru4rec.jobs.workflow import evaluate_split, train_model
 from gru4rec.model import GRU4Rec
 from gru4rec.repeat import RepeatGRU4Rec, RepeatGRU4RecScorer
 from gru4rec.saved_models import load_scorer, model_family
 from gru4rec.scorers import as_scorer, session_batch
-from gru4rec.workflow import evaluate_split, train_model
 
 
 def hand_model() -> RepeatGRU4Rec:
@@ -134,9 +134,9 @@ def test_training_adds_what_plain_gru4rec_misses_on_repeat_targets(
 
 @pytest.fixture(scope="module")
 def tiny_revisits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.prepare import PrepareOptions, prepare
-    from pipelines.sources import resolve_spec
-    from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+    from gru4rec.pipelines.prepare import PrepareOptions, prepare
+    from gru4rec.pipelines.sources import resolve_spec
+    from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
     root = tmp_path_factory.mktemp("repeat")
     spec = SyntheticLog(n_sessions=1500, n_items=60, days=10, seed=4, revisit=0.6, follow=0.3)

@@ -15,9 +15,9 @@ from gru4rec import recommend as recommend_module
 from gru4rec.checkpoint import load_checkpoint
 from gru4rec.cli import app
 from gru4rec.errors import CheckpointError, ConfigError
+from gru4rec.jobs.workflow import evaluate_split
 from gru4rec.recommend import Recommender, exact_top_k
 from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, query_vectors
-from gru4rec.workflow import evaluate_split
 
 runner = CliRunner()
 

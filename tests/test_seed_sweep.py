@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.seed_sweep import main, parse_seeds
 from gru4rec.config import apply_overrides, get_preset
-from gru4rec.workflow import evaluate_split, train_model
+from gru4rec.jobs.workflow import evaluate_split, train_model
 
 TINY = {"n_epochs": "1", "layers": "16", "n_sample": "32", "batch_size": "16"}
 TINY_ARGS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]

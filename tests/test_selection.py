@@ -19,11 +19,11 @@ from gru4rec.cli import app
 from gru4rec.data import load_items, load_split
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.hybrid import HybridScorer, MixtureWeights
+from gru4rec.jobs.selection import Candidate, parse_candidates, select_model
+from gru4rec.jobs.workflow import evaluate_split
 from gru4rec.recommend import Recommender
 from gru4rec.saved_models import load_scorer, model_family, save_scorer
 from gru4rec.scorers import GRU4RecScorer, SessionScorer, session_batch
-from gru4rec.selection import Candidate, parse_candidates, select_model
-from gru4rec.workflow import evaluate_split
 
 runner = CliRunner()
 TINY_GRU = ["--set", "n_epochs=1", "--set", "layers=16", "--set", "n_sample=32",
@@ -33,9 +33,9 @@ TINY_GRU = ["--set", "n_epochs=1", "--set", "layers=16", "--set", "n_sample=32",
 @pytest.fixture(scope="module")
 def revisit_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A log where most clicks return to an earlier item of the session, with a valid split."""
-    from pipelines.prepare import PrepareOptions, prepare
-    from pipelines.sources import resolve_spec
-    from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+    from gru4rec.pipelines.prepare import PrepareOptions, prepare
+    from gru4rec.pipelines.sources import resolve_spec
+    from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
     root = tmp_path_factory.mktemp("revisit")
     spec = SyntheticLog(n_sessions=1200, n_items=80, days=10, seed=2, revisit=0.7, follow=0.2)

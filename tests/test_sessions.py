@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipelines import sessions as steps
+from gru4rec.pipelines import sessions as steps
 
 
 def events(rows: list[tuple]) -> pl.DataFrame:

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.sources import FORMAT_NAMES
+from gru4rec.pipelines.sources import FORMAT_NAMES
 
 # Wide enough for the summary table when the output is a file or a pipe (rich assumes 80).
 out_console = Console(width=None if sys.stdout.isatty() else 160)
@@ -45,7 +45,7 @@ def generate(
 ) -> None:
     """Write a synthetic click log with learnable next-item structure and skewed popularity."""
     from gru4rec.errors import InputDataError
-    from pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+    from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
     if log_format not in ("gru4rec-tsv", "yoochoose"):
         raise InputDataError(f"--format must be gru4rec-tsv or yoochoose, not {log_format!r}.")
@@ -155,9 +155,9 @@ def prepare(
     """Clean a click log into session data: filter events, build sessions, drop repeats,
     filter support, split by time, map items; writes Parquet + manifest.json to OUT.
     """
-    from pipelines.prepare import PrepareOptions
-    from pipelines.prepare import prepare as run_prepare
-    from pipelines.sources import resolve_spec
+    from gru4rec.pipelines.prepare import PrepareOptions
+    from gru4rec.pipelines.prepare import prepare as run_prepare
+    from gru4rec.pipelines.sources import resolve_spec
 
     spec = resolve_spec(
         log_format,

@@ -21,7 +21,7 @@ def nightly(
     """Prepare, train, evaluate against the registry's champion, index, recommend; move the
     alias only for a better model and publish the outputs only when every stage succeeded.
     """
-    from pipelines.nightly import NightlyConfig, run_nightly
+    from gru4rec.jobs.nightly import NightlyConfig, run_nightly
 
     settings = NightlyConfig.load(config)
     summary = run_nightly(settings, report=lambda line: console.print(f"nightly: {line}"))
@@ -126,7 +126,7 @@ def tune(
     from gru4rec import tracking
     from gru4rec.commands.model_commands import parse_sets
     from gru4rec.config import apply_overrides, get_preset
-    from gru4rec.tuning import (
+    from gru4rec.jobs.tuning import (
         TrackingTarget,
         authors_space,
         default_storage,
@@ -213,7 +213,7 @@ def baselines(
     from gru4rec import tracking
     from gru4rec.baselines import BASELINES
     from gru4rec.errors import ConfigError
-    from gru4rec.workflow import evaluate_baseline, evaluate_model_dir
+    from gru4rec.jobs.workflow import evaluate_baseline, evaluate_model_dir
 
     names = [n.strip() for n in models.split(",") if n.strip()]
     unknown = [n for n in names if n not in BASELINES]
@@ -317,8 +317,8 @@ def select(
     from rich.table import Table
 
     from gru4rec.commands.model_commands import _ties, metrics_table, parse_sets, write_json
+    from gru4rec.jobs.selection import parse_candidates, select_model
     from gru4rec.progress import EpochProgress, progress_bar
-    from gru4rec.selection import parse_candidates, select_model
 
     chosen_candidates = parse_candidates(candidates, preset)
     overrides = parse_sets(set_ or [])

@@ -1,4 +1,4 @@
-"""`gru4rec train` and `gru4rec evaluate`: thin wrappers over gru4rec.workflow."""
+"""`gru4rec train` and `gru4rec evaluate`: thin wrappers over gru4rec.jobs.workflow."""
 
 from __future__ import annotations
 
@@ -122,39 +122,36 @@ def train(
     import contextlib
 
     from gru4rec.config import apply_overrides, get_preset
+    from gru4rec.jobs.workflow import evaluate_split, train_tracked
     from gru4rec.progress import EpochProgress, progress_bar
-    from gru4rec.workflow import evaluate_split, train_model
 
     evaluation = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": _ties(ties)}
     config = apply_overrides(get_preset(preset), parse_sets(set_ or []))
     run: Any = contextlib.nullcontext()
-    callbacks: list[Any] = []
-    on_validation = None
     if track:
         from gru4rec import tracking
 
         run = tracking.start_run(tracking_uri, experiment, run_name)
-        callbacks.append(tracking.MlflowCallback())
-        on_validation = tracking.log_validation
     with run:
-        if track:
-            tags = {"preset": preset, "command": "train", "family": model}
-            tracking.log_inputs(data_dir, tags if model in ("gru4rec", "repeat", "hybrid") else
-                                {"command": "train", "family": model})  # fmt: skip
+        tags = {"command": "train", "family": model}
+        if model in ("gru4rec", "repeat", "hybrid"):
+            tags["preset"] = preset
         scorer: Any
         with progress_bar(console) as progress:
             if model in ("gru4rec", "repeat"):
                 if model == "repeat" and config.repeat_window == 0:
                     config = apply_overrides(config, {"repeat_window": "10"})
-                scorer, items, result = train_model(
-                    data_dir, config, out, split=train_split, device=device, num_threads=threads,
-                    callbacks=[*callbacks, EpochProgress(progress)], valid_split=valid_split,
-                    on_validation=on_validation, **evaluation,
+                scorer, items, result = train_tracked(
+                    data_dir, config, out, track=track, tags=tags, split=train_split,
+                    device=device, num_threads=threads, callbacks=[EpochProgress(progress)],
+                    valid_split=valid_split, **evaluation,
                 )  # fmt: skip
                 console.print(f"saved the model to {out} ({result.seconds:.1f} s of training)")
             else:
-                from gru4rec.selection import fit_family
+                from gru4rec.jobs.selection import fit_family
 
+                if track:
+                    tracking.log_inputs(data_dir, tags)
                 scorer, items = fit_family(
                     model, data_dir, out, preset=preset, overrides=parse_sets(set_ or []),
                     split=train_split, ties=evaluation["ties"], device=device, num_threads=threads,
@@ -212,9 +209,9 @@ def evaluate(
     """Rank every next item of every test session against ALL items; print Recall, MRR, NDCG,
     coverage and popularity at each cutoff. Test items unknown to the model are counted, not fatal.
     """
+    from gru4rec.jobs.workflow import evaluate_model_dir, n_test_events
     from gru4rec.progress import progress_bar
     from gru4rec.tracking import fetch_checkpoint
-    from gru4rec.workflow import evaluate_model_dir, n_test_events
 
     options = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": _ties(ties)}
     model_dir = fetch_checkpoint(model)

@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 
 from gru4rec.commands.options import Device
-from gru4rec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -49,70 +48,21 @@ def index(
     ] = None,
 ) -> None:
     """Index the model's item vectors (bias as an extra dimension) in FAISS, beside the model."""
-    from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, weights_fingerprint
-    from gru4rec.saved_models import load_scorer
-    from gru4rec.scorers import GRU4RecScorer
+    from gru4rec.jobs.indexing import build_index
+    from gru4rec.retrieval import IndexOptions
 
     options = IndexOptions(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
                            ef_search=ef_search, nlist=nlist, nprobe=nprobe)  # fmt: skip
-    scorer, items = load_scorer(model_dir, device="cpu")
-    if not isinstance(scorer, GRU4RecScorer) or not scorer.inner_product:
-        raise ConfigError(
-            f"{model_dir} holds a {scorer.family} model, whose scores are not inner products of "
-            "item vectors: there is nothing to index. `gru4rec recommend` scores every item "
-            "of it exactly (--index none)."
-        )
-    model = scorer.model
-    vectors = item_vectors(model)
-    with console.status(f"building a {kind} index of {len(vectors):,} items"):
-        item_index = ItemIndex.build(vectors, options)
-        queries = _recall_queries(model, items, model_dir, data)
-        item_index.meta["recall_at_20"] = (
-            1.0
-            if kind == "flat"
-            else item_index.recall_against_exact(vectors, queries, min(20, len(vectors)))
-        )
-        item_index.meta["recall_queries"] = len(queries)
-        folder = item_index.save(model_dir, weights_fingerprint(model_dir))
+    with console.status(f"building a {kind} index"):
+        item_index, folder = build_index(model_dir, options, data=data)
+    meta = item_index.meta
     console.print(
-        f"wrote {folder}: {kind}, {len(vectors):,} items of dimension {vectors.shape[1]}, "
-        f"recall@20 against exact {item_index.meta['recall_at_20']:.4f} "
-        f"({len(queries):,} queries), built in {item_index.meta['build_seconds']:.1f} s"
+        f"wrote {folder}: {kind}, {meta['n_items']:,} items of dimension {meta['dim']}, "
+        f"recall@20 against exact {meta['recall_at_20']:.4f} "
+        f"({meta['recall_queries']:,} queries), built in {meta['build_seconds']:.1f} s"
     )
     if track:
-        _log_index_to_run(model_dir, folder, item_index.meta, tracking_uri)
-
-
-def _recall_queries(model: Any, items: Any, model_dir: Path, data: Path | None) -> Any:
-    """Query vectors for measuring recall: test-session states, else the items' own vectors."""
-    import numpy as np
-
-    from gru4rec.recommend import Recommender
-    from gru4rec.retrieval import item_vectors, query_vectors
-
-    data = data or _training_data_dir(model_dir)
-    recommender = Recommender(model, items)
-    if data is not None and (data / "test.parquet").exists():
-        import polars as pl
-
-        sessions = (
-            pl.read_parquet(data / "test.parquet").group_by("session_id", maintain_order=True)
-            .agg("item_id").head(2000)["item_id"].to_list()
-        )  # fmt: skip
-        mapped = [s for s in recommender.to_indices(sessions)[0] if s]
-        if mapped:
-            return query_vectors(recommender.encode_indices(mapped))
-    vectors = item_vectors(model)
-    sample = np.random.default_rng(0).choice(len(vectors), min(2000, len(vectors)), replace=False)
-    queries = vectors[sample].copy()
-    queries[:, -1] = 1.0  # an item's own vector stands in for a session state
-    return queries
-
-
-def _training_data_dir(model_dir: Path) -> Path | None:
-    extra = json.loads((model_dir / "config.json").read_text()).get("extra", {})
-    path = extra.get("data_dir")
-    return Path(path) if path and Path(path).exists() else None
+        _log_index_to_run(model_dir, folder, meta, tracking_uri)
 
 
 def _log_index_to_run(model_dir: Path, folder: Path, meta: dict[str, Any], uri: str | None) -> None:
@@ -190,11 +140,11 @@ def recommend(
     score` (original ids), ordered by session start then rank. Unknown items are skipped and
     counted; sessions without any known item are reported.
     """
+    from gru4rec.jobs.batch_recommend import recommend_file
+    from gru4rec.pipelines.sources import resolve_spec
     from gru4rec.progress import progress_bar
     from gru4rec.recommend import Recommender
     from gru4rec.tracking import fetch_checkpoint
-    from pipelines.batch_recommend import recommend_file
-    from pipelines.sources import resolve_spec
 
     spec = resolve_spec(
         log_format, session_col=session_col, item_col=item_col, time_col=time_col,

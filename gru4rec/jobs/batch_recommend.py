@@ -12,9 +12,9 @@ from typing import Any
 import polars as pl
 
 from gru4rec.errors import ConfigError, InputDataError
+from gru4rec.pipelines.sessions import order_events
+from gru4rec.pipelines.sources import SourceSpec, read_events
 from gru4rec.recommend import Recommender
-from pipelines.sessions import order_events
-from pipelines.sources import SourceSpec, read_events
 
 
 def recommend_file(

@@ -21,8 +21,8 @@ import polars.selectors as cs
 
 from gru4rec.errors import InputDataError
 from gru4rec.fileio import swap_into_place
-from pipelines import sessions as steps
-from pipelines.sources import SourceSpec, read_events, scan_events
+from gru4rec.pipelines import sessions as steps
+from gru4rec.pipelines.sources import SourceSpec, read_events, scan_events
 
 SPLIT_FILES = ("train", "test", "train_tr", "valid")
 OUTPUT_COLUMNS = ("session_id", "item_id", "item_idx", "time")

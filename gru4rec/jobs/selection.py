@@ -36,10 +36,10 @@ from gru4rec.data import SessionData, load_items, load_split
 from gru4rec.errors import ConfigError, InputDataError
 from gru4rec.evaluate import TieMode
 from gru4rec.hybrid import HybridScorer, MixtureWeights, choose_weights
+from gru4rec.jobs.workflow import evaluate_split, train_model
 from gru4rec.saved_models import save_scorer
 from gru4rec.scorers import GRU4RecScorer, SessionScorer, as_scorer
 from gru4rec.train import Callback
-from gru4rec.workflow import evaluate_split, train_model
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """`gru4rec nightly CONFIG`: prepare, train, evaluate against the champion, index, recommend,
 and only then move the registry alias and publish the outputs.
 
-With `[model] candidates`, the train stage is model selection (`gru4rec.selection`): every
+With `[model] candidates`, the train stage is model selection (`gru4rec.jobs.selection`): every
 candidate family is fitted on train_tr and scored on valid, the best is refitted on train;
 the champion alias can then hold any family, and every later stage serves whichever it holds.
 
@@ -32,14 +32,15 @@ from typing import Any
 from gru4rec.config import apply_overrides, get_preset
 from gru4rec.errors import ConfigError
 from gru4rec.evaluate import TIE_MODES
+from gru4rec.jobs.batch_recommend import recommend_file
+from gru4rec.jobs.indexing import build_index
+from gru4rec.jobs.selection import parse_candidates, select_model
+from gru4rec.jobs.workflow import evaluate_split, train_tracked
+from gru4rec.pipelines.prepare import PrepareOptions, prepare
+from gru4rec.pipelines.sources import SourceSpec, resolve_spec
 from gru4rec.recommend import Recommender
-from gru4rec.retrieval import IndexOptions, ItemIndex, weights_fingerprint
+from gru4rec.retrieval import IndexOptions
 from gru4rec.saved_models import load_scorer
-from gru4rec.selection import parse_candidates, select_model
-from gru4rec.workflow import evaluate_split, train_model
-from pipelines.batch_recommend import recommend_file
-from pipelines.prepare import PrepareOptions, prepare
-from pipelines.sources import SourceSpec, resolve_spec
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,6 @@ def run_nightly(
 
             parent_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
             with _stage("train", report):
-                tracking.log_inputs(run_dir / "data", {"preset": config.preset})
                 selected = _train(config, run_dir, parent_id, report)
                 summary["family"] = selected.get("family", "gru4rec")
                 summary["chosen"] = selected.get("chosen", f"gru4rec:{config.preset}")
@@ -261,11 +261,14 @@ def run_nightly(
                 if index_kind == "none":
                     report(f"index: a {serving.scorer.family} model scores every item; no index")
                 else:
-                    index = ItemIndex.build(
-                        serving.scorer.item_vectors(), IndexOptions(kind=config.index)
+                    index, folder = build_index(
+                        serving_dir, IndexOptions(kind=config.index), data=run_dir / "data"
                     )
-                    index.save(serving_dir, weights_fingerprint(serving_dir))
-                    mlflow.log_artifacts(str(serving_dir / "index"), "index")
+                    report(f"index: {config.index}, recall@20 against exact "
+                           f"{index.meta['recall_at_20']:.4f}")  # fmt: skip
+                    mlflow.log_metrics(tracking.numeric_metrics(
+                        {f"index_{k}": v for k, v in index.meta.items()}))  # fmt: skip
+                    mlflow.log_artifacts(str(folder), "index")
 
             with _stage("recommend", report):
                 recommender = Recommender.from_path(
@@ -306,11 +309,13 @@ def _train(
     from gru4rec import tracking
 
     data_dir = run_dir / "data"
+    tags = {"preset": config.preset}
     if not config.candidates:
         model_config = apply_overrides(get_preset(config.preset), config.overrides)
-        train_model(data_dir, model_config, run_dir / "model", device=config.device,
-                    callbacks=[tracking.MlflowCallback()])  # fmt: skip
+        train_tracked(data_dir, model_config, run_dir / "model", track=True, tags=tags,
+                      device=config.device)  # fmt: skip
         return {}
+    tracking.log_inputs(data_dir, tags)
     client = mlflow.MlflowClient()
 
     def on_candidate(name: str, metrics: dict[str, Any]) -> None:

@@ -222,7 +222,7 @@ def _objective(
 ) -> float:
     import optuna
 
-    from gru4rec.workflow import train_model
+    from gru4rec.jobs.workflow import train_tracked
 
     overrides = {d.name: d.suggest(trial) for d in space}
     config = apply_overrides(base, overrides)
@@ -242,19 +242,16 @@ def _objective(
 
     pruned: optuna.TrialPruned | None = None
     with _trial_run(job["tracking"], trial.number), tempfile.TemporaryDirectory() as scratch:
-        callbacks = []
-        if job["tracking"] is not None:
+        track = job["tracking"] is not None
+        if track:
             import mlflow
 
-            from gru4rec import tracking as mlflow_tracking
-
-            callbacks.append(mlflow_tracking.MlflowCallback())
             mlflow.set_tags({f"searched.{key}": value for key, value in overrides.items()})
         try:
-            train_model(Path(job["data_dir"]), config, Path(scratch) / "model", split="train_tr",
-                        device=job["device"], num_threads=job["threads"], callbacks=callbacks,
-                        valid_split="valid", on_validation=on_validation,
-                        cutoffs=(1, 5, 10, cutoff))  # fmt: skip
+            train_tracked(Path(job["data_dir"]), config, Path(scratch) / "model", track=track,
+                          split="train_tr", device=job["device"], num_threads=job["threads"],
+                          valid_split="valid", on_validation=on_validation,
+                          cutoffs=(1, 5, 10, cutoff))  # fmt: skip
         except optuna.TrialPruned as stop:
             pruned = stop  # raised after the MLflow run has ended normally, tagged as pruned
         if job["tracking"] is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,42 @@ def train_model(
     }
     save_checkpoint(out_dir, model, config, items, extra=extra)
     return model, items, result
+
+
+def train_tracked(
+    data_dir: Path,
+    config: GRU4RecConfig,
+    out_dir: Path,
+    *,
+    track: bool,
+    tags: Mapping[str, str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    on_validation: Callable[[int, dict[str, Any]], None] | None = None,
+    **options: Any,
+) -> tuple[GRU4Rec, pl.DataFrame, FitResult]:
+    """`train_model` as a tracked run: what `gru4rec train`, `tune` and the nightly job run.
+
+    With `track`, inside the active MLflow run: `tags` and the data's manifest (when tags
+    are given), the config as parameters, per-epoch loss and speed, and per-epoch
+    `valid_*` metrics (with `valid_split` among `options`). `on_validation` is called
+    either way. Other options: as `train_model`.
+    """
+    callbacks = list(callbacks)
+    report = on_validation
+    if track:
+        from gru4rec import tracking
+
+        if tags is not None:
+            tracking.log_inputs(data_dir, tags)
+        callbacks.append(tracking.MlflowCallback())
+
+        def report(epoch: int, metrics: dict[str, Any]) -> None:
+            tracking.log_validation(epoch, metrics)
+            if on_validation is not None:
+                on_validation(epoch, metrics)
+
+    return train_model(data_dir, config, out_dir, callbacks=callbacks, on_validation=report,
+                       **options)  # fmt: skip
 
 
 class _Validation(Callback):

@@ -1,1 +1,0 @@
-"""Data pipelines and jobs: raw click logs in, prepared session data out."""

@@ -1,0 +1,49 @@
+"""The compiled part of the package: gru4rec._kernels, the fused CPU loops of training.
+
+Everything else is in pyproject.toml. A plain setuptools extension is enough (the loops
+are C without torch or Python headers, so no torch at build time and no CMake); it is
+built with -fopenmp where the compiler has it, so the loops share torch's OpenMP threads,
+and serially otherwise. The extension is optional: where it cannot be built the package
+still installs, and training says once that it runs on the slower torch loops.
+"""
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# No -march: the instruction set is chosen per source (kernels_<isa>.c) and at run time.
+_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c11"]
+_OPENMP = ["-fopenmp"]
+
+
+class BuildKernels(build_ext):
+    """build_ext that tries OpenMP first and falls back to serial loops."""
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            ext.extra_compile_args = [*_FLAGS, *_OPENMP]
+            ext.extra_link_args = list(_OPENMP)
+            super().build_extension(ext)
+        except Exception as error:
+            self.warn(f"building {ext.name} with OpenMP failed ({error}); building it serially")
+            ext.extra_compile_args = [*_FLAGS, "-fopenmp-simd"]
+            ext.extra_link_args = []
+            super().build_extension(ext)
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "gru4rec._kernels",
+            sources=[
+                "gru4rec/csrc/module.c",
+                "gru4rec/csrc/kernels_base.c",
+                "gru4rec/csrc/kernels_avx2.c",
+                "gru4rec/csrc/kernels_avx512.c",
+            ],
+            depends=["gru4rec/csrc/kernels.inc"],
+            libraries=["m"],
+            optional=True,
+        )
+    ],
+    cmdclass={"build_ext": BuildKernels},
+)
