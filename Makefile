@@ -7,7 +7,8 @@ DEMO := demo
 
 .PHONY: setup demo test lint bench-prepare bench-train bench-retrieval accuracy docker-image stack clean
 
-$(BIN)/.installed: pyproject.toml
+# Reinstalled when the packaging or the C sources change: the install compiles the kernels.
+$(BIN)/.installed: pyproject.toml setup.py $(wildcard gru4rec/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch from local disk first; the project's range then accepts it.
@@ -45,6 +46,7 @@ bench-train: setup
 
 # MODEL=path/to/a/trained/model (e.g. the diginetica preset's), DATA=its prepared data.
 bench-retrieval: setup
+	@test -n "$(MODEL)" -a -n "$(DATA)" || { echo "usage: make bench-retrieval MODEL=path/to/model DATA=path/to/prepared/data" >&2; exit 2; }
 	$(BIN)/python -m benchmarks.retrieval_bench --model $(MODEL) --data $(DATA) --catalogue 1000000 --dim 64
 
 accuracy: setup

@@ -223,6 +223,9 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
         support = _check_inputs(model, data, items["support"].to_numpy())
         if kind == "fast":
             return model, FastStep(model, config, support, device)
+        if kind == "fast-torch-kernels":  # what training falls back to without the build
+            return model, FastStep(model, config, support, device,
+                                   kernels=kernels.TorchKernels())  # fmt: skip
         return model, AutogradStep(model, config, support, device)
 
     def run(model: Any, step: Any, cursor: int, count: int) -> int:
@@ -254,6 +257,8 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
     flush = kernels.subnormals_flushed()
     flush.__enter__()
     runners = {f"fast-{p}": make("fast", p) for p in args.precisions}
+    if args.torch_kernels:
+        runners["fast-fp32-torchkernels"] = make("fast-torch-kernels", "fp32")
     if not args.no_autograd:
         runners["autograd-fp32"] = make("autograd", "fp32")
     cursors = dict.fromkeys(runners, 0)
@@ -380,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--no-autograd", action="store_true", help="skip the autograd baseline")
     parser.add_argument(
+        "--torch-kernels", action="store_true",
+        help="also time the fast step on the torch kernel backend (fp32): the cost of running "
+        "without the compiled kernels",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-huge-pages", action="store_true",
         help="train without transparent huge pages (the `gru4rec` command turns them on)",
     )  # fmt: skip
@@ -412,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--precisions", *args.precisions]  # fmt: skip
         if args.no_autograd:
             command.append("--no-autograd")
+        if args.torch_kernels:
+            command.append("--torch-kernels")
         env = dict(os.environ)
         env["THP_MEM_ALLOC_ENABLE"] = "0" if args.no_huge_pages else "1"  # as the CLI
         if args.omp_wait_policy != "default":

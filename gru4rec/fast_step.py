@@ -122,6 +122,7 @@ class FastStep:
         support: Tensor,
         device: torch.device,
         precision: Precision | None = None,
+        kernels: Kernels | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -130,7 +131,7 @@ class FastStep:
         precision = precision or config.precision
         self.compute_dtype = torch.bfloat16 if precision == "bf16" else self.dtype
         self.low = self.compute_dtype != self.dtype  # matmuls in lower precision
-        self.kernels: Kernels = kernels_for(device, self.dtype)
+        self.kernels: Kernels = kernels or kernels_for(device, self.dtype)
         self.layers: tuple[GRULayer, ...] = model.gru_layers
         self.n_sample = config.n_sample
         self.sampler: NegativeSampler | None = None

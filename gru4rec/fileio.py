@@ -1,10 +1,13 @@
-"""Atomic replacement of an output directory: nothing half-written is ever visible."""
+"""Atomic writes: an output directory or a JSON file appears whole or not at all."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from gru4rec.errors import Gru4RecError
 
@@ -29,3 +32,12 @@ def swap_into_place(staging: Path, target: Path) -> None:
         backup.rename(target)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically (a temporary file in the same directory, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+    os.replace(handle.name, path)

@@ -16,7 +16,7 @@ Backends:
     TorchKernels     torch operations: any device and dtype (GPU, float64, bf16 ...).
     CompiledKernels  fused C loops (gru4rec/csrc), one pass each instead of a chain of
                      torch operations, each with its dispatch and its pass over memory
-                     (2-3x the torch backend's training speed on CPU). Built with the
+                     (1.6-1.8x the training speed of the torch backend on CPU). Built with the
                      package as the extension `gru4rec._kernels` (setup.py), loaded only
                      from the package's own directory, compiled once per instruction set
                      (baseline x86-64, AVX2, AVX-512) with the best the CPU runs chosen at
@@ -571,7 +571,7 @@ def _warn_torch_fallback() -> None:
         return
     logger.warning(
         "gru4rec's compiled CPU kernels are not available (%s): training on CPU uses the "
-        "torch kernels, about 2-3x slower per step. Reinstall gru4rec from a wheel built for "
+        "torch kernels, about 1.6-1.8x slower per step. Reinstall gru4rec from a wheel built for "
         "this platform, or from source with a C compiler (pip install --force-reinstall "
         "--no-binary gru4rec gru4rec).",
         reason,

@@ -118,46 +118,25 @@ def tune(
     nested run per trial; prints the trials best first and the command that trains the best.
     """
     import sys
-    import time
 
-    import mlflow
     from rich.table import Table
 
-    from gru4rec import tracking
     from gru4rec.commands.model_commands import parse_sets
     from gru4rec.config import apply_overrides, get_preset
-    from gru4rec.jobs.tuning import (
-        TrackingTarget,
-        authors_space,
-        default_storage,
-        optuna_search,
-        parse_dimension,
-    )
+    from gru4rec.jobs.runs import tune_run
+    from gru4rec.jobs.tuning import authors_space, parse_dimension
 
     base = apply_overrides(get_preset(preset), parse_sets(set_ or []))
     dimensions = [parse_dimension(text) for text in space] if space else list(authors_space(base))
     unknown = [d.name for d in dimensions if d.name not in base.to_dict()]
     if unknown:
         apply_overrides(base, {unknown[0]: "0"})  # raises the usual unknown-key error
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    storage = storage or default_storage(uri)
-    study = study or f"tune-{preset}-{data_dir.resolve().name}"
-    started = time.perf_counter()
-    with tracking.start_run(tracking_uri, experiment, f"tune {preset}") as parent:
-        tracking.log_inputs(data_dir, {"preset": preset, "command": "tune", "study": study,
-                                       "storage": storage})  # fmt: skip
-        console.print(f"tune: study {study!r} in {storage}, {trials} trials, {jobs} worker(s)")
-        results = optuna_search(
-            data_dir, base, dimensions, trials=trials, metric=metric, jobs=jobs, storage=storage,
-            study_name=study, seed=seed, prune=prune, device=device,
-            tracking=TrackingTarget(uri, experiment, parent.info.run_id),
-        )  # fmt: skip
-        seconds = time.perf_counter() - started
-        best = results[0]
-        mlflow.log_dict({"overrides": best.overrides, "metrics": best.metrics}, "best.json")
-        mlflow.log_metrics({f"best_valid_{tracking.metric_key(metric)}": best.metrics[metric],
-                            "tune_seconds": seconds,
-                            "pruned_trials": sum(t.state == "PRUNED" for t in results)})  # fmt: skip
+    done = tune_run(
+        data_dir, base, dimensions, preset=preset, trials=trials, metric=metric, jobs=jobs,
+        storage=storage, study=study, seed=seed, prune=prune, device=device,
+        tracking_uri=tracking_uri, experiment=experiment, report=console.print,
+    )  # fmt: skip
+    results, seconds, best = done.trials, done.seconds, done.trials[0]
     table = Table(title=f"tune {preset}: {len(results)} trials on valid, best first")
     for name in ("trial", "state", "epochs", metric, *best.overrides):
         table.add_column(name, justify="right")
@@ -311,50 +290,24 @@ def select(
     """The best model for this log: every candidate fitted on train_tr and scored on valid,
     the best refitted on train, saved to --out and scored once on test.
     """
-    import contextlib
     import sys
 
     from rich.table import Table
 
     from gru4rec.commands.model_commands import _ties, metrics_table, parse_sets, write_json
-    from gru4rec.jobs.selection import parse_candidates, select_model
+    from gru4rec.jobs.runs import select_run
+    from gru4rec.jobs.selection import parse_candidates
     from gru4rec.progress import EpochProgress, progress_bar
 
-    chosen_candidates = parse_candidates(candidates, preset)
-    overrides = parse_sets(set_ or [])
-    parent: Any = contextlib.nullcontext()
-    if track:
-        from gru4rec import tracking
-
-        parent = tracking.start_run(tracking_uri, experiment, f"select {data_dir.name}")
-
-    def on_candidate(name: str, metrics: dict[str, Any]) -> None:
-        console.print(f"select: {name} on valid: {metric} {metrics[metric]:.4f}")
-        if track:
-            with tracking.start_run(tracking_uri, experiment, name, nested=True):
-                tracking.log_inputs(data_dir, {"candidate": name, "command": "select"})
-                tracking.log_test_metrics(metrics, prefix="valid_")
-
-    with parent, progress_bar(console) as progress:
-        if track:
-            tracking.log_inputs(data_dir, {"command": "select", "candidates": candidates})
-        result = select_model(
-            data_dir, out, chosen_candidates, overrides=overrides, metric=metric,
-            ties=_ties(ties), device=device, num_threads=threads,
-            callbacks=lambda label: [EpochProgress(progress)], on_candidate=on_candidate,
+    with progress_bar(console) as progress:
+        result, model_uri = select_run(
+            data_dir, out, parse_candidates(candidates, preset), overrides=parse_sets(set_ or []),
+            metric=metric, ties=_ties(ties), device=device, threads=threads,
+            callbacks=lambda label: [EpochProgress(progress)], report=console.print,
+            track=track, tracking_uri=tracking_uri, experiment=experiment, register=register,
         )  # fmt: skip
-        if track:
-            import mlflow
-
-            mlflow.set_tags({"chosen": result.chosen, "family": result.family})
-            for name, values in result.candidates.items():
-                mlflow.log_metric(f"valid_{name.replace(':', '_')}_{metric.replace('@', '_at_')}",
-                                  values[metric])  # fmt: skip
-            tracking.log_test_metrics(result.test)
-            uri = tracking.log_model(out, registered_name=register).model_uri
-            console.print(
-                f"logged to MLflow ({tracking.resolve_tracking_uri(tracking_uri)}): {uri}"
-            )
+    if model_uri is not None:
+        console.print(f"logged to MLflow: {model_uri}")
     table = Table(title=f"{data_dir}: candidates on valid, {ties} ties")
     for column in ("candidate", "recall@20", "mrr@20", "repeat mrr@20", "new mrr@20", "seconds"):
         table.add_column(column, justify="left" if column == "candidate" else "right")

@@ -1,11 +1,8 @@
-"""`gru4rec train` and `gru4rec evaluate`: thin wrappers over gru4rec.jobs.workflow."""
+"""`gru4rec train` and `gru4rec evaluate`: option parsing and printing over gru4rec.jobs."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +12,7 @@ from rich.table import Table
 
 from gru4rec.commands.options import Device, Threads, Ties, TrackingUri
 from gru4rec.errors import ConfigError
+from gru4rec.fileio import write_json
 
 console = Console(stderr=True)
 out_console = Console(width=None if sys.stdout.isatty() else 160)
@@ -49,15 +47,6 @@ def _ties(ties: str) -> Any:
     if ties not in TIES:
         raise ConfigError(f"--ties must be one of {', '.join(TIES)}; got {ties!r}.")
     return ties
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (a temporary file in the same directory, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-    os.replace(handle.name, path)
 
 
 def train(
@@ -119,63 +108,28 @@ def train(
 ) -> None:
     """Train a model (GRU4Rec by default) on a prepared directory, save it, evaluate, log to
     MLflow."""
-    import contextlib
-
-    from gru4rec.config import apply_overrides, get_preset
-    from gru4rec.jobs.workflow import evaluate_split, train_tracked
+    from gru4rec.jobs.runs import train_run
     from gru4rec.progress import EpochProgress, progress_bar
 
     evaluation = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": _ties(ties)}
-    config = apply_overrides(get_preset(preset), parse_sets(set_ or []))
-    run: Any = contextlib.nullcontext()
-    if track:
-        from gru4rec import tracking
-
-        run = tracking.start_run(tracking_uri, experiment, run_name)
-    with run:
-        tags = {"command": "train", "family": model}
-        if model in ("gru4rec", "repeat", "hybrid"):
-            tags["preset"] = preset
-        scorer: Any
-        with progress_bar(console) as progress:
-            if model in ("gru4rec", "repeat"):
-                if model == "repeat" and config.repeat_window == 0:
-                    config = apply_overrides(config, {"repeat_window": "10"})
-                scorer, items, result = train_tracked(
-                    data_dir, config, out, track=track, tags=tags, split=train_split,
-                    device=device, num_threads=threads, callbacks=[EpochProgress(progress)],
-                    valid_split=valid_split, **evaluation,
-                )  # fmt: skip
-                console.print(f"saved the model to {out} ({result.seconds:.1f} s of training)")
-            else:
-                from gru4rec.jobs.selection import fit_family
-
-                if track:
-                    tracking.log_inputs(data_dir, tags)
-                scorer, items = fit_family(
-                    model, data_dir, out, preset=preset, overrides=parse_sets(set_ or []),
-                    split=train_split, ties=evaluation["ties"], device=device, num_threads=threads,
-                    callbacks=lambda label: [EpochProgress(progress)],
-                )  # fmt: skip
-                console.print(f"saved the {model} model to {out}")
-        metrics = None
-        if test_split != "none":
-            metrics = evaluate_split(scorer, items, data_dir, split=test_split, **evaluation)
-            out_console.print(metrics_table(metrics, title=f"{test_split}: {out}"))
-            if json_out:
-                write_json(json_out, metrics)
-        if track:
-            import mlflow
-
-            run_info = {"run_id": mlflow.active_run().info.run_id,  # type: ignore[union-attr]
-                        "tracking_uri": mlflow.get_tracking_uri(), "experiment": experiment}  # fmt: skip
-            write_json(out / "mlflow_run.json", run_info)  # lets `gru4rec index` log to this run
-            if metrics is not None:
-                tracking.log_test_metrics(metrics, prefix=f"{test_split}_")
-            uri = tracking.log_model(out, registered_name=register).model_uri
-            console.print(
-                f"logged to MLflow ({tracking.resolve_tracking_uri(tracking_uri)}): {uri}"
-            )
+    with progress_bar(console) as progress:
+        done = train_run(
+            data_dir, out, family=model, preset=preset, overrides=parse_sets(set_ or []),
+            split=train_split, test_split=test_split, valid_split=valid_split,
+            evaluation=evaluation, device=device, threads=threads,
+            callbacks=[EpochProgress(progress)], track=track, tracking_uri=tracking_uri,
+            experiment=experiment, run_name=run_name, register=register,
+        )  # fmt: skip
+    if done.train_seconds is not None:
+        console.print(f"saved the model to {out} ({done.train_seconds:.1f} s of training)")
+    else:
+        console.print(f"saved the {model} model to {out}")
+    if done.metrics is not None:
+        out_console.print(metrics_table(done.metrics, title=f"{test_split}: {out}"))
+        if json_out:
+            write_json(json_out, done.metrics)
+    if done.model_uri is not None:
+        console.print(f"logged to MLflow ({done.tracking_uri}): {done.model_uri}")
 
 
 def evaluate(
