@@ -86,8 +86,9 @@ def filter_support(
 
 
 def split_by_time(events: pd.DataFrame, days: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    boundary = events["time"].max() - days * DAY
-    is_test = events.groupby("session_id")["time"].transform("min") >= boundary
+    starts = events.groupby("session_id")["time"].transform("min")
+    boundary = starts.max() - days * DAY  # the last session start minus the days
+    is_test = starts >= boundary
     return events[~is_test], events[is_test]
 
 

@@ -32,3 +32,18 @@ class TrainingDivergedError(Gru4RecError):
             f"training diverged: the loss is {loss} at epoch {epoch}, step {step}. "
             "Lower the learning rate, or check the data for degenerate sessions."
         )
+
+
+class JobBusyError(Gru4RecError):
+    """Another run of the job holds the work directory's lock."""
+
+
+class StageError(Gru4RecError):
+    """A stage of the nightly job failed; nothing was published. `cause` is the error."""
+
+    def __init__(self, stage: str, cause: BaseException, note: str = "") -> None:
+        self.stage, self.cause = stage, cause
+        super().__init__(
+            f"nightly stage {stage!r} failed: {cause}{note} Nothing was published: the "
+            "champion alias and the current outputs are as they were."
+        )

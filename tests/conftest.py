@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,14 +61,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture()
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1: SQLite backend, a temporary artifact root."""
+@contextmanager
+def running_mlflow_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend and artifacts in `folder`),
+    with its process (a test may stop it); stopped on exit."""
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"]  # fmt: skip
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 (closed below)
+               "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]  # fmt: skip
+    log = open(folder / "server.log", "a")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -78,10 +80,17 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
                 break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError((tmp_path / "server.log").read_text()) from None
+                    raise RuntimeError((folder / "server.log").read_text()) from None
                 time.sleep(0.5)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1: SQLite backend, a temporary artifact root."""
+    with running_mlflow_server(tmp_path) as (url, _server):
+        yield url

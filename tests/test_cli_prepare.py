@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -76,3 +77,78 @@ def test_real_subprocess_help_and_error(tmp_path: Path) -> None:
            "--out", str(tmp_path / "o")]  # fmt: skip
     done = subprocess.run(bad, capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "no such file" in done.stderr and "Traceback" not in done.stderr
+
+
+def _generated(tmp_path: Path) -> Path:
+    log = tmp_path / "clicks.tsv.gz"
+    result = runner.invoke(app, ["generate", str(log), "--sessions", "2000", "--items", "100"])
+    assert result.exit_code == 0, result.output
+    return log
+
+
+def _fails_cleanly(args: list[str], tmp_path: Path, *phrases: str) -> None:
+    """Exit 2 with one paragraph naming the problem, no traceback, nothing left behind."""
+    before = set(tmp_path.rglob("*"))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    text = " ".join(result.output.split())
+    for phrase in phrases:
+        assert phrase in text, text
+    assert set(tmp_path.rglob("*")) == before  # no output, no staging folder
+
+
+def test_damaged_and_unreadable_inputs_get_a_clear_error(tmp_path: Path) -> None:
+    # Regression (issue 19): a truncated .gz ended in `OSError: unexpected end of file`.
+    log = _generated(tmp_path)
+    cut = tmp_path / "cut.tsv.gz"
+    cut.write_bytes(log.read_bytes()[:20_000])
+    _fails_cleanly(["prepare", str(cut), "--out", str(tmp_path / "a")], tmp_path,
+                   "cut.tsv.gz: cannot be read", "cut short", "gzip -t")  # fmt: skip
+    import bz2
+
+    packed = tmp_path / "clicks.tsv.bz2"
+    packed.write_bytes(bz2.compress(gzip_text(log).encode()))
+    _fails_cleanly(["prepare", str(packed), "--out", str(tmp_path / "b")], tmp_path,
+                   "is compressed with bzip2", "bunzip2 clicks.tsv.bz2")  # fmt: skip
+    import polars as pl
+
+    table = tmp_path / "clicks.parquet"
+    pl.read_csv(log, separator="\t").write_parquet(table)
+    table.write_bytes(table.read_bytes()[:-30])  # the footer cut off
+    _fails_cleanly(["prepare", str(table), "--out", str(tmp_path / "c")], tmp_path,
+                   "clicks.parquet: cannot be read as a table")  # fmt: skip
+
+
+def gzip_text(path: Path) -> str:
+    import gzip
+
+    return gzip.decompress(path.read_bytes()).decode()
+
+
+def test_unwritable_outputs_get_a_clear_error(tmp_path: Path, monkeypatch: Any) -> None:
+    # Regression (issue 19): --out under a regular file ended in NotADirectoryError.
+    log = _generated(tmp_path)
+    (tmp_path / "notes.txt").write_text("a file")
+    _fails_cleanly(["prepare", str(log), "--out", str(tmp_path / "notes.txt" / "data")],
+                   tmp_path, "notes.txt is a file, not a directory")  # fmt: skip
+    # A full disk (or a read-only directory) while writing: simulated, as tests may run
+    # as root, which ignores permissions.
+    import errno
+
+    import polars as pl
+
+    def full(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", full)
+    _fails_cleanly(["prepare", str(log), "--out", str(tmp_path / "data")], tmp_path,
+                   "cannot write the prepared data there (No space left on device)",
+                   "nothing was written")  # fmt: skip
+
+    def read_only(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", read_only)
+    _fails_cleanly(["prepare", str(log), "--out", str(tmp_path / "data")], tmp_path,
+                   "(Permission denied)", "Check that the directory is writable")  # fmt: skip

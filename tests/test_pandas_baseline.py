@@ -68,10 +68,11 @@ def test_pandas_baseline_writes_the_same_tables_as_the_pipeline(tmp_path: Path, 
 
 
 def test_pandas_baseline_matches_on_boundaries_and_ties(tmp_path: Path) -> None:
-    # The max time is 04-03T00:00 (session 6), so the test boundary is 04-02T00:00:
-    # session 5 starts exactly on it (test), session 4 one millisecond before (train,
-    # though it ends after it). Train ends at 04-02T06:00, so the validation boundary is
-    # 04-01T06:00, where session 9 starts (valid). Session 3 has equal times (log order
+    # The last session start is 04-03T00:00 (session 8), so the test boundary is
+    # 04-02T00:00: session 5 starts exactly on it (test), session 4 one millisecond before
+    # (train, though it ends after it), and session 6's late click at 04-03T01:00 moves
+    # nothing. Train's last session start is session 4's, 04-01T23:59:59.999, so the
+    # validation boundary is a day before it: sessions 9 and 4 (valid). Session 3 has equal times (log order
     # kept) and a repeat; session 4 is written out of time order; item 99 is only in
     # test (unknown: session 10 becomes too short), item 77 only in valid.
     rows = [
@@ -90,7 +91,8 @@ def test_pandas_baseline_matches_on_boundaries_and_ties(tmp_path: Path) -> None:
         (5, "04-02T00:02:00.000", 13),
         *[(6, f"04-02T{12 + i:02d}:00:00.000", item)
           for i, item in enumerate((99, 11, 99, 12, 99, 13, 99, 14))],
-        (6, "04-03T00:00:00.000", 99),
+        (6, "04-03T01:00:00.000", 99),
+        (8, "04-03T00:00:00.000", 11), (8, "04-03T00:01:00.000", 12),
         (10, "04-02T01:00:00.000", 99), (10, "04-02T01:01:00.000", 11),
     ]  # fmt: skip
     log = tmp_path / "clicks.dat"
@@ -105,7 +107,7 @@ def test_pandas_baseline_matches_on_boundaries_and_ties(tmp_path: Path) -> None:
         for name, frame in tables.items()
         if name != "items"
     }
-    assert sessions == {"train": [1, 2, 3, 9, 4], "test": [5, 6], "train_tr": [1, 2, 3],
+    assert sessions == {"train": [1, 2, 3, 9, 4], "test": [5, 6, 8], "train_tr": [1, 2, 3],
                         "valid": [9, 4]}  # fmt: skip
     assert tables["train"].filter(pl.col("session_id") == 3)["item_id"].to_list() == [
         14, 11, 13, 12

@@ -85,7 +85,10 @@ def test_generic_mapping_with_ms_times_events_and_user_sessions(tmp_path: Path) 
     steps = manifest["steps"]
     assert steps[0]["events"] == 3 * 8 * 5
     assert steps[1]["events"] == 3 * 8 * 4 and steps[1]["sessions"] == 24
-    assert read_split(out, "test")["session_id"].n_unique() == 8
+    # The last session starts on day 2 at 07:00; a day before it is day 1 at 07:00, where
+    # user 7's session of day 1 starts: on the boundary, so test (8 + 1 sessions).
+    assert read_split(out, "test")["session_id"].n_unique() == 9
+    assert manifest["time_splits"]["test"]["boundary"] == "1970-01-02 07:00:00"
     assert not (out / "valid.parquet").exists()
 
 
@@ -249,3 +252,67 @@ def test_order_only_log_cannot_be_split_by_time(tmp_path: Path) -> None:
     spec = resolve_spec("generic", session_col="s", item_col="i", order_col="pos")
     with pytest.raises(InputDataError, match="cannot be split by time"):
         prepare([log], tmp_path / "out", spec, PrepareOptions(apply_filter=False))
+
+
+def _straggler_log(tmp_path: Path) -> Path:
+    """A news-portal-like log (ms times): 40 sessions a day start over 16 days; 1 in 10
+    gets a last click 5-28 days after its start (readers coming back to an old tab)."""
+    rows = ["session,item,ts"]
+    for day in range(16):
+        for k in range(40):
+            session, start = day * 40 + k, (day * DAY + k * 1800) * 1000
+            items = [(session + j) % 12 for j in range(4)]
+            times = [start + j * 60_000 for j in range(4)]
+            if session % 10 == 3:
+                times[-1] = start + (5 + session % 24) * DAY * 1000
+            rows += [f"{session},{item},{t}" for item, t in zip(items, times, strict=True)]
+    return write(tmp_path / "news.csv", "\n".join(rows) + "\n")
+
+
+NEWS = {"session_col": "session", "item_col": "item", "time_col": "ts", "time_unit": "ms"}
+
+
+def test_late_clicks_do_not_empty_the_test_split(tmp_path: Path) -> None:
+    # Regression (issue 19): the last days were counted back from the last click, which
+    # a straggler put weeks after the last session start: the test split came out empty.
+    log = _straggler_log(tmp_path)
+    manifest = prepare([log], tmp_path / "out", resolve_spec("generic", **NEWS),
+                       PrepareOptions(test_days=1, valid_days=1))  # fmt: skip
+    test = read_split(tmp_path / "out", "test")
+    starts = test.group_by("session_id").agg(pl.col("time").min())["time"]
+    assert starts.min() >= 14 * DAY and starts.max() < 16 * DAY
+    # The last day of session starts, boundary included: day 15's 40 and day 14's last.
+    assert test["session_id"].n_unique() == 41
+    where = manifest["time_splits"]["test"]
+    assert where["measured_from"] == "last session start"
+    assert where["boundary"] == "1970-01-15 19:30:00"  # the last start, 15 d 19:30, - 1 day
+    assert where["session_starts"] == ["1970-01-01 00:00:00", "1970-01-16 19:30:00"]
+    assert where["clicks"][1] > "1970-02-01"  # the stragglers' clicks
+    valid = read_split(tmp_path / "out", "valid")
+    assert valid["session_id"].n_unique() == 41  # counted back from train's last start
+    assert manifest["time_splits"]["valid"]["boundary"] == "1970-01-14 19:00:00"
+
+
+def test_test_start_places_the_boundary_explicitly(tmp_path: Path) -> None:
+    log = _straggler_log(tmp_path)
+    manifest = prepare([log], tmp_path / "out", resolve_spec("generic", **NEWS),
+                       PrepareOptions(test_start="1970-01-13", valid_days=0))  # fmt: skip
+    test = read_split(tmp_path / "out", "test")
+    assert test["session_id"].n_unique() == 4 * 40  # days 12-15 (the 13th of January on)
+    assert manifest["time_splits"]["test"]["boundary"] == "1970-01-13 00:00:00"
+    assert manifest["time_splits"]["test"]["measured_from"] == "--test-start"
+    with pytest.raises(InputDataError, match="--test-start takes an ISO date"):
+        PrepareOptions(test_start="next tuesday")
+
+
+def test_an_empty_split_shows_the_counts_up_to_the_failure(tmp_path: Path) -> None:
+    log = _straggler_log(tmp_path)
+    with pytest.raises(InputDataError) as raised:
+        prepare([log], tmp_path / "out", resolve_spec("generic", **NEWS),
+                PrepareOptions(test_start="1971-01-01", valid_days=0))  # fmt: skip
+    message = str(raised.value)
+    assert message.startswith("the test split is empty after these steps:")
+    assert re.search(r"read\s+all\s+2,560\s+640", message)  # 640 sessions of 4 clicks
+    assert "boundary 1971-01-01 00:00:00 (--test-start)" in message
+    assert "session starts 1970-01-01 00:00:00 .. 1970-01-16 19:30:00" in message
+    assert not (tmp_path / "out").exists()

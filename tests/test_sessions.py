@@ -77,11 +77,39 @@ def test_split_by_time_uses_session_start_and_an_inclusive_boundary() -> None:
     log = events(
         [(1, 1, 0.0), (1, 2, 1.5 * day),  # starts before the boundary, ends after: train
          (2, 1, 1.0 * day), (2, 2, 1.2 * day),  # starts exactly on the boundary: test
-         (3, 1, 0.5 * day), (3, 2, 2.0 * day)]  # the last event defines max time = 2 days
+         (3, 1, 0.5 * day), (3, 2, 2.5 * day),  # a late click: the last click, still train
+         (4, 1, 2.0 * day), (4, 2, 2.1 * day)]  # the last session start: 2 days
     )  # fmt: skip
-    train, test = steps.split_by_time(log, days=1.0)
+    train, test, where = steps.split_by_time(log, days=1.0)
     assert train["session_id"].unique().sort().to_list() == [1, 3]
-    assert test["session_id"].unique().to_list() == [2]
+    assert test["session_id"].unique().sort().to_list() == [2, 4]
+    assert where == steps.TimeSplit(1.0 * day, "last session start", (0.0, 2.5 * day),
+                                    (0.0, 2.0 * day))  # fmt: skip
+    # An explicit boundary instead of the last days.
+    train, test, where = steps.split_by_time(log, days=1.0, start=0.5 * day)
+    assert test["session_id"].unique().sort().to_list() == [2, 3, 4]
+    assert where.measured_from == "--test-start"
+
+
+def test_split_by_time_goes_by_each_sessions_start_whatever_the_row_order() -> None:
+    # Regression (issue 19): the split cut at the first row whose session starts after the
+    # boundary, trusting the rows to be in start order. When a step moves a session's
+    # start (the support filter dropped its first events, here session 1's, whose start
+    # is now day 3) the order no longer holds, and the cut put every session on one side.
+    day = steps.DAY
+    log = events(
+        [(1, 2, 3.0 * day), (1, 3, 3.1 * day),  # first in the rows, starts last
+         (2, 1, 0.5 * day), (2, 2, 0.6 * day),
+         (3, 1, 1.0 * day), (3, 3, 1.1 * day),
+         (4, 2, 2.5 * day), (4, 1, 2.6 * day)]
+    )  # fmt: skip
+    train, test, where = steps.split_by_time(log, days=1.0, ordered=True)
+    assert where.boundary == 2.0 * day
+    assert train["session_id"].unique().sort().to_list() == [2, 3]
+    assert test["session_id"].unique().sort().to_list() == [1, 4]
+    assert train.height + test.height == log.height
+    for part in (train, test):  # each part in order_events order
+        assert part.equals(steps.order_events(part))
 
 
 def test_split_by_fraction_takes_the_last_sessions_in_order() -> None:
@@ -159,8 +187,9 @@ def test_split_by_time_of_ordered_events_gives_the_same_slices() -> None:
     log = events([(3, 1, 0.0), (3, 2, 0.1 * day), (1, 1, 0.5 * day), (1, 2, 2.0 * day),
                   (2, 1, 1.0 * day), (2, 2, 1.5 * day)])  # fmt: skip
     ordered = steps.order_events(log)
-    for general, sliced in zip(
-        steps.split_by_time(log, 1.0), steps.split_by_time(ordered, 1.0, ordered=True), strict=True
-    ):
-        assert general.equals(sliced)
-    assert steps.split_by_time(ordered, 1.0, ordered=True)[1]["session_id"].to_list() == [2, 2]
+    general, sliced = steps.split_by_time(log, 0.6), steps.split_by_time(ordered, 0.6, ordered=True)
+    for one, other in zip(general[:2], sliced[:2], strict=True):
+        assert one.equals(other)
+    assert general[2] == sliced[2]
+    # The last session start is day 1 (session 2): sessions from day 0.4 on are test.
+    assert sliced[1]["session_id"].to_list() == [1, 1, 2, 2]

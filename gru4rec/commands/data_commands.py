@@ -133,15 +133,24 @@ def prepare(
     test_days: Annotated[
         float | None,
         typer.Option(
-            help="Test = sessions starting in the last N days [default: the "
+            help="Test = sessions starting in the last N days, counted back from the last "
+            "session start (late clicks of old sessions do not move it) [default: the "
             "format's, 1 day; 7 for diginetica and retailrocket]."
+        ),
+    ] = None,
+    test_start: Annotated[
+        str | None,
+        typer.Option(
+            help="Test = sessions starting at or after this time instead: an ISO date or "
+            "datetime in UTC (2017-10-16, 2017-10-16T06:00) or seconds since 1970. The "
+            "manifest records the boundary and the ranges of clicks and session starts."
         ),
     ] = None,
     valid_days: Annotated[
         float | None,
         typer.Option(
-            help="Validation (train_tr/valid) = the last N days of train "
-            "(default: as --test-days; 0: none)."
+            help="Validation (train_tr/valid) = train's sessions starting in its last N days, "
+            "counted back from train's last session start (default: as --test-days; 0: none)."
         ),
     ] = None,
     valid_fraction: Annotated[
@@ -168,7 +177,8 @@ def prepare(
     options = PrepareOptions(
         idle_gap=idle_gap, remove_repeats=remove_repeats, apply_filter=apply_filter,
         min_session_length=min_session_length, min_item_support=min_item_support,
-        test_days=test_days, valid_days=valid_days, valid_fraction=valid_fraction,
+        test_days=test_days, test_start=test_start, valid_days=valid_days,
+        valid_fraction=valid_fraction,
     )  # fmt: skip
     with err_console.status("preparing") as status:
         manifest = run_prepare(
@@ -176,6 +186,12 @@ def prepare(
             report=lambda step: status.update(f"done: {step}"),
         )  # fmt: skip
     out_console.print(summary_table(manifest))
+    for name, where in manifest.get("time_splits", {}).items():
+        out_console.print(
+            f"{name}: sessions from {where['boundary']} UTC ({where['measured_from']}); "
+            f"clicks {where['clicks'][0]} .. {where['clicks'][1]}, session starts "
+            f"{where['session_starts'][0]} .. {where['session_starts'][1]}"
+        )
     err_console.print(f"wrote {out} in {manifest['seconds']} s")
 
 

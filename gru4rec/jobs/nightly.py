@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from gru4rec.config import apply_overrides, get_preset
-from gru4rec.errors import ConfigError
+from gru4rec.errors import ConfigError, Gru4RecError, StageError
 from gru4rec.evaluate import TIE_MODES
 from gru4rec.jobs.batch_recommend import recommend_file
 from gru4rec.jobs.indexing import build_index
+from gru4rec.jobs.run_lock import RunLock
 from gru4rec.jobs.selection import parse_candidates, select_model
 from gru4rec.jobs.workflow import evaluate_split, train_tracked
 from gru4rec.pipelines.prepare import PrepareOptions, prepare
@@ -180,38 +181,156 @@ def _as_text(value: Any) -> str:
 
 
 @contextmanager
-def _stage(name: str, report: Callable[[str], None]) -> Iterator[None]:
-    """A nested MLflow run for one stage; an exception marks it (and the parent) FAILED."""
+def _stage(name: str, report: Callable[[str], None], tracking_uri: str) -> Iterator[None]:
+    """A nested MLflow run for one stage; an exception marks it (and the parent) FAILED
+    and comes out as a StageError naming the stage (and, from training, the epoch)."""
     import mlflow
 
-    report(f"{name}: started")
-    with mlflow.start_run(run_name=name, nested=True):
-        mlflow.set_tag("stage", name)
-        yield
+    try:
+        with mlflow.start_run(run_name=name, nested=True):
+            mlflow.set_tag("stage", name)
+            report(f"{name}: started")
+            yield
+    except Exception as error:
+        if _is_tracking_failure(error):
+            raise StageError(name, error, _TRACKING_DOWN.format(uri=tracking_uri)) from error
+        if isinstance(error, Gru4RecError | OSError | ValueError | RuntimeError):
+            raise StageError(name, error) from error
+        raise  # anything else is a bug: its traceback stays
     report(f"{name}: done")
+
+
+_TRACKING_DOWN = (
+    " (the MLflow tracking server at {uri} did not answer; rerun when it is back: the next "
+    "run marks this run's MLflow runs KILLED if they are left RUNNING)."
+)
+
+
+def _chained(error: BaseException | None, kind: type[StageError]) -> StageError | None:
+    """The first `kind` error in `error`'s chain of causes and contexts."""
+    while error is not None:
+        if isinstance(error, kind):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _is_tracking_failure(error: BaseException) -> bool:
+    """Whether `error` (or its cause) is MLflow failing to reach its tracking server."""
+    import mlflow
+    import requests
+
+    while error is not None:
+        if isinstance(error, requests.RequestException):
+            return True
+        if isinstance(error, mlflow.exceptions.MlflowException) and (
+            "API request" in str(error) or "Max retries" in str(error)
+        ):
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
+
+
+def _connect(config: NightlyConfig) -> str:
+    """Point MLflow at the tracking store and the experiment; a clear error if unreachable."""
+    import mlflow
+
+    from gru4rec import tracking
+
+    uri = tracking.resolve_tracking_uri(config.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(config.experiment)
+    except Exception as error:
+        if not _is_tracking_failure(error):
+            raise
+        raise ConfigError(
+            f"nightly: cannot reach the MLflow tracking server at {uri} ({_first_line(error)}). "
+            "Start it, or point tracking_uri / MLFLOW_TRACKING_URI at a running one. Nothing "
+            "was run."
+        ) from error
+    return uri
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+
+
+def _recover(
+    config: NightlyConfig, previous: dict[str, Any], report: Callable[[str], None]
+) -> None:
+    """Clean up after runs that were killed: their unpublished run directories and
+    temporary links, and their MLflow runs still RUNNING (marked KILLED)."""
+    work_dir = config.work_dir
+    current = (work_dir / "current").resolve() if (work_dir / "current").exists() else None
+    if previous:
+        report(f"recover: a run did not finish (pid {previous.get('pid', '?')}, started "
+               f"{previous.get('started', '?')}); cleaning up after it")  # fmt: skip
+    for stale in work_dir.glob(".current.tmp-*"):
+        stale.unlink(missing_ok=True)
+    runs = work_dir / "runs"
+    for run_dir in sorted(runs.iterdir()) if runs.exists() else []:
+        if run_dir.resolve() != current and not (run_dir / "summary.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            report(f"recover: removed the unfinished run directory {run_dir}")
+    parent_id = previous.get("parent_run_id")
+    if parent_id:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        try:
+            parent = client.get_run(parent_id)
+        except mlflow.exceptions.MlflowException:
+            return
+        children = client.search_runs(
+            [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
+        )
+        for run in [parent, *children]:
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, "KILLED")
+                report(f"recover: marked MLflow run {run.info.run_id} "
+                       f"({run.data.tags.get('mlflow.runName', '')}) KILLED")  # fmt: skip
 
 
 def run_nightly(
     config: NightlyConfig, report: Callable[[str], None] = logger.info
 ) -> dict[str, Any]:
-    """Run every stage; returns the summary also logged to the parent run."""
+    """Run every stage; returns the summary also logged to the parent run.
+
+    Takes the work directory's lock first (a second run at once is refused), cleans up
+    after a killed run, and checks that the tracking server answers before any work.
+    """
+    with RunLock(config.work_dir / "nightly.lock") as lock:
+        uri = _connect(config)
+        _recover(config, lock.previous, report)
+        return _run_stages(config, lock, uri, report)
+
+
+def _run_stages(
+    config: NightlyConfig, lock: RunLock, tracking_uri: str, report: Callable[[str], None]
+) -> dict[str, Any]:
     import mlflow
 
     from gru4rec import tracking
 
-    mlflow.set_tracking_uri(tracking.resolve_tracking_uri(config.tracking_uri))
-    mlflow.set_experiment(config.experiment)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     run_dir = config.work_dir / "runs" / stamp
     run_dir.mkdir(parents=True)
+    lock.note(run_dir=str(run_dir))
     evaluation = {"cutoffs": config.cutoffs, "ties": config.ties}
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
+
+    def stage(name: str) -> Any:
+        return _stage(name, report, tracking_uri)
+
     try:
         with mlflow.start_run(run_name=f"nightly {stamp}"):
+            parent_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+            lock.note(parent_run_id=parent_id)
             mlflow.set_tags({"job": "nightly", "registered_model": config.registered_model})
             mlflow.log_dict(_jsonable(dataclasses.asdict(config)), "nightly_config.json")
 
-            with _stage("prepare", report):
+            with stage("prepare"):
                 spec = resolve_spec(config.log_format, **config.source)
                 mlflow.log_params(
                     {"inputs": ",".join(map(str, config.inputs)), "format": config.log_format}
@@ -222,27 +341,20 @@ def run_nightly(
                 mlflow.log_metrics({f"{split}_{key}": value for split, counts in manifest["splits"].items()
                                     for key, value in counts.items()})  # fmt: skip
 
-            parent_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
-            with _stage("train", report):
+            with stage("train"):
                 selected = _train(config, run_dir, parent_id, report)
                 summary["family"] = selected.get("family", "gru4rec")
                 summary["chosen"] = selected.get("chosen", f"gru4rec:{config.preset}")
-                info = tracking.log_model(
-                    run_dir / "model", registered_name=config.registered_model
-                )
-                summary["new_version"] = str(info.registered_model_version)
+                # Logged, not registered yet: the registry changes only in the publish stage.
+                model_uri = tracking.log_model(run_dir / "model").model_uri
 
-            with _stage("evaluate", report):
+            with stage("evaluate"):
                 scorer, items = load_scorer(run_dir / "model", device=config.device)
                 new = evaluate_split(scorer, items, run_dir / "data", **evaluation)  # type: ignore[arg-type]
                 tracking.log_test_metrics(new, prefix="new_")
-                champion_dir, champion_version = _champion(config)
-                old = None
-                if champion_dir is not None:
-                    champion = Recommender.from_path(champion_dir, device=config.device)
-                    old = evaluate_split(champion.scorer, _items(champion_dir), run_dir / "data",
-                                         **evaluation)  # type: ignore[arg-type]  # fmt: skip
-                    tracking.log_test_metrics(old, prefix="champion_")
+                champion_dir, champion_version, old = _evaluate_champion(
+                    config, run_dir, evaluation, summary, report
+                )
                 promote = old is None or new[config.metric] > old[config.metric]
                 summary.update({
                     "metric": config.metric, "new": new[config.metric],
@@ -252,7 +364,7 @@ def run_nightly(
                 mlflow.log_dict(summary, "decision.json")
 
             serving_dir = run_dir / "model" if promote or champion_dir is None else champion_dir
-            with _stage("index", report):
+            with stage("index"):
                 if serving_dir != run_dir / "model":  # serve the champion: a copy beside this run
                     shutil.copytree(serving_dir, run_dir / "champion_model")
                     serving_dir = run_dir / "champion_model"
@@ -270,7 +382,7 @@ def run_nightly(
                         {f"index_{k}": v for k, v in index.meta.items()}))  # fmt: skip
                     mlflow.log_artifacts(str(folder), "index")
 
-            with _stage("recommend", report):
+            with stage("recommend"):
                 recommender = Recommender.from_path(
                     serving_dir, device=config.device, index=index_kind
                 )
@@ -280,12 +392,17 @@ def run_nightly(
                 mlflow.log_metrics({f"recommend_{k}": float(v) for k, v in recs.items()})
                 summary["recommendations"] = str(run_dir / "recommendations.parquet")
 
-            with _stage("publish", report):
+            # The commit point: register the new version, write the summary, swap `current`,
+            # then move the alias. A kill in between leaves `current` new and the alias old;
+            # the next run compares against the champion again and decides afresh.
+            with stage("publish"):
+                version = mlflow.register_model(model_uri, config.registered_model).version
+                summary["new_version"] = str(version)
+                (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+                _publish(config.work_dir, run_dir)
                 if promote:
                     _move_alias(config, summary["new_version"])
-                _publish(config.work_dir, run_dir)
                 _prune(config.work_dir, config.keep_runs)
-                (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             mlflow.log_dict(summary, "summary.json")  # on the parent run
             mlflow.log_metrics(
                 {
@@ -293,10 +410,55 @@ def run_nightly(
                     f"new_{config.metric.replace('@', '_at_')}": new[config.metric],
                 }
             )
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)  # never published; nothing else was touched
+    except BaseException as error:
+        if (config.work_dir / "current").resolve() != run_dir.resolve():
+            shutil.rmtree(run_dir, ignore_errors=True)  # never published
+        if _is_tracking_failure(error):  # its MLflow runs may be left RUNNING
+            lock.keep_record()
+        # Ending the MLflow runs as FAILED fails too when the server is gone: that error
+        # then hides the stage's own, which is the one to report.
+        stage_error = _chained(error, StageError)
+        if stage_error is not None and stage_error is not error:
+            raise stage_error from None
+        if _is_tracking_failure(error) and not isinstance(error, StageError):
+            raise StageError("nightly", error, _TRACKING_DOWN.format(uri=tracking_uri)) from error
         raise
     return summary
+
+
+def _evaluate_champion(
+    config: NightlyConfig,
+    run_dir: Path,
+    evaluation: dict[str, Any],
+    summary: dict[str, Any],
+    report: Callable[[str], None],
+) -> tuple[Path | None, str | None, dict[str, Any] | None]:
+    """The champion's directory, version and metrics on this run's test split.
+
+    A champion that cannot be loaded or scores NaN (damaged weights) cannot serve: that is
+    reported (summary `champion_error`, an MLflow tag) and the new model is promoted in
+    its place, rather than stopping the job and leaving a broken model in service.
+    """
+    import mlflow
+
+    from gru4rec import tracking
+
+    champion_version = _champion_version(config)
+    if champion_version is None:
+        return None, None, None
+    try:
+        champion_dir = _fetch(config, champion_version)
+        champion = Recommender.from_path(champion_dir, device=config.device)
+        old = evaluate_split(champion.scorer, _items(champion_dir), run_dir / "data",
+                             **evaluation)  # fmt: skip
+    except (Gru4RecError, OSError, ValueError, RuntimeError) as error:
+        message = f"version {champion_version} cannot serve: {_first_line(error)}"
+        report(f"evaluate: the champion {message}; promoting the new model")
+        summary["champion_error"] = message
+        mlflow.set_tag("champion_error", message[:5000])
+        return None, champion_version, None
+    tracking.log_test_metrics(old, prefix="champion_")
+    return champion_dir, champion_version, old
 
 
 def _train(
@@ -336,19 +498,24 @@ def _train(
     return {"family": result.family, "chosen": result.chosen}
 
 
-def _champion(config: NightlyConfig) -> tuple[Path | None, str | None]:
-    """The checkpoint holding the alias now, and its version (None, None if none does)."""
+def _champion_version(config: NightlyConfig) -> str | None:
+    """The registry version holding the alias now (None if none does)."""
     import mlflow
 
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(
+            config.registered_model, config.alias
+        )
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(version.version)
+
+
+def _fetch(config: NightlyConfig, version: str) -> Path:
+    """The checkpoint directory of a registered version (downloaded)."""
     from gru4rec.tracking import fetch_checkpoint
 
-    client = mlflow.MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(config.registered_model, config.alias)
-    except mlflow.exceptions.MlflowException:
-        return None, None
-    uri = f"models:/{config.registered_model}/{version.version}"
-    return fetch_checkpoint(uri), str(version.version)
+    return fetch_checkpoint(f"models:/{config.registered_model}/{version}")
 
 
 def _items(model_dir: Path) -> Any:

@@ -7,6 +7,7 @@ and `manifest.json` records the options and the counts after every step.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import time
@@ -22,7 +23,7 @@ import polars.selectors as cs
 from gru4rec.errors import InputDataError
 from gru4rec.fileio import swap_into_place
 from gru4rec.pipelines import sessions as steps
-from gru4rec.pipelines.sources import SourceSpec, read_events, scan_events
+from gru4rec.pipelines.sources import SourceSpec, read_events, scan_events, unreadable
 
 SPLIT_FILES = ("train", "test", "train_tr", "valid")
 OUTPUT_COLUMNS = ("session_id", "item_id", "item_idx", "time")
@@ -42,6 +43,9 @@ class PrepareOptions:
     min_session_length: int = 2
     min_item_support: int = 5
     test_days: float | None = None  # None: the format's customary period
+    # Test = sessions starting at or after this time (seconds since 1970 UTC, or an ISO
+    # date / datetime in UTC); None: the last test_days before the last session start.
+    test_start: float | str | None = None
     valid_days: float | None = None  # None: as test_days; 0: no validation split
     valid_fraction: float | None = None  # last fraction of train sessions, for logs without time
 
@@ -56,14 +60,65 @@ class PrepareOptions:
                 raise InputDataError(f"--{name.replace('_', '-')} must be >= 0.")
         if self.valid_fraction is not None and not 0 < self.valid_fraction < 1:
             raise InputDataError("--valid-fraction must be between 0 and 1 (exclusive).")
+        if isinstance(self.test_start, str):
+            object.__setattr__(self, "test_start", parse_time(self.test_start, "--test-start"))
+
+
+def parse_time(text: str, option: str) -> float:
+    """Seconds since 1970 UTC from an ISO date or datetime (UTC unless it says otherwise)
+    or a number of seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InputDataError(
+            f"{option} takes an ISO date or datetime (e.g. 2017-10-16 or 2017-10-16T06:00), "
+            f"or seconds since 1970; got {text!r}."
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 class StepLog:
-    """Counts after every step, and what each step dropped."""
+    """Counts after every step, and what each step dropped; where time splits cut."""
 
     def __init__(self, report: Callable[[str], None] | None = None) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.time_splits: dict[str, dict[str, Any]] = {}
         self._report = report
+
+    def record_time_split(self, name: str, where: steps.TimeSplit) -> None:
+        """A time split's boundary and the ranges of clicks and session starts it saw."""
+        self.time_splits[name] = {
+            "boundary": _iso(where.boundary), "measured_from": where.measured_from,
+            "clicks": [_iso(t) for t in where.clicks],
+            "session_starts": [_iso(t) for t in where.starts],
+        }  # fmt: skip
+
+    def table(self) -> str:
+        """The counts so far as a plain-text table (for an error message)."""
+        lines = [f"{'step':<58} {'scope':<8} {'events':>12} {'sessions':>10} {'items':>8}"]
+        for row in self.rows:
+            values = [
+                ("-" if row[k] is None else f"{row[k]:,}") for k in ("events", "sessions", "items")
+            ]
+            lines.append(f"{row['step'][:58]:<58} {row['scope']:<8} {values[0]:>12} "
+                         f"{values[1]:>10} {values[2]:>8}")  # fmt: skip
+        for name, where in self.time_splits.items():
+            lines.append(
+                f"{name} split: boundary {where['boundary']} ({where['measured_from']}); "
+                f"clicks {where['clicks'][0]} .. {where['clicks'][1]}, session starts "
+                f"{where['session_starts'][0]} .. {where['session_starts'][1]}"
+            )
+        return "\n".join(lines)
 
     def record(
         self, step: str, counts: dict[str, int], *, scope: str = "all", **extra: int
@@ -85,13 +140,12 @@ class StepLog:
 
 
 def _raw_row_count(paths: Sequence[Path], spec: SourceSpec) -> int:
-    return sum(
-        scan_events([path], SourceSpec(**{**asdict(spec), "event_filter": ()}))
-        .select(pl.len())
-        .collect()
-        .item()
-        for path in paths
-    )
+    unfiltered = SourceSpec(**{**asdict(spec), "event_filter": ()})
+    try:
+        return sum(scan_events([path], unfiltered).select(pl.len()).collect().item()
+                   for path in paths)  # fmt: skip
+    except OSError as error:
+        raise unreadable(paths, error) from error
 
 
 def clean(
@@ -160,13 +214,20 @@ def split(
             for name in ("train", "test")
         )
     elif has_time:
-        train, test = steps.split_by_time(events, test_days, ordered=True)
+        start = options.test_start
+        train, test, where = steps.split_by_time(
+            events, test_days, start=None if start is None else float(start), ordered=True
+        )
+        log.record_time_split("test", where)
     else:
         raise InputDataError(
             "the log has no time column, so it cannot be split by time: pass --split-col "
             "with a published split, or a time column."
         )
-    label = "kept split" if kept_split else f"split: last {test_days:g} days"
+    label = "kept split"
+    if not kept_split:
+        label = ("split: sessions from --test-start" if options.test_start is not None
+                 else f"split: last {test_days:g} days of session starts")  # fmt: skip
     items = steps.item_map(train)  # of train in its final order, as written
     log.record(label, _count(train, items.height), scope="train")
     log.record(label, steps.count(test), scope="test")
@@ -179,8 +240,9 @@ def split(
         train_tr, valid = steps.split_by_fraction(train, options.valid_fraction)
         valid_label = f"validation: last {options.valid_fraction:g} of sessions"
     elif has_time and valid_days > 0:
-        train_tr, valid = steps.split_by_time(train, valid_days, ordered=True)
-        valid_label = f"validation: last {valid_days:g} days"
+        train_tr, valid, where = steps.split_by_time(train, valid_days, ordered=True)
+        log.record_time_split("valid", where)
+        valid_label = f"validation: last {valid_days:g} days of train's session starts"
     if train_tr is not None and valid is not None:
         train_tr_items = train_tr["item_id"].unique(maintain_order=True)  # (the fastest)
         log.record(valid_label, _count(train_tr, len(train_tr_items)), scope="train_tr")
@@ -190,8 +252,8 @@ def split(
     for name, frame in splits.items():
         if frame.height == 0:
             raise InputDataError(
-                f"the {name} split is empty after the steps above; adjust --test-days, "
-                "--valid-days or the filters (see the counts in the error's log)."
+                f"the {name} split is empty after these steps:\n{log.table()}\n"
+                "Adjust --test-days / --test-start, --valid-days or the filters."
             )
     return splits, items
 
@@ -232,6 +294,11 @@ def prepare(
         raise InputDataError(f"{out_dir} already exists; pass --overwrite to replace it.")
     if not out_dir.parent.exists():
         raise InputDataError(f"{out_dir.parent}: the parent directory does not exist.")
+    if not out_dir.parent.is_dir():
+        raise InputDataError(
+            f"{out_dir}: {out_dir.parent} is a file, not a directory; pass --out a path in a "
+            "directory."
+        )
     started = time.perf_counter()
     log = StepLog(report)
     events, item_ids, kept_split = clean([Path(p) for p in paths], spec, options, log)
@@ -243,6 +310,7 @@ def prepare(
         "options": asdict(options),
         "kept_split": kept_split,
         "steps": log.rows,
+        "time_splits": log.time_splits,
         "splits": {name: log.last_counts(name) for name in splits},
         "n_items": items.height,
         "seconds": round(time.perf_counter() - started, 3),
@@ -284,6 +352,13 @@ def _write_atomically(
             table.sink_parquet(staging / f"{name}.parquet", compression=COMPRESSION)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         swap_into_place(staging, out_dir)  # existence without --overwrite was refused earlier
+    except OSError as error:  # a read-only directory, a full disk ...
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InputDataError(
+            f"{out_dir}: cannot write the prepared data there ({error.strerror or error}); "
+            "nothing was written. Check that the directory is writable and has space, or "
+            "pass another --out."
+        ) from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

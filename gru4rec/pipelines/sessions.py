@@ -13,6 +13,7 @@ and joining every event: that is what keeps `prepare` fast and its memory small.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -321,23 +322,62 @@ def _split_at_session(events: pl.DataFrame, row: int) -> tuple[pl.DataFrame, pl.
     return events.head(row), events.slice(row)
 
 
-def split_by_time(
-    events: pl.DataFrame, days: float, *, ordered: bool = False
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Train / test by session start: test = sessions starting in the last `days` days.
+@dataclass(frozen=True)
+class TimeSplit:
+    """Where a time split cut, and why: for the log and the manifest."""
 
-    The boundary is `max(time) - days * 86400`; a session starting exactly there is test.
-    Both come in `order_events` order, where test is the tail of the sessions: with
-    `ordered` (the events already are in that order) they are slices, not copies.
+    boundary: float  # seconds; sessions starting at or after it are the later part
+    measured_from: str  # "last session start" (minus the days) or "--test-start"
+    clicks: tuple[float, float]  # first and last click of the events split
+    starts: tuple[float, float]  # first and last session start
+
+
+def session_starts(events: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(S,) first rows and (S,) starts (earliest time) of the sessions of grouped events."""
+    offsets = session_offsets(events)
+    times = events["time"].to_numpy()
+    starts = np.minimum.reduceat(times, offsets) if len(offsets) else times[:0]
+    return offsets, starts
+
+
+def split_by_time(
+    events: pl.DataFrame,
+    days: float,
+    *,
+    start: float | None = None,
+    ordered: bool = False,
+) -> tuple[pl.DataFrame, pl.DataFrame, TimeSplit]:
+    """Train / test by session start: test = the sessions starting at or after the boundary.
+
+    The boundary is `start` (seconds) if given, else the last session start minus `days`
+    days (a session's start is its earliest event; late clicks of old sessions do not move
+    it). Each session lands on one side by its own start, whatever order the rows are in.
+    In `order_events` order (`ordered`: the events already are, as the steps leave them)
+    the test sessions are the tail and both parts are slices, not copies; otherwise both
+    parts are filtered and ordered.
     """
     if not ordered:
         events = order_events(events)
     if events.height == 0:
-        return events, events
-    boundary = events["time"].max() - days * DAY  # type: ignore[operator]
-    starts_test = _SESSION_START & (pl.col("time") >= boundary)
-    row = _streamed(events, starts_test.arg_true().first()).item()
-    return _split_at_session(events, events.height if row is None else row)
+        return events, events, TimeSplit(start or 0.0, _measured(start), (0.0, 0.0), (0.0, 0.0))
+    offsets, starts = session_starts(events)
+    boundary = float(start) if start is not None else float(starts.max()) - days * DAY
+    times = events["time"]
+    where = TimeSplit(boundary, _measured(start), (float(times.min()), float(times.max())),  # type: ignore[arg-type]
+                      (float(starts.min()), float(starts.max())))  # fmt: skip
+    later = starts >= boundary
+    if not later.any():
+        return events, events.head(0), where
+    first = int(np.argmax(later))
+    if later[first:].all():  # the later sessions are the tail: slices
+        row = int(offsets[first])
+        return events.head(row), events.slice(row), where
+    rows = pl.Series(np.repeat(later, np.diff(offsets, append=events.height)))
+    return (order_events(events.filter(~rows)), order_events(events.filter(rows)), where)
+
+
+def _measured(start: float | None) -> str:
+    return "--test-start" if start is not None else "last session start"
 
 
 def split_by_fraction(events: pl.DataFrame, fraction: float) -> tuple[pl.DataFrame, pl.DataFrame]:

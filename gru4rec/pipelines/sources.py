@@ -147,6 +147,7 @@ def _scan_file(
         raise InputDataError(f"{path}: is a directory; pass the click-log file itself.")
     if path.stat().st_size == 0:
         raise InputDataError(f"{path}: the file is empty; a click log needs at least one event.")
+    _check_compression(path)
     if _is_parquet(path):
         return pl.scan_parquet(path)
     header: dict[str, Any] = {"has_header": True}
@@ -162,11 +163,48 @@ def _scan_file(
     )
 
 
+# Compressions the reader cannot decompress, by their first bytes (gzip, zlib and zstd it can).
+_UNREADABLE_COMPRESSION = {
+    b"BZh": ("bzip2", "bunzip2"),
+    b"\xfd7zXZ\x00": ("xz", "unxz"),
+    b"PK\x03\x04": ("zip", "unzip"),
+    b"7z\xbc\xaf\x27\x1c": ("7-Zip", "7z x"),
+    b"\x04\x22\x4d\x18": ("lz4", "unlz4"),
+}
+
+
+def _check_compression(path: Path) -> None:
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    for magic, (name, tool) in _UNREADABLE_COMPRESSION.items():
+        if head.startswith(magic):
+            raise InputDataError(
+                f"{path}: is compressed with {name}, which prepare cannot read. Decompress it "
+                f"first ({tool} {path.name}), or recompress it with gzip or zstd."
+            )
+
+
+def unreadable(paths: Sequence[Path], error: OSError) -> InputDataError:
+    """The error for a file the reader failed on (a damaged or truncated compressed file)."""
+    names = ", ".join(map(str, paths))
+    hint = ""
+    if any(path.suffix in (".gz", ".gzip") for path in paths):
+        hint = " `gzip -t FILE` checks a .gz file."
+    elif any(path.suffix in (".zst", ".zstd") for path in paths):
+        hint = " `zstd -t FILE` checks a .zst file."
+    return InputDataError(
+        f"{names}: cannot be read ({error}): the file is damaged or was cut short (a "
+        f"download or copy that did not finish?). Fetch or copy it again.{hint}"
+    )
+
+
 def _columns(path: Path, frame: pl.LazyFrame) -> list[str]:
     try:
         return frame.collect_schema().names()
     except pl.exceptions.PolarsError as error:
         raise InputDataError(f"{path}: cannot be read as a table ({error}).") from error
+    except OSError as error:
+        raise unreadable([path], error) from error
 
 
 def _check_columns(path: Path, spec: SourceSpec, present: list[str]) -> None:
@@ -480,6 +518,8 @@ def read_events(paths: Sequence[Path], spec: SourceSpec, *, compact: bool = Fals
         raise InputDataError(
             f"{names}: cannot be read ({error}). Check the format options."
         ) from error
+    except OSError as error:
+        raise unreadable(paths, error) from error
     return events
 
 
