@@ -25,6 +25,7 @@ from gru4rec.errors import ConfigError
 EmbeddingMode = Literal["shared", "separate", "none"]
 LossName = Literal["cross-entropy", "bpr-max"]
 Precision = Literal["fp32", "bf16"]
+LogqForm = Literal["normalised", "counts"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class GRU4RecConfig:
     elu_param: float = 0.0  # ELU on the scores before the loss; 0 = linear (bpr-max uses it)
     bpreg: float = 0.0  # BPR-max score regularisation weight
     logq: float = 1.0  # weight of the logQ correction of the sampled softmax; 0 = off
+    # normalised: subtract the log of each column's own sampling probability (support /
+    # total in-batch, support^alpha / its total sampled); counts: the reference's log support
+    # and alpha * log support, unnormalised (docs/accuracy-experiments.md)
+    logq_form: LogqForm = "normalised"
 
     # Negative sampling
     n_sample: int = 2048  # extra negatives shared by the minibatch; 0 = in-batch only
@@ -121,6 +126,8 @@ def _validate(config: GRU4RecConfig) -> None:
         fail("momentum", "must be in [0, 1)")
     if not config.adagrad_eps > 0:
         fail("adagrad_eps", "must be > 0")
+    if config.logq_form not in get_args(LogqForm):
+        fail("logq_form", f"choose one of {', '.join(get_args(LogqForm))}")
     if config.precision not in get_args(Precision):
         fail("precision", f"choose one of {', '.join(get_args(Precision))}")
     if config.repeat_window < 0:

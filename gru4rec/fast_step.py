@@ -52,7 +52,7 @@ from torch import Tensor
 from gru4rec.config import GRU4RecConfig, Precision
 from gru4rec.kernels import Kernels, LossScratch, RowScratch, kernels_for
 from gru4rec.model import GRU4Rec, GRULayer
-from gru4rec.sampling import DropoutMasks, NegativeSampler, log_probabilities
+from gru4rec.sampling import DropoutMasks, NegativeSampler, logq_shifts
 
 _BF16_ROW_MULTIPLE = 64
 
@@ -143,11 +143,9 @@ class FastStep:
         self.masks = dropout_masks(model, config, device)
         self.logq_targets: Tensor | None = None
         self.logq_samples: Tensor | None = None
-        if config.logq != 0 and config.loss == "cross-entropy":
-            logq_targets = config.logq * log_probabilities(support, 1.0)
-            logq_samples = config.logq * log_probabilities(support, config.sample_alpha)
-            self.logq_targets = logq_targets.to(device, self.dtype)
-            self.logq_samples = logq_samples.to(device, self.dtype)
+        shifts = logq_shifts(support, config)
+        if shifts is not None:
+            self.logq_targets, self.logq_samples = (s.to(device, self.dtype) for s in shifts)
         self._init_optimiser(config)
         self._init_scratch()
         self._buffers: dict[int, _Buffers] = {}

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -39,6 +41,32 @@ def log_probabilities(support: np.ndarray | torch.Tensor, alpha: float) -> torch
     """
     probabilities = sampling_probabilities(support, alpha)
     return torch.log(probabilities + LOG_EPS).to(torch.float32)
+
+
+def logq_shifts(
+    support: np.ndarray | torch.Tensor, config: Any
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(n_items,) float32 logQ shifts of the in-batch (target) and the sampled columns, each
+    times `config.logq`; None without the correction (logq 0, or not cross-entropy).
+
+    logq_form "normalised": log(support / total) and log(support^alpha / its total), each
+    column's own sampling probability; "counts" (the reference's): log(support) and
+    alpha * log(support). They differ by a constant per block, which moves the balance
+    between the in-batch and the sampled block (the softmax ignores one constant for all).
+    """
+    if config.logq == 0 or config.loss != "cross-entropy":
+        return None
+    alpha = config.sample_alpha
+    if config.logq_form == "counts":
+        counts = torch.as_tensor(np.asarray(support), dtype=torch.float64)
+        log_counts = torch.log(counts + LOG_EPS)
+        targets, samples = log_counts, alpha * log_counts
+    else:
+        targets, samples = log_probabilities(support, 1.0), log_probabilities(support, alpha)
+    return (
+        (config.logq * targets).to(torch.float32),
+        (config.logq * samples).to(torch.float32),
+    )
 
 
 class _BufferPair:

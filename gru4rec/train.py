@@ -45,7 +45,7 @@ from gru4rec.fast_step import FastStep, dropout_masks
 from gru4rec.losses import sampled_loss
 from gru4rec.model import GRU4Rec
 from gru4rec.optim import SparseAdagradMomentum
-from gru4rec.sampling import NegativeSampler, log_probabilities
+from gru4rec.sampling import NegativeSampler, logq_shifts
 
 logger = logging.getLogger(__name__)
 
@@ -255,11 +255,9 @@ class AutogradStep:
         # logQ: in-batch targets follow the data (support^1), sampled columns support^alpha.
         self.logq_targets: Tensor | None = None
         self.logq_samples: Tensor | None = None
-        if config.logq != 0 and config.loss == "cross-entropy":
-            self.logq_targets = (config.logq * log_probabilities(support, 1.0)).to(device)
-            self.logq_samples = (config.logq * log_probabilities(support, config.sample_alpha)).to(
-                device
-            )
+        shifts = logq_shifts(support, config)
+        if shifts is not None:
+            self.logq_targets, self.logq_samples = (shift.to(device) for shift in shifts)
 
     def loss(
         self, inputs: Tensor, targets: Tensor, hidden: list[Tensor]

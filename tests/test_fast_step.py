@@ -58,6 +58,10 @@ CASES = {
     "xe-logq-shared-dropout": _config(
         loss="cross-entropy", logq=1.0, dropout_p_embed=0.2, dropout_p_hidden=0.3
     ),
+    "xe-logq-counts-form": _config(
+        loss="cross-entropy", logq=1.0, logq_form="counts", sample_alpha=0.75,
+        dropout_p_hidden=0.2,
+    ),
     "xe-nologq-separate-2layers": _config(
         loss="cross-entropy", logq=0.0, embedding="separate", embedding_size=7, layers=(10, 8),
         dropout_p_embed=0.25, dropout_p_hidden=0.1, momentum=0.6,

@@ -91,3 +91,28 @@ def test_dropout_masks_are_seeded() -> None:
 def test_dropout_masks_reject_bad_sites() -> None:
     with pytest.raises(ValueError, match="invalid"):
         DropoutMasks([(8, 1.0)], batch_size=3, seed=0)
+
+
+def test_logq_shifts_of_both_forms_by_hand() -> None:
+    import dataclasses
+
+    from gru4rec.config import GRU4RecConfig
+    from gru4rec.sampling import logq_shifts
+
+    support = np.array([1.0, 3.0, 4.0, 0.0])
+    config = GRU4RecConfig(logq=0.5, sample_alpha=0.5)
+    targets, samples = logq_shifts(support, config)  # type: ignore[misc]
+    # normalised: half the log of each column's own probability
+    np.testing.assert_allclose(targets[:3], 0.5 * np.log([1 / 8, 3 / 8, 4 / 8]), rtol=1e-6)
+    roots = np.sqrt(support[:3])
+    np.testing.assert_allclose(samples[:3], 0.5 * np.log(roots / roots.sum()), rtol=1e-6)
+    counts = dataclasses.replace(config, logq_form="counts")
+    targets_c, samples_c = logq_shifts(support, counts)  # type: ignore[misc]
+    np.testing.assert_allclose(targets_c[:3], 0.5 * np.log([1.0, 3.0, 4.0]), rtol=1e-6)
+    np.testing.assert_allclose(samples_c[:3], 0.5 * 0.5 * np.log([1.0, 3.0, 4.0]), rtol=1e-6)
+    # The forms differ by one constant per block: the block balance is what changes.
+    np.testing.assert_allclose(targets_c[:3] - targets[:3], 0.5 * np.log(8.0), rtol=1e-6)
+    np.testing.assert_allclose(samples_c[:3] - samples[:3], 0.5 * np.log(roots.sum()), rtol=1e-6)
+    assert torch.isfinite(targets).all() and torch.isfinite(targets_c).all()  # support 0
+    assert logq_shifts(support, dataclasses.replace(config, logq=0.0)) is None
+    assert logq_shifts(support, dataclasses.replace(config, loss="bpr-max")) is None
