@@ -145,6 +145,7 @@ def log_model(model_dir: Path, registered_name: str | None = None) -> Any:
     import mlflow
     import pandas as pd
     import polars as pl
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
     model_dir = Path(model_dir)
     mlflow.log_artifacts(str(model_dir), artifact_path="checkpoint")
@@ -160,16 +161,47 @@ def log_model(model_dir: Path, registered_name: str | None = None) -> Any:
         signature = mlflow.models.infer_signature(
             example, output, params={"k": 20, "exclude_seen": False}
         )
+        # `items` (and an optional `session_id`) of any type: MLflow's schema enforcement
+        # cannot take lists of ids in the `instances` and `inputs` forms, so the model
+        # checks its input itself (gru4rec.mlflow_model.parse_sessions).
+        signature.inputs = Schema([ColSpec(AnyType(), "items"),
+                                   ColSpec(AnyType(), "session_id", required=False)])  # fmt: skip
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(code),
             artifacts={"model_dir": str(model_dir)},
             signature=signature,
             registered_model_name=registered_name,
-            pip_requirements=["torch", "numpy", "polars", "pyarrow", "pandas", "mlflow"],
+            pip_requirements=serving_requirements(),
             code_paths=[str(Path(__file__).parent)],
         )
     return info
+
+
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# What `predict` imports besides torch (gru4rec itself travels as code with the model).
+SERVING_LIBRARIES = ("numpy", "polars", "pyarrow", "pandas", "mlflow", "faiss-cpu")
+
+
+def serving_requirements() -> list[str]:
+    """The logged model's pip requirements, pinned to the versions installed here.
+
+    torch is the CPU build from PyTorch's CPU index: a bare `torch` resolves on PyPI to the
+    multi-GB CUDA build, which `mlflow models serve` (default environment manager) or
+    `mlflow models build-docker` would otherwise install to serve a CPU model.
+    """
+    import sys
+    from importlib.metadata import version
+
+    import torch
+
+    base = torch.__version__.split("+")[0]
+    lines = []
+    if sys.platform.startswith("linux"):
+        lines += [f"--extra-index-url {TORCH_CPU_INDEX}", f"torch=={base}+cpu"]
+    else:  # macOS and Windows wheels on PyPI are CPU builds already
+        lines.append(f"torch=={base}")
+    return lines + [f"{name}=={version(name)}" for name in SERVING_LIBRARIES]
 
 
 @contextmanager

@@ -194,3 +194,33 @@ def test_logging_the_model_prints_no_mlflow_advice(data_dir: Path, tmp_path: Pat
     assert mlflow.pyfunc.load_model(info.model_uri) is not None
     advice = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     assert advice == [], advice
+
+
+def test_the_logged_model_pins_a_cpu_serving_environment(data_dir: Path, tmp_path: Path) -> None:
+    # Regression (issue 17): requirements.txt said `torch` (the multi-GB CUDA build on PyPI),
+    # unpinned, and lacked faiss-cpu; the serving environment is built from it.
+    import sys
+    from importlib.metadata import version
+
+    import mlflow
+    import torch
+
+    from gru4rec import tracking
+
+    model = tmp_path / "model"
+    train(data_dir, model, "--no-track", "--test-split", "none")
+    with tracking.start_run(f"sqlite:///{tmp_path / 'mlflow.db'}", "gru4rec-tests", "log"):
+        info = tracking.log_model(model)
+    folder = Path(
+        mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl"))
+    )
+    lines = [line for line in (folder / "requirements.txt").read_text().splitlines() if line]
+    requirements = [line for line in lines if not line.startswith("--")]
+    assert all("==" in line for line in requirements), requirements
+    pinned = dict(line.split("==") for line in requirements)
+    base = torch.__version__.split("+")[0]
+    if sys.platform.startswith("linux"):
+        assert f"--extra-index-url {tracking.TORCH_CPU_INDEX}" in lines
+        assert pinned["torch"] == f"{base}+cpu"
+    for name in ("faiss-cpu", "numpy", "polars", "pyarrow", "pandas", "mlflow"):
+        assert pinned[name] == version(name), name
