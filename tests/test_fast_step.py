@@ -58,8 +58,8 @@ CASES = {
     "xe-logq-shared-dropout": _config(
         loss="cross-entropy", logq=1.0, dropout_p_embed=0.2, dropout_p_hidden=0.3
     ),
-    "xe-logq-counts-form": _config(
-        loss="cross-entropy", logq=1.0, logq_form="counts", sample_alpha=0.75,
+    "xe-logq-normalised-form": _config(
+        loss="cross-entropy", logq=1.0, logq_form="normalised", sample_alpha=0.75,
         dropout_p_hidden=0.2,
     ),
     "xe-nologq-separate-2layers": _config(

@@ -100,7 +100,7 @@ def test_logq_shifts_of_both_forms_by_hand() -> None:
     from gru4rec.sampling import logq_shifts
 
     support = np.array([1.0, 3.0, 4.0, 0.0])
-    config = GRU4RecConfig(logq=0.5, sample_alpha=0.5)
+    config = GRU4RecConfig(logq=0.5, sample_alpha=0.5, logq_form="normalised")
     targets, samples = logq_shifts(support, config)  # type: ignore[misc]
     # normalised: half the log of each column's own probability
     np.testing.assert_allclose(targets[:3], 0.5 * np.log([1 / 8, 3 / 8, 4 / 8]), rtol=1e-6)

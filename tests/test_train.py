@@ -43,10 +43,11 @@ def _config(**changes: object) -> GRU4RecConfig:
 SUPPORT = np.arange(1, N_ITEMS + 1)
 
 
-def test_one_step_matches_a_hand_computation() -> None:
+@pytest.mark.parametrize("form", ["counts", "normalised"])
+def test_one_step_matches_a_hand_computation(form: str) -> None:
     # Two sessions of two events and two slots: exactly one step.
     data = SessionData.from_sessions([[1, 2], [3, 4]])
-    config = _config()
+    config = _config(logq_form=form)
     model = GRU4Rec.from_config(N_ITEMS, config)
     reference = copy.deepcopy(model)
     fit(model, data, config, item_support=SUPPORT, num_threads=1)
@@ -68,8 +69,11 @@ def test_one_step_matches_a_hand_computation() -> None:
     c = torch.tanh(gates[:, 12:] + (r * h) @ layer.weight_hidden_c)
     out = (1 - z) * h + z * c
     scores = out @ weight[columns].T + bias[columns, 0]
-    p_data = SUPPORT / SUPPORT.sum()
-    p_sample = np.sqrt(SUPPORT) / np.sqrt(SUPPORT).sum()
+    if form == "counts":  # the reference's: log support, alpha * log support
+        p_data, p_sample = SUPPORT.astype(float), np.sqrt(SUPPORT)
+    else:  # each column's own sampling probability
+        p_data = SUPPORT / SUPPORT.sum()
+        p_sample = np.sqrt(SUPPORT) / np.sqrt(SUPPORT).sum()
     log_q = torch.tensor(
         np.log(np.r_[p_data[[2, 4]], p_sample[negatives.numpy()]]), dtype=torch.float32
     )
