@@ -62,6 +62,31 @@ def free_port() -> int:
 
 
 @contextmanager
+def running_server(
+    command: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """Run `command` (a server) until `ready_url` answers, logging to `log_path`; stopped on
+    exit. A server that dies or is not ready in 120 s raises with its log."""
+    log = open(log_path, "a")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(ready_url, timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(log_path.read_text()) from None
+                time.sleep(0.5)
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@contextmanager
 def running_mlflow_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A real `mlflow server` on 127.0.0.1 (SQLite backend and artifacts in `folder`),
     with its process (a test may stop it); stopped on exit."""
@@ -69,24 +94,9 @@ def running_mlflow_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen]
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
                "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]  # fmt: skip
-    log = open(folder / "server.log", "a")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError((folder / "server.log").read_text()) from None
-                time.sleep(0.5)
+    with running_server(command, f"{url}/health", folder / "server.log") as server:
         yield url, server
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture()

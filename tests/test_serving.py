@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ import polars as pl
 import pytest
 
 from gru4rec import tracking
-from tests.conftest import free_port
+from tests.conftest import free_port, running_server
 
 
 @pytest.fixture(scope="module")
@@ -28,30 +26,13 @@ def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         info = tracking.log_model(tiny_model)
     model = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "model"))
     port = free_port()
-    log = open(root / "serve.log", "w")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager",
-         "local", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-        # the server runs `uvicorn` from PATH: this environment's
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-    )  # fmt: skip
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager",
+               "local", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    # the server runs `uvicorn` from PATH: this environment's
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError((root / "serve.log").read_text()) from None
-                time.sleep(0.5)
+    with running_server(command, f"{url}/ping", root / "serve.log", env):
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
