@@ -217,11 +217,15 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
     targets = torch.from_numpy(plan.targets)
     n_steps = args.steps or DEFAULT_STEPS[preset]
 
+    other_form = "reset_after" if base.gru_form == "reset_before" else "reset_before"
+
     def make(kind: str, precision: Any) -> tuple[Any, Any]:
         config = dataclasses.replace(base, precision=precision)
+        if kind == "fast-other-form":
+            config = dataclasses.replace(config, gru_form=other_form)
         model = GRU4Rec.from_config(items.height, config).train()
         support = _check_inputs(model, data, items["support"].to_numpy())
-        if kind == "fast":
+        if kind in ("fast", "fast-other-form"):
             return model, FastStep(model, config, support, device)
         if kind == "fast-torch-kernels":  # what training falls back to without the build
             return model, FastStep(model, config, support, device,
@@ -259,6 +263,8 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
     runners = {f"fast-{p}": make("fast", p) for p in args.precisions}
     if args.torch_kernels:
         runners["fast-fp32-torchkernels"] = make("fast-torch-kernels", "fp32")
+    if args.other_gru_form:
+        runners[f"fast-fp32-{other_form}"] = make("fast-other-form", "fp32")
     if not args.no_autograd:
         runners["autograd-fp32"] = make("autograd", "fp32")
     cursors = dict.fromkeys(runners, 0)
@@ -390,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         "without the compiled kernels",
     )  # fmt: skip
     parser.add_argument(
+        "--other-gru-form", action="store_true",
+        help="also time the fast step (fp32) with the GRU form the preset does not use "
+        "(gru_form reset_before / reset_after)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-huge-pages", action="store_true",
         help="train without transparent huge pages (the `gru4rec` command turns them on)",
     )  # fmt: skip
@@ -424,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             command.append("--no-autograd")
         if args.torch_kernels:
             command.append("--torch-kernels")
+        if args.other_gru_form:
+            command.append("--other-gru-form")
         env = dict(os.environ)
         env["THP_MEM_ALLOC_ENABLE"] = "0" if args.no_huge_pages else "1"  # as the CLI
         if args.omp_wait_policy != "default":

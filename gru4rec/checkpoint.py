@@ -147,7 +147,8 @@ def _read_meta(path: Path) -> tuple[GRU4RecConfig, int]:
         meta = json.loads(path.read_text())
         version = meta["format_version"]
         n_items = int(meta["n_items"])
-        config = GRU4RecConfig.from_dict(meta["config"])
+        # Models saved before gru_form existed all used the paper's form.
+        config = GRU4RecConfig.from_dict({"gru_form": "reset_before", **meta["config"]})
     except (ValueError, KeyError, TypeError, ConfigError) as error:
         raise CheckpointError(
             f"{path} is corrupt or not a GRU4Rec config ({error}); {_RETRAIN_HINT}."

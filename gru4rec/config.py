@@ -26,6 +26,7 @@ EmbeddingMode = Literal["shared", "separate", "none"]
 LossName = Literal["cross-entropy", "bpr-max"]
 Precision = Literal["fp32", "bf16"]
 LogqForm = Literal["normalised", "counts"]
+GruForm = Literal["reset_before", "reset_after"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class GRU4RecConfig:
     dropout_p_embed: float = 0.0  # dropout on the input embedding (no effect with "none")
     dropout_p_hidden: float = 0.4  # dropout on each GRU layer's output, also the carried state
     repeat_window: int = 0  # > 0: the repeat-aware GRU4Rec (gru4rec.repeat) over the last N items
+    # Where the reset gate acts on the candidate: reset_before (the GRU4Rec paper, Cho et
+    # al.): c = tanh(x W_c + (r h) U_c + b_c); reset_after (torch's GRUCell, cuDNN, Keras'
+    # reset_after, the authors' PyTorch port): c = tanh(x W_c + b_c + r (h U_c + b_hc)).
+    gru_form: GruForm = "reset_before"
 
     # Loss
     loss: LossName = "cross-entropy"  # the two losses that matter in the reference
@@ -129,6 +134,8 @@ def _validate(config: GRU4RecConfig) -> None:
         fail("adagrad_eps", "must be > 0")
     if config.logq_form not in get_args(LogqForm):
         fail("logq_form", f"choose one of {', '.join(get_args(LogqForm))}")
+    if config.gru_form not in get_args(GruForm):
+        fail("gru_form", f"choose one of {', '.join(get_args(GruForm))}")
     if config.precision not in get_args(Precision):
         fail("precision", f"choose one of {', '.join(get_args(Precision))}")
     if config.repeat_window < 0:

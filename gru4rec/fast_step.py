@@ -8,6 +8,7 @@ This step computes exactly the gradients the update needs, in preallocated buffe
     rows      the distinct items among the columns (targets + negatives), U of them
     forward   x = dropout(E[inputs]);  per layer: gx = x W + b                  (B, 3H)
               r, z = sigmoid(gx_rz + h U_rz);  c = tanh(gx_c + (r h) U_c)
+                (reset_after: c = tanh(gx_c + r p), p = h U_c + b_hc)
               h' = h + z (c - h);  out = dropout(h')                             (B, H)
               scores = (out W_items[rows]^T + b_items[rows])[:, column -> row]   (B, C)
     loss      closed-form loss and G = d loss / d scores (`losses.sampled_loss_and_grad`)
@@ -17,6 +18,8 @@ This step computes exactly the gradients the update needs, in preallocated buffe
               da_c = tanh'(dh' z);  d(rh) = da_c U_c^T;  da_r = sigmoid'(d(rh) h)
               da_z = sigmoid'(dh' (c - h));  dU_c = (rh)^T da_c;  dU_rz = h^T da_rz
               dW = x^T da;  db = sum(da);  dx = da W^T
+              (reset_after: dp = da_c r;  da_r = sigmoid'(da_c p);  dU_c = h^T dp;
+               db_hc = sum(dp))
     update    Adagrad with momentum: the GRU weights densely, each item table on the
               distinct rows it looked up (the rows of autograd's sparse gradients)
 
@@ -63,12 +66,12 @@ class _Layer:
 
     gates_x: Tensor  # (B, 3H) input projection (no bias); then the gate gradients
     gates_rz: Tensor  # (B, 2H) sigmoid(r, z)
-    reset_hidden: Tensor  # (B, H) r * h
+    reset_hidden: Tensor  # (B, H) r * h; reset_after: p = h U_c + b_hc
     candidate: Tensor  # (B, H) tanh(...)
     diff: Tensor  # (B, H) c - h
     new_hidden: tuple[Tensor, Tensor]  # (B, H) h', two buffers used in turn
     output: tuple[Tensor, Tensor]  # (B, H) dropout(h'), two buffers used in turn
-    grad_reset_hidden: Tensor  # (B, H) d (r h)
+    grad_reset_hidden: Tensor  # (B, H) d (r h); reset_after: d p
     grad_input: Tensor  # (B, I) d x, the layer below's output gradient
 
 
@@ -231,8 +234,8 @@ class FastStep:
             torch.cat((targets, negatives), out=columns)
         rows = self._distinct(columns, inputs, with_inputs=model.embedding == "shared")
 
-        # Per layer, what the backward needs: the matmul operands x, h, r h in the compute
-        # precision (converted once) and h itself.
+        # Per layer, what the backward needs: the matmul operands x, h and U_c's (r h, or h
+        # with reset_after) in the compute precision (converted once) and h itself.
         layer_input = self._embed(buffers, inputs, masks[0])
         outputs: list[Tensor] = []
         low: list[tuple[Tensor | None, Tensor, Tensor, Tensor]] = []
@@ -243,8 +246,10 @@ class FastStep:
                 buffers.layers[index], layer, gates_x, hidden[index], hidden_low,
                 masks[index + 1],
             )  # fmt: skip
-            reset_hidden_low = self._low(buffers.layers[index].reset_hidden)
-            low.append((layer_input, hidden[index], hidden_low, reset_hidden_low))
+            operand_c = hidden_low
+            if layer.bias_hidden_c is None:
+                operand_c = self._low(buffers.layers[index].reset_hidden)
+            low.append((layer_input, hidden[index], hidden_low, operand_c))
             outputs.append(output)
             layer_input = self._low(output)
 
@@ -296,9 +301,15 @@ class FastStep:
         new_hidden = buffers.new_hidden[self._turn]
         output = new_hidden if mask is None else buffers.output[self._turn]
         mask = None if mask is None else mask[:n_rows]
+        weight_c = self._low_of[layer.weight_hidden_c]
         self._mm(hidden_low, self._low_of[layer.weight_hidden_rz], gates_rz)
-        self.kernels.gru_gates(gates_rz, gates_x, layer.bias, hidden, reset_hidden)
-        self._mm(self._low(reset_hidden), self._low_of[layer.weight_hidden_c], candidate)
+        if layer.bias_hidden_c is None:  # reset_before: c's hidden part is (r h) U_c
+            self.kernels.gru_gates(gates_rz, gates_x, layer.bias, hidden, reset_hidden)
+            self._mm(self._low(reset_hidden), weight_c, candidate)
+        else:  # reset_after: r (h U_c + b_hc), the latter kept in reset_hidden
+            self.kernels.gru_gates(gates_rz, gates_x, layer.bias, hidden, None)
+            self._mm(hidden_low, weight_c, reset_hidden)
+            self.kernels.gru_reset_after(candidate, reset_hidden, layer.bias_hidden_c, gates_rz)
         self.kernels.gru_output(candidate, gates_x, layer.bias, hidden, gates_rz, diff,
                                 new_hidden, mask, output)  # fmt: skip
         return output
@@ -370,10 +381,10 @@ class FastStep:
         self._mm(grad_row_scores, self._weight_rows[:n_padded], grad_out)  # (B, H)
 
         for index in range(len(self.layers) - 1, -1, -1):
-            layer_input, hidden, hidden_low, reset_hidden_low = low[index]
+            layer_input, hidden, hidden_low, operand_c = low[index]
             grad_out = self._layer_backward(
                 buffers.layers[index], self.layers[index], layer_input, hidden, hidden_low,
-                reset_hidden_low, grad_out, masks[index + 1],
+                operand_c, grad_out, masks[index + 1],
             )  # fmt: skip
 
         # The input table's rows: the first layer's gate gradients (one-hot) or d x.
@@ -404,31 +415,38 @@ class FastStep:
 
     def _layer_backward(
         self, buffers: _Layer, layer: GRULayer, layer_input: Tensor | None, hidden: Tensor,
-        hidden_low: Tensor, reset_hidden: Tensor, grad_output: Tensor, mask: Tensor | None,
+        hidden_low: Tensor, operand_c: Tensor, grad_output: Tensor, mask: Tensor | None,
     ) -> Tensor | None:  # fmt: skip
         """Gradients of one layer's weights (into `flat_grad`); returns d input (B, I).
 
-        layer_input, hidden_low, reset_hidden: the forward's matmul operands (compute
-        precision); `layer_input` is None for one-hot input (the gate gradients are then
-        the input rows'). hidden: the layer's incoming state.
+        layer_input, hidden_low, operand_c: the forward's matmul operands (compute
+        precision; operand_c is what multiplied U_c); `layer_input` is None for one-hot
+        input (the gate gradients are then the input rows'). hidden: the incoming state.
         """
         n_rows, size = hidden.shape
         mask = None if mask is None else mask[:n_rows]
         gates_rz, diff, candidate = buffers.gates_rz, buffers.diff, buffers.candidate
         grad_gates = buffers.gates_x  # the forward's projection is spent: reuse it
         grad_reset_hidden = buffers.grad_reset_hidden
-        weight_c = self._low_of[layer.weight_hidden_c]
         self.kernels.gru_output_backward(grad_output, mask, diff, gates_rz, candidate, grad_gates)
-        self._mm(self._low(grad_gates[:, 2 * size :]), weight_c.T, grad_reset_hidden)
-        self.kernels.gru_reset_backward(grad_reset_hidden, hidden, gates_rz, grad_gates)
-
         grad_of = self._grad_of
-        if self.low:
-            grad_of[layer.bias].copy_(grad_gates.sum(dim=0))
-        else:
-            torch.sum(grad_gates, dim=0, out=grad_of[layer.bias])
+        if layer.bias_hidden_c is None:  # reset_before: through (r h) U_c to r
+            weight_c = self._low_of[layer.weight_hidden_c]
+            self._mm(self._low(grad_gates[:, 2 * size :]), weight_c.T, grad_reset_hidden)
+            self.kernels.gru_reset_backward(grad_reset_hidden, hidden, gates_rz, grad_gates)
+        else:  # reset_after: d r and d p, p = h U_c + b_hc (in reset_hidden)
+            self.kernels.gru_reset_after_backward(
+                grad_gates, buffers.reset_hidden, gates_rz, grad_reset_hidden
+            )
+            _sum_rows(grad_reset_hidden, grad_of[layer.bias_hidden_c])
+
+        _sum_rows(grad_gates, grad_of[layer.bias])
         grad_gates_low = self._low(grad_gates)
-        self._mm(reset_hidden.T, grad_gates_low[:, 2 * size :], grad_of[layer.weight_hidden_c])
+        # d of U_c's matmul output: d a_c (reset_before) or d p (reset_after)
+        grad_c = grad_gates_low[:, 2 * size :]
+        if layer.bias_hidden_c is not None:
+            grad_c = self._low(grad_reset_hidden)
+        self._mm(operand_c.T, grad_c, grad_of[layer.weight_hidden_c])
         self._mm(hidden_low.T, grad_gates_low[:, : 2 * size], grad_of[layer.weight_hidden_rz])
         if layer.weight_input is None:  # one-hot input: the rows of the input table
             return None
@@ -533,6 +551,14 @@ def _first_rows(value: Tensor | tuple[Tensor, ...], n_rows: int) -> Any:
     if isinstance(value, tuple):
         return tuple(t[:n_rows] for t in value)
     return value[:n_rows]
+
+
+def _sum_rows(grad: Tensor, out: Tensor) -> None:
+    """out (in full precision) = the sum of grad's (B, n) rows."""
+    if out.dtype == grad.dtype:
+        torch.sum(grad, dim=0, out=out)
+    else:
+        out.copy_(grad.sum(dim=0))
 
 
 def _matrix(flat: Tensor, n_rows: int, n_cols: int) -> Tensor:

@@ -6,6 +6,7 @@ backend, with the same arithmetic in both:
     gru_gates / gru_output         a GRU layer's gates and state update (forward)
     gru_output_backward /          their backward, to the gates' pre-activations
       gru_reset_backward
+    gru_reset_after (+ _backward)  the reset_after form's candidate input and its backward
     sampled_loss                   cross-entropy (+ logQ) or BPR-max (+ ELU, bpreg) and its
                                    gradient, summed per distinct item
     distinct_rows                  the distinct items of a step
@@ -123,11 +124,28 @@ class Kernels:
 
     def gru_gates(
         self, gates_rz: Tensor, gates_x: Tensor, bias: Tensor, hidden: Tensor,
-        reset_hidden: Tensor,
+        reset_hidden: Tensor | None,
     ) -> None:  # fmt: skip
         """In place: gates_rz (B, 2H) = sigmoid(gates_rz + gates_x[:, :2H] + bias[:2H]);
-        reset_hidden (B, H) = r * hidden. gates_rz comes in as h U_rz; gates_x (B, 3H) is
-        the input's part (x W, or the one-hot input's row), without the bias."""
+        reset_hidden (B, H) = r * hidden (None: not computed, the reset_after form).
+        gates_rz comes in as h U_rz; gates_x (B, 3H) is the input's part (x W, or the
+        one-hot input's row), without the bias."""
+        raise NotImplementedError
+
+    def gru_reset_after(
+        self, candidate: Tensor, hidden_part: Tensor, bias_hidden: Tensor, gates_rz: Tensor
+    ) -> None:
+        """The reset_after form's candidate input, before `gru_output`: hidden_part (B, H),
+        in as h U_c, += bias_hidden (H,) (kept for the backward); candidate = r hidden_part."""
+        raise NotImplementedError
+
+    def gru_reset_after_backward(
+        self, grad_gates: Tensor, hidden_part: Tensor, gates_rz: Tensor,
+        grad_hidden_part: Tensor,
+    ) -> None:  # fmt: skip
+        """With d a_c = grad_gates[:, 2H:] (from `gru_output_backward`): grad_gates[:, :H] =
+        d a_c hidden_part r (1 - r), the pre-activation gradient of r; grad_hidden_part =
+        d a_c r, the gradient of h U_c + b_hc."""
         raise NotImplementedError
 
     def gru_output(
@@ -216,11 +234,29 @@ class TorchKernels(Kernels):
 
     def gru_gates(
         self, gates_rz: Tensor, gates_x: Tensor, bias: Tensor, hidden: Tensor,
-        reset_hidden: Tensor,
+        reset_hidden: Tensor | None,
     ) -> None:  # fmt: skip
         size = hidden.shape[1]
         gates_rz.add_(gates_x[:, : 2 * size]).add_(bias[: 2 * size]).sigmoid_()
-        torch.mul(gates_rz[:, :size], hidden, out=reset_hidden)
+        if reset_hidden is not None:
+            torch.mul(gates_rz[:, :size], hidden, out=reset_hidden)
+
+    def gru_reset_after(
+        self, candidate: Tensor, hidden_part: Tensor, bias_hidden: Tensor, gates_rz: Tensor
+    ) -> None:
+        size = hidden_part.shape[1]
+        torch.mul(gates_rz[:, :size], hidden_part.add_(bias_hidden), out=candidate)
+
+    def gru_reset_after_backward(
+        self, grad_gates: Tensor, hidden_part: Tensor, gates_rz: Tensor,
+        grad_hidden_part: Tensor,
+    ) -> None:  # fmt: skip
+        size = hidden_part.shape[1]
+        grad_candidate, reset = grad_gates[:, 2 * size :], gates_rz[:, :size]
+        grad_reset = grad_gates[:, :size]
+        torch.mul(grad_candidate, hidden_part, out=grad_reset)  # d r, then the sigmoid
+        _sigmoid_backward(grad_reset, reset, grad_input=grad_reset)
+        torch.mul(grad_candidate, reset, out=grad_hidden_part)
 
     def gru_output(
         self, candidate: Tensor, gates_x: Tensor, bias: Tensor, hidden: Tensor,
@@ -314,11 +350,27 @@ class CompiledKernels(Kernels):
 
     def gru_gates(
         self, gates_rz: Tensor, gates_x: Tensor, bias: Tensor, hidden: Tensor,
-        reset_hidden: Tensor,
+        reset_hidden: Tensor | None,
     ) -> None:  # fmt: skip
         n_rows, size = hidden.shape
         self._c.gru_gates(gates_rz.data_ptr(), gates_x.data_ptr(), bias.data_ptr(),
-                        hidden.contiguous().data_ptr(), reset_hidden.data_ptr(), n_rows, size)  # fmt: skip
+                        hidden.contiguous().data_ptr(), _pointer(reset_hidden), n_rows, size)  # fmt: skip
+
+    def gru_reset_after(
+        self, candidate: Tensor, hidden_part: Tensor, bias_hidden: Tensor, gates_rz: Tensor
+    ) -> None:
+        n_rows, size = hidden_part.shape
+        self._c.gru_reset_after(candidate.data_ptr(), hidden_part.data_ptr(),
+                                bias_hidden.data_ptr(), gates_rz.data_ptr(), n_rows, size)  # fmt: skip
+
+    def gru_reset_after_backward(
+        self, grad_gates: Tensor, hidden_part: Tensor, gates_rz: Tensor,
+        grad_hidden_part: Tensor,
+    ) -> None:  # fmt: skip
+        n_rows, size = hidden_part.shape
+        self._c.gru_reset_after_backward(grad_gates.data_ptr(), hidden_part.data_ptr(),
+                                         gates_rz.data_ptr(), grad_hidden_part.data_ptr(),
+                                         n_rows, size)  # fmt: skip
 
     def gru_output(
         self, candidate: Tensor, gates_x: Tensor, bias: Tensor, hidden: Tensor,
@@ -474,6 +526,8 @@ _SIGNATURES: dict[str, list[type]] = {
     "gru_output": [_P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I],
     "gru_output_backward": [_P, _P, _P, _P, _P, _P, _I, _I],
     "gru_reset_backward": [_P, _P, _P, _P, _I, _I],
+    "gru_reset_after": [_P, _P, _P, _P, _I, _I],
+    "gru_reset_after_backward": [_P, _P, _P, _P, _I, _I],
     "top_k_rows": [_P, _I, _I, _I, _I, _I, _P, _P],
     "add_to_rows": [_P, _I, _I, _P, _P, _I, _I],
 }

@@ -8,9 +8,12 @@ Pure `nn.Module`: no I/O, no optimiser, no batching. One step of every session s
         h_l = dropout(GRU_l(x, h_l), p_hidden);  x = h_l   # the dropped-out output is carried
     score(item) = x . W[item] + b[item]
 
-GRU (Cho et al.; the form of the GRU4Rec paper, reset gate applied before the matmul):
+GRU (Cho et al.), in one of two forms (`gru_form`):
     r = sigmoid(x W_r + h U_r + b_r),  z = sigmoid(x W_z + h U_z + b_z)
-    c = tanh(x W_c + (r * h) U_c + b_c),  h' = (1 - z) * h + z * c
+    reset_before (the GRU4Rec paper):   c = tanh(x W_c + (r * h) U_c + b_c)
+    reset_after (torch's GRUCell, the authors' PyTorch port):
+                                        c = tanh(x W_c + b_c + r * (h U_c + b_hc))
+    h' = (1 - z) * h + z * c
 
 Row lookups of item matrices use `F.embedding(..., sparse=True)`, so training produces
 row-sparse gradients touching only the target, negative and input items.
@@ -31,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gru4rec.config import EmbeddingMode, GRU4RecConfig
+from gru4rec.config import EmbeddingMode, GRU4RecConfig, GruForm
 
 
 def uniform_init_(
@@ -48,13 +51,17 @@ class GRULayer(nn.Module):
 
     weight_input: (input_size, 3H), or None when the input projection is looked up
         (one-hot input: the model holds it as an (n_items, 3H) table).
-    weight_hidden_rz: (H, 2H); weight_hidden_c: (H, H); bias: (3H,).
+    weight_hidden_rz: (H, 2H); weight_hidden_c: (H, H); bias: (3H,);
+    bias_hidden_c: (H,) the hidden side's candidate bias b_hc (reset_after only, else None).
     """
 
-    def __init__(self, input_size: int | None, hidden_size: int) -> None:
+    def __init__(
+        self, input_size: int | None, hidden_size: int, form: GruForm = "reset_before"
+    ) -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self.form = form
         size = hidden_size
         self.weight_input = (
             nn.Parameter(torch.empty(input_size, 3 * size)) if input_size is not None else None
@@ -62,6 +69,7 @@ class GRULayer(nn.Module):
         self.weight_hidden_rz = nn.Parameter(torch.empty(size, 2 * size))
         self.weight_hidden_c = nn.Parameter(torch.empty(size, size))
         self.bias = nn.Parameter(torch.zeros(3 * size))
+        self.bias_hidden_c = nn.Parameter(torch.zeros(size)) if form == "reset_after" else None
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Glorot-uniform per gate block (fan_out = H), biases 0, as the reference."""
@@ -74,6 +82,8 @@ class GRULayer(nn.Module):
         uniform_init_(self.weight_hidden_c, size, size, generator)
         with torch.no_grad():
             self.bias.zero_()
+            if self.bias_hidden_c is not None:
+                self.bias_hidden_c.zero_()
 
     def project_input(self, x: Tensor) -> Tensor:
         """(B, input_size) -> (B, 3H) input part of the gates, bias included."""
@@ -85,7 +95,11 @@ class GRULayer(nn.Module):
         size = self.hidden_size
         gates_rz = torch.sigmoid(gates_x[:, : 2 * size] + hidden @ self.weight_hidden_rz)
         reset, update = gates_rz[:, :size], gates_rz[:, size:]  # (B, H) each
-        candidate = torch.tanh(gates_x[:, 2 * size :] + (reset * hidden) @ self.weight_hidden_c)
+        if self.bias_hidden_c is None:  # reset_before
+            hidden_part = (reset * hidden) @ self.weight_hidden_c
+        else:  # reset_after
+            hidden_part = reset * torch.addmm(self.bias_hidden_c, hidden, self.weight_hidden_c)
+        candidate = torch.tanh(gates_x[:, 2 * size :] + hidden_part)
         return hidden + update * (candidate - hidden)  # = (1 - z) h + z c
 
 
@@ -100,6 +114,7 @@ class GRU4Rec(nn.Module):
         embedding_size: width of the separate embedding.
         dropout_p_embed: dropout on the input embedding (not applied with "none").
         dropout_p_hidden: dropout on each layer's output; also what is carried on.
+        gru_form: "reset_before" (the paper's GRU) or "reset_after" (torch's GRUCell).
         seed: seeds the initialisation (None: torch's global generator).
 
     Parameters: item_weight (n_items, H_last) and item_bias (n_items, 1), the latter kept
@@ -116,6 +131,7 @@ class GRU4Rec(nn.Module):
         embedding_size: int = 0,
         dropout_p_embed: float = 0.0,
         dropout_p_hidden: float = 0.0,
+        gru_form: GruForm = "reset_before",
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -142,7 +158,7 @@ class GRU4Rec(nn.Module):
         else:
             raise ValueError(f"unknown embedding mode {embedding!r}")
         inputs = [first_input, *self.layers[:-1]]
-        gru_layers = [GRULayer(i, h) for i, h in zip(inputs, self.layers, strict=True)]
+        gru_layers = [GRULayer(i, h, gru_form) for i, h in zip(inputs, self.layers, strict=True)]
         self.gru = nn.ModuleList(gru_layers)  # registers the parameters
         self._gru_layers = tuple(gru_layers)  # the same modules, typed, for the step loop
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -162,6 +178,7 @@ class GRU4Rec(nn.Module):
             "embedding_size": config.embedding_size,
             "dropout_p_embed": config.dropout_p_embed,
             "dropout_p_hidden": config.dropout_p_hidden,
+            "gru_form": config.gru_form,
             "seed": config.seed,
         }
         if config.repeat_window > 0:

@@ -57,6 +57,28 @@ def test_roundtrip_gives_the_same_scores(tmp_path: Path) -> None:
     assert json.loads((model_dir / "config.json").read_text())["extra"] == {"data": "x"}
 
 
+def test_reset_after_roundtrip_and_models_saved_before_gru_form(tmp_path: Path) -> None:
+    config = GRU4RecConfig(layers=(6,), gru_form="reset_after", seed=3)
+    model = GRU4Rec.from_config(N_ITEMS, config)
+    with torch.no_grad():
+        for layer in model.gru_layers:
+            assert layer.bias_hidden_c is not None
+            layer.bias_hidden_c.uniform_(-1, 1)
+    model_dir = save_checkpoint(tmp_path / "after", model, config, _items())
+    loaded, loaded_config, _ = load_checkpoint(model_dir, device="cpu")
+    assert loaded_config.gru_form == "reset_after"
+    assert torch.equal(_scores(loaded), _scores(model))
+
+    # A config.json written before the option existed has no gru_form: the paper's form.
+    old_dir, old_model = _saved(tmp_path)
+    meta = json.loads((old_dir / "config.json").read_text())
+    del meta["config"]["gru_form"]
+    (old_dir / "config.json").write_text(json.dumps(meta))
+    loaded, loaded_config, _ = load_checkpoint(old_dir, device="cpu")
+    assert loaded_config.gru_form == "reset_before"
+    assert torch.equal(_scores(loaded), _scores(old_model))
+
+
 def test_saving_again_replaces_the_directory_and_leaves_no_temporaries(tmp_path: Path) -> None:
     model_dir, _ = _saved(tmp_path)
     (model_dir / "stale.txt").write_text("from an older model")

@@ -89,6 +89,8 @@ def test_unknown_key_lists_the_valid_ones_and_suggests() -> None:
         ("n_epochs", "0"),
         ("loss", "xe"),
         ("embedding", "constrained"),
+        ("gru_form", "cudnn"),
+        ("logq_form", "log"),
         ("batch_size", "3.5"),
         ("learning_rate", "fast"),
     ],

@@ -77,6 +77,14 @@ CASES = {
     "bprmax-plain-none-2layers": _config(
         loss="bpr-max", logq=0.0, bpreg=0.0, embedding="none", layers=(8, 6), momentum=0.5
     ),
+    "xe-logq-reset-after-dropout": _config(
+        loss="cross-entropy", logq=1.0, gru_form="reset_after", dropout_p_embed=0.2,
+        dropout_p_hidden=0.3,
+    ),
+    "bprmax-reset-after-none-2layers": _config(
+        loss="bpr-max", logq=0.0, elu_param=0.5, bpreg=0.5, gru_form="reset_after",
+        embedding="none", layers=(8, 10), dropout_p_hidden=0.2, momentum=0.4,
+    ),
     "bprmax-separate-in-batch-only": _config(
         loss="bpr-max", logq=0.0, bpreg=1.5, elu_param=0.5, embedding="separate",
         embedding_size=5, n_sample=0, dropout_p_hidden=0.2,
@@ -140,7 +148,8 @@ def test_float32_agrees_within_float_tolerance(
 
 
 @pytest.mark.parametrize("case", ["xe-logq-shared-dropout", "bprmax-elu-bpreg-shared-2layers",
-                                  "xe-nologq-separate-2layers", "bprmax-plain-none-2layers"])  # fmt: skip
+                                  "xe-nologq-separate-2layers", "bprmax-plain-none-2layers",
+                                  "xe-logq-reset-after-dropout"])  # fmt: skip
 def test_bf16_matmuls_learn_about_the_same(case: str) -> None:
     config, data = CASES[case], _data(2)
     support = np.bincount(data.item_idx, minlength=N_ITEMS)
@@ -190,6 +199,11 @@ LARGE_CASES = {
         layers=(64,), batch_size=32, n_sample=256, sample_cache_size=50, learning_rate=0.05,
         momentum=0.2, loss="cross-entropy", logq=1.0, dropout_p_embed=0.1,
         dropout_p_hidden=0.2, seed=3,
+    ),
+    "xe-logq-shared-reset-after": _config(
+        layers=(64,), batch_size=32, n_sample=256, sample_cache_size=50, learning_rate=0.05,
+        momentum=0.2, loss="cross-entropy", logq=1.0, gru_form="reset_after",
+        dropout_p_embed=0.1, dropout_p_hidden=0.2, seed=3,
     ),
     "bprmax-elu-separate": _config(
         layers=(64,), batch_size=32, n_sample=256, sample_cache_size=50, learning_rate=0.05,

@@ -226,6 +226,40 @@ def test_gru_loops_match_autograd(backend: Kernels) -> None:
     torch.testing.assert_close(grad_gates[:, :size], d_r)
 
 
+def test_reset_after_loops_match_autograd(backend: Kernels) -> None:
+    """c's input r (h U_c + b_hc) and its backward against autograd; gru_gates without r h."""
+    g = _generator(5)
+    n_rows, size = 6, 35
+    pre_rz = 2 * torch.randn(n_rows, 2 * size, generator=g)
+    matmul_c = torch.randn(n_rows, size, generator=g)  # h U_c
+    bias_hidden = torch.randn(size, generator=g)
+    grad_c = torch.randn(n_rows, size, generator=g)  # d a_c, from gru_output_backward
+
+    leaf_rz = pre_rz.clone().requires_grad_()
+    leaf_part = matmul_c.clone().requires_grad_()
+    part = leaf_part + bias_hidden
+    candidate = torch.sigmoid(leaf_rz)[:, :size] * part
+    candidate.backward(grad_c)
+
+    gates_rz, zeros = pre_rz.clone(), torch.zeros(n_rows, 3 * size)
+    backend.gru_gates(gates_rz, zeros, torch.zeros(3 * size), torch.randn(n_rows, size), None)
+    got_candidate, got_part = torch.empty(n_rows, size), matmul_c.clone()
+    backend.gru_reset_after(got_candidate, got_part, bias_hidden, gates_rz)
+    torch.testing.assert_close(got_part, part.detach())
+    torch.testing.assert_close(got_candidate, candidate.detach())
+
+    grad_gates = torch.zeros(n_rows, 3 * size)
+    grad_gates[:, 2 * size :] = grad_c
+    grad_part = torch.empty(n_rows, size)
+    backend.gru_reset_after_backward(grad_gates, got_part, gates_rz, grad_part)
+    assert leaf_rz.grad is not None and leaf_part.grad is not None
+    torch.testing.assert_close(grad_gates[:, :size], leaf_rz.grad[:, :size])
+    torch.testing.assert_close(grad_part, leaf_part.grad)
+    torch.testing.assert_close(
+        grad_gates[:, size:], torch.cat((torch.zeros_like(grad_c), grad_c), 1)
+    )
+
+
 def test_distinct_rows(backend: Kernels) -> None:
     columns = torch.tensor([5, 2, 5, 9, 2, 7])
     inputs = torch.tensor([9, 1, 3, 1])

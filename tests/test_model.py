@@ -71,6 +71,34 @@ def test_forward_step_is_the_gru_of_the_paper() -> None:
     assert output is new_hidden[1]
 
 
+def test_reset_after_layer_is_torch_gru_cell() -> None:
+    # torch.nn.GRUCell computes the reset_after form with h' = (1 - z') n + z' h, so its
+    # update gate z' = 1 - z: its z weights and bias are ours negated.
+    torch.manual_seed(0)
+    layer = GRULayer(5, 4, "reset_after")
+    layer.reset_parameters()
+    assert layer.bias_hidden_c is not None and layer.weight_input is not None
+    with torch.no_grad():
+        layer.bias.uniform_(-0.5, 0.5)
+        layer.bias_hidden_c.uniform_(-0.5, 0.5)
+    flip = torch.cat((torch.ones(4), -torch.ones(4), torch.ones(4)))  # r, z, candidate
+    weight_hidden = torch.cat((layer.weight_hidden_rz, layer.weight_hidden_c), dim=1)
+    cell = torch.nn.GRUCell(5, 4)
+    with torch.no_grad():
+        cell.weight_ih.copy_((layer.weight_input * flip).T)
+        cell.weight_hh.copy_((weight_hidden * flip).T)
+        cell.bias_ih.copy_(layer.bias * flip)
+        cell.bias_hh.copy_(torch.cat((torch.zeros(8), layer.bias_hidden_c)))
+        x, h = torch.randn(3, 5), torch.randn(3, 4)
+        expected = cell(x, h)
+        got = layer(layer.project_input(x), h)
+    torch.testing.assert_close(got, expected)
+    paper = GRULayer(5, 4)
+    paper.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "bias_hidden_c"})
+    with torch.no_grad():
+        assert not torch.allclose(paper(paper.project_input(x), h), expected)  # forms differ
+
+
 def test_score_items_matches_score_all_columns() -> None:
     model = _model()
     with torch.no_grad():
