@@ -217,7 +217,7 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
     targets = torch.from_numpy(plan.targets)
     n_steps = args.steps or DEFAULT_STEPS[preset]
 
-    other_form = "reset_after" if base.gru_form == "reset_before" else "reset_before"
+    other_form: Any = "reset_after" if base.gru_form == "reset_before" else "reset_before"
 
     def make(kind: str, precision: Any) -> tuple[Any, Any]:
         config = dataclasses.replace(base, precision=precision)

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ def load_split(
     data_dir: str | Path,
     split: str,
     item_ids: pl.Series | np.ndarray | Sequence[object] | None = None,
+    window_days: float | None = None,
 ) -> tuple[SessionData, LoadReport]:
     """Read `<data_dir>/<split>.parquet` into SessionData.
 
@@ -104,11 +106,16 @@ def load_split(
         from the data directory's own map, events are mapped by original item_id; events of
         unknown items are dropped and counted. Sessions shorter than 2 are always dropped
         and counted (they hold no prediction).
+    window_days: keep only the sessions that start in the split's last `window_days` days
+        (before the last event); needs a log with timestamps.
     Returns (data, report).
     """
     data_dir = Path(data_dir)
     path = data_dir / f"{split}.parquet"
-    events = _read(path, ("session_id", "item_id", "item_idx"))
+    columns = ("session_id", "item_id", "item_idx")
+    events = _read(path, columns if window_days is None else (*columns, "time"))
+    if window_days is not None:
+        events = _recent(events, window_days, data_dir, path).drop("time")
     n_events_read = len(events)
     events = events.with_columns(_session_number(events["session_id"], path))
     n_sessions_read = int(events["session"][-1]) + 1 if n_events_read else 0
@@ -143,6 +150,23 @@ def load_split(
             path, n_unknown, n_short,
         )  # fmt: skip
     return data, report
+
+
+def _recent(events: pl.DataFrame, days: float, data_dir: Path, path: Path) -> pl.DataFrame:
+    """The sessions of `events` that start within `days` days before its last event."""
+    if not days > 0:
+        raise InputDataError(f"the training window must be > 0 days, got {days:g}.")
+    manifest = data_dir / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text())["source"].get("time_col") is None:
+        raise InputDataError(
+            f"{path}: this log has no timestamps (its events are ordered by position), so a "
+            "window in days cannot be cut; train on the whole split instead."
+        )
+    if events.is_empty():
+        return events
+    cutoff = float(events["time"].max()) - days * 86400.0  # type: ignore[arg-type]
+    start = pl.col("time").min().over("session_id")
+    return events.filter(start >= cutoff)
 
 
 def _read(path: Path, columns: Sequence[str]) -> pl.DataFrame:

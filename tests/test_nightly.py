@@ -24,7 +24,11 @@ WORSE = {"n_epochs": 1, "layers": 4, "n_sample": 8, "batch_size": 16, "learning_
 
 
 def write_config(
-    tmp_path: Path, settings: dict, tracking_uri: str | None, name: str = "nightly.toml"
+    tmp_path: Path,
+    settings: dict,
+    tracking_uri: str | None,
+    name: str = "nightly.toml",
+    model: tuple[str, ...] = (),
 ) -> Path:
     log = tmp_path / "clicks.tsv"
     if not log.exists():
@@ -34,7 +38,7 @@ def write_config(
         'experiment = "nightly-tests"', 'registered_model = "tiny"', 'work_dir = "work"',
         *([f'tracking_uri = "{tracking_uri}"'] if tracking_uri else []),
         "[data]", 'inputs = ["clicks.tsv"]', "valid_days = 0",
-        "[model]", 'preset = "rsc15"', 'device = "cpu"', "[model.set]",
+        "[model]", 'preset = "rsc15"', 'device = "cpu"', *model, "[model.set]",
         *(f"{key} = {value}" for key, value in settings.items()),
         "[serving]", "k = 5",
     ]  # fmt: skip
@@ -209,6 +213,12 @@ def run_selection(config: Path) -> dict:
             "valid_days is 0",
         ),
         ("[data]\ninputs = ['x.tsv']\n[model]\ncandidates = ['rnn']\n", "unknown candidate"),
+        (
+            "[data]\ninputs = ['x.tsv']\n[model]\nwarm_start = true\ncandidates = ['spop']\n",
+            "does not combine with candidates",
+        ),
+        ("[data]\ninputs = ['x.tsv']\n[model]\nwarm_epochs = 0\n", "warm_epochs"),
+        ("[data]\ninputs = ['x.tsv']\n[model]\nwarm_window_days = -1\n", "warm_window_days"),
     ],
 )
 def test_bad_configuration(tmp_path: Path, text: str, message: str) -> None:
@@ -218,6 +228,22 @@ def test_bad_configuration(tmp_path: Path, text: str, message: str) -> None:
         NightlyConfig.load(path)
     result = runner.invoke(app, ["nightly", str(path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_nightly_warm_starts_from_the_champion(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    warm = ("warm_start = true", "warm_epochs = 1", "warm_window_days = 3")
+    config = write_config(tmp_path, GOOD, uri, model=warm)
+    first = run(config)
+    assert first["warm_start"] is None and first["promote"]  # no champion yet: from scratch
+    second = run(config)
+    assert second["warm_start"] == f"models:/tiny/{champion_version(uri)}"
+    meta = json.loads((Path(second["run_dir"]) / "model" / "config.json").read_text())
+    assert meta["config"]["n_epochs"] == 1 and meta["extra"]["window_days"] == 3
+    assert meta["extra"]["warm_start"]["n_carried"] > 0
+    # Another architecture in the configuration: the champion cannot be the start.
+    bigger = write_config(tmp_path, {**GOOD, "layers": 48}, uri, model=warm)
+    assert run(bigger)["warm_start"] is None
 
 
 def test_yaml_configuration(tmp_path: Path) -> None:

@@ -105,6 +105,28 @@ def train(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the test metrics here.")
     ] = None,
+    warm_start: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from this GRU4Rec model's weights (a model directory or an MLflow URI "
+            "such as models:/NAME@champion): its settings are the base --set changes, items new "
+            "to the data get fresh rows, the optimiser starts fresh. E.g. --set n_epochs=2."
+        ),
+    ] = None,
+    keep_missing_items: Annotated[
+        bool,
+        typer.Option(
+            help="With --warm-start: keep the old model's items that the data no longer has "
+            "(still recommended; support 0). Default: drop them."
+        ),
+    ] = False,
+    window_days: Annotated[
+        float | None,
+        typer.Option(
+            help="Train only on the sessions that start in the training split's last N days "
+            "(a recent window; needs timestamps)."
+        ),
+    ] = None,
 ) -> None:
     """Train a model (GRU4Rec by default) on a prepared directory, save it, evaluate, log to
     MLflow."""
@@ -119,6 +141,7 @@ def train(
             evaluation=evaluation, device=device, threads=threads,
             callbacks=[EpochProgress(progress)], track=track, tracking_uri=tracking_uri,
             experiment=experiment, run_name=run_name, register=register,
+            warm_start=warm_start, keep_missing=keep_missing_items, window_days=window_days,
         )  # fmt: skip
     if done.train_seconds is not None:
         console.print(f"saved the model to {out} ({done.train_seconds:.1f} s of training)")

@@ -29,25 +29,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gru4rec.config import apply_overrides, get_preset
+from gru4rec.config import GRU4RecConfig, apply_overrides, get_preset
 from gru4rec.errors import ConfigError, Gru4RecError, StageError
 from gru4rec.evaluate import TIE_MODES
 from gru4rec.jobs.batch_recommend import recommend_file
 from gru4rec.jobs.indexing import build_index
 from gru4rec.jobs.run_lock import RunLock
 from gru4rec.jobs.selection import parse_candidates, select_model
-from gru4rec.jobs.workflow import evaluate_split, train_tracked
+from gru4rec.jobs.workflow import WarmStart, evaluate_split, load_warm_start, train_tracked
 from gru4rec.pipelines.prepare import PrepareOptions, prepare
 from gru4rec.pipelines.sources import SourceSpec, resolve_spec
 from gru4rec.recommend import Recommender
 from gru4rec.retrieval import IndexOptions
 from gru4rec.saved_models import load_scorer
+from gru4rec.warm_start import check_structure
 
 logger = logging.getLogger(__name__)
 
 PREPARE_KEYS = {f.name for f in dataclasses.fields(PrepareOptions)}
 # test_days is in both: the SourceSpec one is only the format default, so prepare takes it.
 SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceSpec)} - PREPARE_KEYS
+WARM_KEYS = ("warm_start", "warm_epochs", "warm_window_days", "keep_missing_items")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,13 @@ class NightlyConfig:
     # Model selection (as `gru4rec select`): candidate families fitted on train_tr and scored
     # on valid, the best refitted on train; empty = train GRU4Rec with `preset` only.
     candidates: tuple[str, ...] = ()
+    # Warm start (`gru4rec.warm_start`): train from the champion's weights for warm_epochs,
+    # on the last warm_window_days of train (None: all of it); from scratch when there is
+    # no champion yet or its architecture is not the configured one.
+    warm_start: bool = False
+    warm_epochs: int = 2
+    warm_window_days: float | None = None
+    keep_missing_items: bool = False
     device: str = "auto"
     cutoffs: tuple[int, ...] = (1, 5, 10, 20)
     ties: str = "conservative"
@@ -114,6 +123,7 @@ class NightlyConfig:
             "preset": model.pop("preset", "rsc15"),
             "candidates": tuple(_as_list(model.pop("candidates", []))),
             "device": model.pop("device", "auto"),
+            **{k: model.pop(k) for k in WARM_KEYS if k in model},
             "overrides": {k: _as_text(v) for k, v in dict(model.pop("set", {})).items()},
         }
         if "cutoffs" in evaluation:
@@ -148,6 +158,15 @@ class NightlyConfig:
                     f"{origin}: [model] candidates are chosen on a validation split, but "
                     "[data] valid_days is 0; set valid_days (or valid_fraction) above 0."
                 )
+        if self.warm_start and self.candidates:
+            raise ConfigError(
+                f"{origin}: [model] warm_start trains GRU4Rec from the champion; it does not "
+                "combine with candidates (model selection trains every family afresh)."
+            )
+        if not isinstance(self.warm_epochs, int) or self.warm_epochs < 1:
+            raise ConfigError(f"{origin}: [model] warm_epochs must be an integer >= 1.")
+        if self.warm_window_days is not None and not self.warm_window_days > 0:
+            raise ConfigError(f"{origin}: [model] warm_window_days must be > 0 (days).")
         IndexOptions(kind=self.index)
         if self.ties not in TIE_MODES:
             raise ConfigError(f"{origin}: ties must be one of {', '.join(TIE_MODES)}.")
@@ -345,6 +364,7 @@ def _run_stages(
                 selected = _train(config, run_dir, parent_id, report)
                 summary["family"] = selected.get("family", "gru4rec")
                 summary["chosen"] = selected.get("chosen", f"gru4rec:{config.preset}")
+                summary["warm_start"] = selected.get("warm_start")
                 # Logged, not registered yet: the registry changes only in the publish stage.
                 model_uri = tracking.log_model(run_dir / "model").model_uri
 
@@ -474,9 +494,16 @@ def _train(
     tags = {"preset": config.preset}
     if not config.candidates:
         model_config = apply_overrides(get_preset(config.preset), config.overrides)
+        start = _warm_start(config, model_config, report) if config.warm_start else None
+        window = None
+        if start is not None:
+            overrides = {**config.overrides, "n_epochs": str(config.warm_epochs)}
+            model_config = apply_overrides(start.config, overrides)
+            tags["warm_start"] = start.source
+            window = config.warm_window_days
         train_tracked(data_dir, model_config, run_dir / "model", track=True, tags=tags,
-                      device=config.device)  # fmt: skip
-        return {}
+                      device=config.device, warm_start=start, window_days=window)  # fmt: skip
+        return {"warm_start": None if start is None else start.source}
     tracking.log_inputs(data_dir, tags)
     client = mlflow.MlflowClient()
 
@@ -496,6 +523,26 @@ def _train(
     client.set_tag(parent_id, "chosen", result.chosen)
     report(f"train: chose {result.chosen} ({result.family}) on valid")
     return {"family": result.family, "chosen": result.chosen}
+
+
+def _warm_start(
+    config: NightlyConfig, wanted: GRU4RecConfig, report: Callable[[str], None]
+) -> WarmStart | None:
+    """The champion to start from, or None (reported): none yet, not a GRU4Rec model, or
+    not the architecture the configuration asks for."""
+    version = _champion_version(config)
+    if version is None:
+        report("train: no champion yet; training from scratch")
+        return None
+    source = f"models:/{config.registered_model}/{version}"
+    try:
+        start = load_warm_start(source, config.keep_missing_items)
+        check_structure(start.config, wanted, source)
+    except Gru4RecError as error:
+        report(f"train: no warm start ({_first_line(error)}); training from scratch")
+        return None
+    report(f"train: warm start from the champion, version {version}")
+    return start
 
 
 def _champion_version(config: NightlyConfig) -> str | None:

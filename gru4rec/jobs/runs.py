@@ -17,10 +17,11 @@ from typing import Any
 import polars as pl
 
 from gru4rec.config import GRU4RecConfig, apply_overrides, get_preset
+from gru4rec.errors import ConfigError
 from gru4rec.fileio import write_json
 from gru4rec.jobs.selection import Candidate, SelectionResult, fit_family, select_model
 from gru4rec.jobs.tuning import Dimension, TrackingTarget, Trial, default_storage, optuna_search
-from gru4rec.jobs.workflow import evaluate_split, train_tracked
+from gru4rec.jobs.workflow import evaluate_split, load_warm_start, train_tracked
 from gru4rec.train import Callback
 
 GRU_FAMILIES = ("gru4rec", "repeat")
@@ -57,12 +58,28 @@ def train_run(
     experiment: str = "gru4rec",
     run_name: str | None = None,
     register: str | None = None,
+    warm_start: str | None = None,
+    keep_missing: bool = False,
+    window_days: float | None = None,
 ) -> TrainRun:
     """Train one model family into `out`, evaluate it on `test_split` and, with `track`,
-    log everything to one MLflow run (and the model, registered under `register`)."""
+    log everything to one MLflow run (and the model, registered under `register`).
+
+    warm_start: a GRU4Rec model (directory or MLflow URI) to start from; its settings,
+    not the preset's, are the base that `overrides` change. keep_missing, window_days: as
+    `workflow.train_model`'s."""
     from gru4rec import tracking
 
-    config = apply_overrides(get_preset(preset), overrides)
+    start = None
+    for option, value in (("--warm-start", warm_start), ("--window-days", window_days)):
+        if value is not None and family not in ("gru4rec", "repeat"):
+            raise ConfigError(f"{option} trains a GRU4Rec or repeat model, not {family}.")
+    if keep_missing and warm_start is None:
+        raise ConfigError("--keep-missing-items goes with --warm-start (it names the old items).")
+    if warm_start is not None:
+        start = load_warm_start(warm_start, keep_missing)
+    base = get_preset(preset) if start is None else start.config
+    config = apply_overrides(base, overrides)
     run: Any = contextlib.nullcontext()
     if track:
         run = tracking.start_run(tracking_uri, experiment, run_name)
@@ -70,6 +87,8 @@ def train_run(
         tags = {"command": "train", "family": family}
         if family in (*GRU_FAMILIES, "hybrid"):
             tags["preset"] = preset
+        if start is not None:
+            tags["warm_start"] = start.source
         seconds = None
         scorer: Any
         if family in GRU_FAMILIES:
@@ -77,7 +96,8 @@ def train_run(
                 config = apply_overrides(config, {"repeat_window": "10"})
             scorer, items, result = train_tracked(
                 data_dir, config, out, track=track, tags=tags, split=split, device=device,
-                num_threads=threads, callbacks=callbacks, valid_split=valid_split, **evaluation,
+                num_threads=threads, callbacks=callbacks, valid_split=valid_split,
+                warm_start=start, window_days=window_days, **evaluation,
             )  # fmt: skip
             seconds = result.seconds
         else:

@@ -7,22 +7,55 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from gru4rec.checkpoint import resolve_device, save_checkpoint
+from gru4rec.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from gru4rec.config import GRU4RecConfig
 from gru4rec.data import load_items, load_split
+from gru4rec.errors import ConfigError
 from gru4rec.evaluate import TieMode, evaluate
 from gru4rec.model import GRU4Rec
+from gru4rec.saved_models import GRU_DIR, model_family
 from gru4rec.scorers import SessionScorer
 from gru4rec.train import Callback, EpochStats, FitResult, fit
+from gru4rec.warm_start import check_structure, warm_items, warm_start_model
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CUTOFFS = (1, 5, 10, 20)
+
+
+@dataclass(frozen=True, eq=False)
+class WarmStart:
+    """A trained GRU4Rec to start from (`gru4rec.warm_start`), loaded on the CPU."""
+
+    source: str  # as the user named it: a directory or an MLflow URI
+    model: GRU4Rec
+    config: GRU4RecConfig
+    items: pl.DataFrame
+    keep_missing: bool = False  # keep the old items the new data lacks
+
+
+def load_warm_start(source: str, keep_missing: bool = False) -> WarmStart:
+    """The GRU4Rec model at `source` (a model directory or an MLflow URI such as
+    `models:/NAME@champion`; of a hybrid, its GRU4Rec part)."""
+    from gru4rec.tracking import fetch_checkpoint
+
+    model_dir = fetch_checkpoint(source)
+    family = model_family(model_dir)
+    if family == "hybrid":
+        model_dir = model_dir / GRU_DIR
+    elif family not in ("gru4rec", "repeat"):
+        raise ConfigError(
+            f"warm start from {source}: it holds a {family} model, which has no weights to "
+            "start from; name a GRU4Rec, repeat or hybrid model."
+        )
+    model, config, items = load_checkpoint(model_dir, device="cpu")
+    return WarmStart(source, model, config, items, keep_missing)
 
 
 def train_model(
@@ -36,18 +69,31 @@ def train_model(
     num_threads: int | None = None,
     valid_split: str | None = None,
     on_validation: Callable[[int, dict[str, Any]], None] | None = None,
+    warm_start: WarmStart | None = None,
+    window_days: float | None = None,
     **evaluation: Any,
 ) -> tuple[GRU4Rec, pl.DataFrame, FitResult]:
     """Train on `<data_dir>/<split>.parquet` and save the checkpoint to `out_dir`.
 
     valid_split: evaluated after every epoch (outside the epoch's timing); the metrics go
         to `on_validation(epoch, metrics)`. `evaluation` holds `evaluate_split` options.
+    warm_start: start from that model's weights (`gru4rec.warm_start`), else from scratch.
+    window_days: train on the sessions of the split's last `window_days` days only.
     Returns (model, item map, fit result).
     """
     items = load_items(data_dir)
-    data, report = load_split(data_dir, split)
+    extra: dict[str, Any] = {}
+    if warm_start is None:
+        model = GRU4Rec.from_config(items.height, config)
+    else:
+        check_structure(warm_start.config, config, warm_start.source)
+        items = warm_items(warm_start.items, items, warm_start.keep_missing)
+        model, carried = warm_start_model(warm_start.model, warm_start.items, items, config)
+        logger.info("warm start from %s: %s", warm_start.source, carried.describe())
+        extra["warm_start"] = {"source": warm_start.source, **dataclasses.asdict(carried)}
+    item_ids = items["item_id"] if warm_start is not None and warm_start.keep_missing else None
+    data, report = load_split(data_dir, split, item_ids=item_ids, window_days=window_days)
     logger.info("training on %s: %s", split, report)
-    model = GRU4Rec.from_config(items.height, config)
     if valid_split is not None:
         callbacks = [
             *callbacks,
@@ -62,12 +108,13 @@ def train_model(
         device=resolve_device(device),
         num_threads=num_threads,
     )
-    extra = {
+    extra.update({
         "data_dir": str(Path(data_dir).resolve()),
         "train_split": split,
         "train_events": report.n_events,
+        "window_days": window_days,
         "epochs": [dataclasses.asdict(epoch) for epoch in result.epochs],
-    }
+    })  # fmt: skip
     save_checkpoint(out_dir, model, config, items, extra=extra)
     return model, items, result
 
