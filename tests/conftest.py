@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from benchmarks.local_server import free_port, running_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -53,37 +52,6 @@ def tiny_model(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("model") / "model"
     train_model(tiny_prepared, config, out, device="cpu", num_threads=1)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def running_server(
-    command: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen]:
-    """Run `command` (a server) until `ready_url` answers, logging to `log_path`; stopped on
-    exit. A server that dies or is not ready in 120 s raises with its log."""
-    log = open(log_path, "a")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(ready_url, timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(log_path.read_text()) from None
-                time.sleep(0.5)
-        yield server
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 @contextmanager

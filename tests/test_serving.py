@@ -15,8 +15,8 @@ import mlflow
 import polars as pl
 import pytest
 
+from benchmarks.local_server import free_port, running_server
 from gru4rec import tracking
-from tests.conftest import free_port, running_server
 
 
 @pytest.fixture(scope="module")
