@@ -24,14 +24,15 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    command: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None
+    command: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None,
+    timeout: float = 120.0,
 ) -> Iterator[subprocess.Popen]:
     """Run `command` (a server) until `ready_url` answers, logging to `log_path`; stopped on
-    exit. A server that dies or is not ready in 120 s raises with its log."""
+    exit. A server that dies or is not ready in `timeout` seconds raises with its log."""
     log = open(log_path, "a")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + timeout
         while True:
             try:
                 urllib.request.urlopen(ready_url, timeout=2)

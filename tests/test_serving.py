@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ import pytest
 
 from benchmarks.local_server import free_port, running_server
 from gru4rec import tracking
+from gru4rec.recommend import Recommender
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,57 @@ def test_bad_requests_get_400_and_what_to_send(served: str, ids: list[int]) -> N
         status, answer = _post(served, body)
         assert status == 400, (body, answer)
         assert "bad request" in answer["message"] and "dataframe_split" in answer["message"]
+
+
+def test_generated_dockerfile_installs_the_pinned_cpu_environment(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # What `mlflow models build-docker` builds from, without a Docker engine: the image's
+    # Dockerfile and the model it copies, whose requirements name the CPU build of torch.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking.start_run(uri, "serving", "log"):
+        tracking.log_model(tiny_model, registered_name="tiny")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "models", "generate-dockerfile", "-m", "models:/tiny/1",
+         "-d", str(tmp_path / "docker")], env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    dockerfile = (tmp_path / "docker" / "Dockerfile").read_text()
+    assert "_install_pyfunc_deps('/opt/ml/model'" in dockerfile
+    requirements = (tmp_path / "docker" / "model_dir" / "requirements.txt").read_text().split()
+    assert f"--extra-index-url={tracking.TORCH_CPU_INDEX}" in requirements or (
+        tracking.TORCH_CPU_INDEX in requirements
+    )
+    assert any(r.startswith("torch==") and r.endswith("+cpu") for r in requirements)
+    assert any(r.startswith("faiss-cpu==") for r in requirements)
+
+
+@pytest.mark.slow
+def test_default_environment_manager_serves_from_the_registry(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # `mlflow models serve -m models:/NAME@champion` as a user runs it, with the default
+    # environment manager: a fresh virtualenv built from the logged requirements alone
+    # (minutes: it installs torch). Run with `pytest -m slow -k default_environment`.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking.start_run(uri, "serving", "log"):
+        version = tracking.log_model(tiny_model, registered_name="tiny").registered_model_version
+    mlflow.MlflowClient(uri).set_registered_model_alias("tiny", "champion", version)
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny@champion",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    # PIP_RETRIES=0: where PyPI comes from a local mirror and PyTorch's index cannot be
+    # reached (a sandbox), pip falls back at once instead of retrying each package.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PIP_RETRIES": "0",
+           "MLFLOW_ENV_ROOT": str(tmp_path / "envs")}  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    items = pl.read_parquet(tiny_model / "items.parquet")["item_id"].head(3).to_list()
+    with running_server(command, f"{url}/ping", tmp_path / "serve.log", env, timeout=1500):
+        status, answer = _post(url, {"inputs": {"items": [items]}, "params": {"k": 5}})
+    assert status == 200, answer
+    expected, _ = Recommender.from_path(tiny_model, device="cpu").recommend([items], k=5)
+    assert [row["item_id"] for row in _rows(answer)] == expected["item_id"].to_list()
+    # The environment was built (not borrowed from this one), with torch's CPU build.
+    versions = list((tmp_path / "envs").rglob("site-packages/torch-*.dist-info"))
+    assert versions and all(v.name.endswith("+cpu.dist-info") for v in versions), versions
