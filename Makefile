@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml setup.py $(wildcard gru4rec/csrc/*)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch from local disk first; the project's range then accepts it.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	touch $@
 
 setup: $(BIN)/.installed

@@ -246,6 +246,17 @@ def test_nightly_warm_starts_from_the_champion(tmp_path: Path) -> None:
     assert run(bigger)["warm_start"] is None
 
 
+def test_nightly_recommends_on_ray(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is the optional extra gru4rec[ray]")
+    config = write_config(tmp_path, GOOD, f"sqlite:///{tmp_path}/mlflow.db")
+    config.write_text(config.read_text().replace("[serving]", '[serving]\nengine = "ray"'))
+    summary = run(config)
+    output = Path(summary["recommendations"])
+    assert output.is_dir() and output.name == "recommendations"
+    recs = pl.read_parquet(output / "*.parquet")
+    assert recs.columns == ["session_id", "rank", "item_id", "score"] and recs["rank"].max() == 5
+
+
 def test_yaml_configuration(tmp_path: Path) -> None:
     path = tmp_path / "nightly.yaml"
     path.write_text(

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from gru4rec.commands.options import Device
+from gru4rec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -135,6 +136,29 @@ def recommend(
             "hybrids).",
         ),
     ] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process) or ray: a pool of Ray actors scores the sessions and "
+            "--output is a folder of Parquet files (pip install 'gru4rec[ray]').",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the Ray cluster to use (default $RAY_ADDRESS, else a "
+            "local Ray instance with this machine's CPUs).",
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            help="With --engine ray: scoring actors (default: the CPUs / per actor).", min=1
+        ),
+    ] = None,
+    cpus_per_actor: Annotated[
+        float, typer.Option(help="With --engine ray: CPUs each actor reserves.", min=0.01)
+    ] = 1.0,
 ) -> None:
     """Write the top-k items for every input session: long Parquet `session_id, rank, item_id,
     score` (original ids), ordered by session start then rank. Unknown items are skipped and
@@ -150,6 +174,16 @@ def recommend(
         log_format, session_col=session_col, item_col=item_col, time_col=time_col,
         time_unit=time_unit, order_col=order_col, separator=separator,
     )  # fmt: skip
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine {engine!r}: choose local or ray.")
+    if engine == "ray":
+        summary = _recommend_on_ray(
+            model, input_path, spec, output, k=k, exclude_seen=exclude_seen,
+            batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
+            address=ray_address, device=device,
+        )  # fmt: skip
+        _report(output, summary)
+        return
     model_dir = fetch_checkpoint(model)
     recommender = Recommender.from_path(model_dir, device=device, index=index_kind)
     with progress_bar(console) as progress:
@@ -162,9 +196,27 @@ def recommend(
             recommender, input_path, spec, output, k=k, exclude_seen=exclude_seen,
             batch_size=batch_size, progress=advance,
         )  # fmt: skip
+    _report(output, summary)
+
+
+def _report(output: Path, summary: dict) -> None:
+    actors = f" on {summary['actors']} Ray actors" if "actors" in summary else ""
     console.print(
         f"wrote {output}: {summary['sessions_served']:,} sessions served, "
         f"{summary['sessions_skipped']:,} skipped (no known item), "
         f"{summary['unknown_item_events']:,} unknown item events skipped, "
-        f"{summary['rows']:,} rows, {summary['sessions_per_s']:,.0f} sessions/s"
+        f"{summary['rows']:,} rows, {summary['sessions_per_s']:,.0f} sessions/s{actors}"
     )
+
+
+def _recommend_on_ray(model: str, *args: Any, **options: Any) -> dict:
+    """`jobs.ray_recommend.recommend_on_ray`, or what to install when Ray is missing."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--engine ray needs Ray: pip install 'gru4rec[ray]' (or use --engine local)."
+        ) from None
+    from gru4rec.jobs.ray_recommend import recommend_on_ray
+
+    return recommend_on_ray(model, *args, **options)

@@ -39,10 +39,9 @@ def recommend_file(
         raise ConfigError(f"--k must be at least 1; got {k}.")
     staging = _staging_path(Path(output))
     try:
-        events = order_events(read_events([Path(input_path)], spec))
-        grouped = events.group_by("session_id", maintain_order=True).agg("item_id")
+        grouped = read_sessions(input_path, spec)
         session_ids = grouped["session_id"]
-        sessions = _as_model_ids(grouped["item_id"], recommender.item_ids.dtype)
+        sessions = as_model_ids(grouped["item_id"], recommender.item_ids.dtype)
         started = time.perf_counter()
         parts, unknown, skipped = [], 0, 0
         for start in range(0, len(sessions), batch_size):
@@ -81,6 +80,13 @@ def recommend_file(
     }
 
 
+def read_sessions(input_path: Path, spec: SourceSpec) -> pl.DataFrame:
+    """The input's sessions in order of their start: `session_id` and `item_id`, the list
+    of the session's items in order (every engine reads its input so)."""
+    events = order_events(read_events([Path(input_path)], spec))
+    return events.group_by("session_id", maintain_order=True).agg("item_id")
+
+
 def _staging_path(output: Path) -> Path:
     """A temporary file beside `output`, created now so an unwritable place fails early."""
     if output.suffix.lower() not in (".parquet", ".pq"):
@@ -100,7 +106,7 @@ def _staging_path(output: Path) -> Path:
     return staging
 
 
-def _as_model_ids(lists: pl.Series, dtype: Any) -> list[list[Any]]:
+def as_model_ids(lists: pl.Series, dtype: Any) -> list[list[Any]]:
     """Sessions as lists of ids of the model's id type (integer ids meet text ids)."""
     if lists.dtype.inner != dtype:  # type: ignore[attr-defined]
         lists = lists.cast(pl.List(dtype), strict=False)

@@ -84,6 +84,7 @@ class NightlyConfig:
     index: str = "flat"
     k: int = 20
     exclude_seen: bool = False
+    engine: str = "local"  # recommend stage: local, or ray (a local Ray instance or RAY_ADDRESS)
     keep_runs: int = 3  # run directories kept (the published one always is)
 
     @classmethod
@@ -129,8 +130,8 @@ class NightlyConfig:
         if "cutoffs" in evaluation:
             values["cutoffs"] = tuple(int(c) for c in _as_list(evaluation.pop("cutoffs")))
         values.update({k: evaluation.pop(k) for k in ("ties", "metric") if k in evaluation})
-        values.update({k: serving.pop(k) for k in ("index", "k", "exclude_seen", "keep_runs")
-                       if k in serving})  # fmt: skip
+        values.update({k: serving.pop(k) for k in ("index", "k", "exclude_seen", "engine",
+                                                   "keep_runs") if k in serving})  # fmt: skip
         known = {f.name for f in dataclasses.fields(cls)}
         for section, rest in (("", raw), ("data", data), ("model", model),
                               ("evaluation", evaluation), ("serving", serving)):  # fmt: skip
@@ -180,6 +181,8 @@ class NightlyConfig:
                 f"{origin}: metric {self.metric!r} must be recall@k, mrr@k or ndcg@k with k in "
                 f"the cutoffs {list(self.cutoffs)}."
             )
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"{origin}: [serving] engine must be local or ray.")
         if self.k < 1 or self.keep_runs < 1:
             raise ConfigError(f"{origin}: [serving] k and keep_runs must be >= 1.")
 
@@ -403,14 +406,23 @@ def _run_stages(
                     mlflow.log_artifacts(str(folder), "index")
 
             with stage("recommend"):
-                recommender = Recommender.from_path(
-                    serving_dir, device=config.device, index=index_kind
-                )
-                recs = recommend_file(recommender, run_dir / "data" / "test.parquet", resolve_spec("prepared"),
-                                      run_dir / "recommendations.parquet", k=config.k,
-                                      exclude_seen=config.exclude_seen)  # fmt: skip
+                sessions, prepared = run_dir / "data" / "test.parquet", resolve_spec("prepared")
+                if config.engine == "ray":
+                    from gru4rec.jobs.ray_recommend import recommend_on_ray
+
+                    output = run_dir / "recommendations"
+                    recs = recommend_on_ray(str(serving_dir), sessions, prepared, output,
+                                            k=config.k, exclude_seen=config.exclude_seen,
+                                            device=config.device)  # fmt: skip
+                else:
+                    recommender = Recommender.from_path(
+                        serving_dir, device=config.device, index=index_kind
+                    )
+                    output = run_dir / "recommendations.parquet"
+                    recs = recommend_file(recommender, sessions, prepared, output, k=config.k,
+                                          exclude_seen=config.exclude_seen)  # fmt: skip
                 mlflow.log_metrics({f"recommend_{k}": float(v) for k, v in recs.items()})
-                summary["recommendations"] = str(run_dir / "recommendations.parquet")
+                summary["recommendations"] = str(output)
 
             # The commit point: register the new version, write the summary, swap `current`,
             # then move the alias. A kill in between leaves `current` new and the alias old;
