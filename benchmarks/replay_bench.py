@@ -1,6 +1,6 @@
 """Replay a time-ordered log night by night: warm start against training from scratch.
 
-    python -m benchmarks.replay_bench [--first-night 1] [--warm-epochs 2] [--window-days 1]
+    python -m benchmarks.replay_bench [--first-night 1] [--warm-epochs 3] [--window-days 0]
         [--seeds 1,2,3] [--set key=value] [--json OUT.json]
 
 The log (YOOCHOOSE 100k, from ../shared/data) is cut by session start day. On night n the
@@ -9,8 +9,11 @@ prepared with the real `prepare` (test = the sessions of day n+1, no valid split
 
     scratch   GRU4Rec with the preset (its n_epochs) on all of train, from new weights
     warm      from the previous night's warm model (the first night: that night's scratch
-              model), `--warm-epochs` on train's last `--window-days` days
-    stale     the previous night's warm model, not retrained (what skipping a night costs)
+              model) and its optimiser state, `--warm-epochs` on train's last
+              `--window-days` days (0: all of train)
+    fresh     (`--also-fresh`) the same with the optimiser started afresh
+    stale     the previous night's warm model, not retrained, on tonight's item map (new
+              items keep their initial rows): what skipping a night costs
 
 are scored on day n+1 (full ranking, conservative ties). Prints Recall@20 / MRR@20 and
 training seconds per night and seed, then means over seeds and the total time of each
@@ -20,6 +23,7 @@ arm. One training thread, so that the times compare.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -33,6 +37,7 @@ from benchmarks.seed_sweep import parse_seeds
 from benchmarks.train_bench import SHARED_DATA
 
 DAY = 86400.0
+ARMS = ("scratch", "warm", "fresh", "stale")
 LOG_FILES = ("yoochoose-clicks-100k_train_full.txt.gz", "yoochoose-clicks-100k_test.txt.gz")
 
 
@@ -56,7 +61,9 @@ def prepare_night(events: pl.DataFrame, day: int, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "clicks.tsv"
     events.filter(pl.col("day") <= day).drop("day").write_csv(log, separator="\t")
-    options = PrepareOptions(test_start=float(day * DAY), valid_days=0)
+    # As the published split was prepared (consecutive repeats kept), so that the last
+    # night is the usual YOOCHOOSE 100k task; no valid split.
+    options = PrepareOptions(test_start=float(day * DAY), valid_days=0, remove_repeats=False)
     prepare([log], folder / "data", resolve_spec("gru4rec-tsv"), options)
     return folder / "data"
 
@@ -68,6 +75,7 @@ def run_seed(
     """One seed's nights (numbered from the log's first day `first`); prints each."""
     from gru4rec.config import apply_overrides, get_preset
     from gru4rec.jobs.workflow import WarmStart, evaluate_split, train_model
+    from gru4rec.warm_start import warm_start_model
 
     config = apply_overrides(get_preset(args.preset), {**args.overrides, "seed": str(seed)})
     warm_config = apply_overrides(config, {"n_epochs": str(args.warm_epochs), **args.warm_set})
@@ -87,13 +95,23 @@ def run_seed(
         if previous is None:
             row["warm"] = dict(row["scratch"])
         else:
-            row["stale"] = {**scored(previous.model.eval(), previous.items), "train_s": 0.0}
+            # Not retrained, but on tonight's item map: the same test events as the others.
+            stale, _ = warm_start_model(previous.model, previous.items, items, warm_config)
+            row["stale"] = {**scored(stale.eval(), items), "train_s": 0.0}
+            if args.also_fresh:
+                fresh = dataclasses.replace(previous, optimizer=None)
+                trained, _, fit_fresh = train_model(
+                    data, warm_config, work / f"fresh{night}", device="cpu", num_threads=1,
+                    warm_start=fresh, window_days=args.window_days,
+                )  # fmt: skip
+                row["fresh"] = {**scored(trained, items), "train_s": fit_fresh.seconds}
             model, items, fit = train_model(
                 data, warm_config, work / f"warm{night}", device="cpu", num_threads=1,
                 warm_start=previous, window_days=args.window_days,
             )  # fmt: skip
             row["warm"] = {**scored(model, items), "train_s": fit.seconds}
-        previous = WarmStart(f"night {night}", model, warm_config, items)
+        previous = WarmStart(f"night {night}", model, warm_config, items,
+                             optimizer=fit.optimizer_state)  # fmt: skip
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
@@ -101,7 +119,7 @@ def run_seed(
 
 def format_row(row: dict[str, Any]) -> str:
     parts = [f"seed {row['seed']} night {row['night']} (test day {row['test_day']})"]
-    for arm in ("scratch", "warm", "stale"):
+    for arm in ARMS:
         if arm in row:
             r = row[arm]
             parts.append(f"{arm} {r['recall@20']:.4f} / {r['mrr@20']:.4f} in {r['train_s']:.1f} s")
@@ -114,7 +132,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
     nights = sorted({row["night"] for row in rows})
     totals: dict[str, list[float]] = {}
     for night in nights:
-        for arm in ("scratch", "warm", "stale"):
+        for arm in ARMS:
             runs = [row[arm] for row in rows if row["night"] == night and arm in row]
             if not runs:
                 continue
@@ -138,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a setting of the warm starts only (e.g. learning_rate)")  # fmt: skip
     parser.add_argument("--first-night", type=int, default=1,
                         help="the first night: days 0..N known (day 0 is the log's first)")  # fmt: skip
-    parser.add_argument("--warm-epochs", type=int, default=2, help="epochs of a warm start")
-    parser.add_argument("--window-days", type=float, default=1.0,
+    parser.add_argument("--warm-epochs", type=int, default=3, help="epochs of a warm start")
+    parser.add_argument("--window-days", type=float, default=0.0,
                         help="warm starts train on train's last N days (0: all of train)")  # fmt: skip
     parser.add_argument("--seeds", default="1", help="seeds: 1-3, 1,5,9")
+    parser.add_argument("--also-fresh", action="store_true",
+                        help="also warm-start with a fresh optimiser (the 'fresh' arm)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every row here")
     args = parser.parse_args(argv)
 

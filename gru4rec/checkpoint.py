@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
 ITEMS_FILE = "items.parquet"
+OPTIMIZER_FILE = "optimizer.pt"  # optional: Adagrad's sums and the velocities, per parameter
 _RETRAIN_HINT = "re-save it with `gru4rec train ... --out DIR`"
 
 
@@ -59,11 +60,14 @@ def save_checkpoint(
     config: GRU4RecConfig,
     items_df: pl.DataFrame,
     extra: dict[str, Any] | None = None,
+    optimizer_state: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Path:
     """Write the model directory atomically (replacing an existing one). Returns its path.
 
     items_df: the item map the model was trained with (item_id, item_idx, support).
     extra: JSON-serialisable notes kept in config.json (e.g. the training data directory).
+    optimizer_state: the optimiser's final state (`FitResult.optimizer_state`), kept in
+        optimizer.pt for a warm start to carry on from.
     """
     model_dir = Path(model_dir)
     _check_items(items_df, model.n_items, model_dir / ITEMS_FILE)
@@ -78,7 +82,28 @@ def save_checkpoint(
     with staged_model_dir(model_dir, meta, items_df) as staging:
         state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
         torch.save(state, staging / WEIGHTS_FILE)
+        if optimizer_state is not None:
+            flat = {f"{name}.{part}": tensor.detach().cpu()
+                    for name, pair in optimizer_state.items()
+                    for part, tensor in zip(("acc", "velocity"), pair, strict=True)}  # fmt: skip
+            torch.save(flat, staging / OPTIMIZER_FILE)
     return model_dir
+
+
+def read_optimizer_state(
+    model_dir: str | Path,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    """The optimiser state saved beside a model (None when it has none: an older model,
+    or one not trained by `train`), read without unpickling anything."""
+    path = Path(model_dir) / OPTIMIZER_FILE
+    if not path.is_file():
+        return None
+    flat = _read_weights(path)
+    names = {key.rsplit(".", 1)[0] for key in flat}
+    try:
+        return {name: (flat[f"{name}.acc"], flat[f"{name}.velocity"]) for name in names}
+    except KeyError as error:
+        raise CheckpointError(f"{path} lacks {error}; {_RETRAIN_HINT}.") from None
 
 
 @contextmanager

@@ -455,6 +455,36 @@ class FastStep:
         self._mm(grad_gates_low, self._low_of[layer.weight_input].T, buffers.grad_input)
         return buffers.grad_input
 
+    def _optimizer_tensors(self) -> list[tuple[str, Tensor, Tensor]]:
+        """(parameter name, acc, velocity) of every parameter, as views shaped like it."""
+        model = self.model
+        names = {id(p): n for n, p in model.named_parameters()}
+        found = [(names[id(p)], acc, velocity) for p, acc, velocity in zip(
+            self.dense, self._views(self.flat_acc), self._views(self.flat_velocity), strict=True)]  # fmt: skip
+        tables = [(model.item_weight, self.item_rows), (model.item_bias, self.bias_rows)]
+        if self.input_rows is not None:
+            table = (
+                model.input_embedding if model.input_embedding is not None else model.input_weight
+            )
+            assert table is not None
+            tables.append((table, self.input_rows))
+        for parameter, rows in tables:
+            found.append((names[id(parameter)], rows.acc.view(parameter.shape),
+                          rows.velocity.view(parameter.shape)))  # fmt: skip
+        return found
+
+    def optimizer_state(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Every parameter's (acc, velocity) by name, copied to the CPU."""
+        return {name: (acc.detach().cpu().clone(), velocity.detach().cpu().clone())
+                for name, acc, velocity in self._optimizer_tensors()}  # fmt: skip
+
+    def load_optimizer_state(self, state: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Start from `state` (`optimizer_state`'s form) for the parameters it names."""
+        for name, acc, velocity in self._optimizer_tensors():
+            if name in state:
+                acc.copy_(state[name][0])
+                velocity.copy_(state[name][1])
+
     def release(self) -> None:
         """Give the GRU weights their own storage again (call when training ends)."""
         for param in self.dense:

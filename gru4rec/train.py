@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -61,12 +61,18 @@ class EpochStats:
     events_per_s: float
 
 
+# The optimiser's state, per parameter name: (Adagrad's sum of squared gradients, the
+# momentum's velocity), each shaped as the parameter, on the CPU.
+OptimizerState = dict[str, tuple[Tensor, Tensor]]
+
+
 @dataclass(frozen=True)
 class FitResult:
-    """The whole run: one EpochStats per epoch."""
+    """The whole run: one EpochStats per epoch, and the optimiser's final state."""
 
     epochs: tuple[EpochStats, ...] = ()
     seconds: float = 0.0
+    optimizer_state: OptimizerState | None = field(default=None, repr=False)
 
     @property
     def final_loss(self) -> float:
@@ -126,6 +132,7 @@ def fit(
     device: torch.device | str = "cpu",
     num_threads: int | None = None,
     backward: Literal["fast", "autograd"] = "fast",
+    optimizer_state: OptimizerState | None = None,
 ) -> FitResult:
     """Train `model` in place on `data` for `config.n_epochs` epochs.
 
@@ -141,6 +148,8 @@ def fit(
             GPU.
         backward: "fast" (`gru4rec.fast_step`, hand-derived, the default) or "autograd"
             (the plain reference step, slower; fp32 only). Both learn the same model.
+        optimizer_state: where the optimiser starts (a previous fit's, as a warm start
+            carries it; parameters it does not name start at zero), else from zero.
 
     Returns:
         FitResult with per-epoch loss and speed.
@@ -181,6 +190,8 @@ def fit(
                 step = AutogradStep(model, config, support, device)
             else:
                 raise ValueError(f"backward must be 'fast' or 'autograd', got {backward!r}")
+            if optimizer_state is not None:
+                step.load_optimizer_state(optimizer_state)
             for callback in callbacks:
                 callback.on_train_start(config)
             for epoch in range(config.n_epochs):
@@ -196,11 +207,13 @@ def fit(
                 )  # fmt: skip
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, stats)
+        final_state = step.optimizer_state()
     finally:
         model.train(was_training)
         if isinstance(step, FastStep):
             step.release()
-    result = FitResult(epochs=tuple(epochs), seconds=time.perf_counter() - started)
+    result = FitResult(epochs=tuple(epochs), seconds=time.perf_counter() - started,
+                       optimizer_state=final_state)  # fmt: skip
     for callback in callbacks:
         callback.on_train_end(result)
     return result
@@ -214,6 +227,10 @@ class TrainStep(Protocol):
     ) -> tuple[Tensor, list[Tensor]]: ...
 
     def update(self, loss: Tensor) -> None: ...
+
+    def optimizer_state(self) -> OptimizerState: ...
+
+    def load_optimizer_state(self, state: OptimizerState) -> None: ...
 
 
 class AutogradStep:
@@ -298,6 +315,23 @@ class AutogradStep:
             parameter.grad = None
         loss.backward()
         self.optimizer.step()
+
+    def optimizer_state(self) -> OptimizerState:
+        """Every parameter's (acc, velocity) by name; zeros where no step has run yet."""
+        state = {}
+        for name, parameter in self.model.named_parameters():
+            held = self.optimizer.state.get(parameter) or {}
+            zeros = torch.zeros_like(parameter)
+            state[name] = (held.get("acc", zeros).detach().cpu().clone(),
+                           held.get("velocity", zeros).detach().cpu().clone())  # fmt: skip
+        return state
+
+    def load_optimizer_state(self, state: OptimizerState) -> None:
+        """Start from `state` (`optimizer_state`'s form) for the parameters it names."""
+        for name, parameter in self.model.named_parameters():
+            if name in state:
+                acc, velocity = (t.to(parameter.device, parameter.dtype) for t in state[name])
+                self.optimizer.state[parameter] = {"acc": acc.clone(), "velocity": velocity.clone()}
 
 
 def _run_epoch(

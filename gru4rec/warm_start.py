@@ -12,9 +12,11 @@ in between, so the new model is built for the new item map and filled from the o
                                         support 0 (`keep_missing`): still recommendable,
                                         never a training target, drawn as a negative only
                                         with sample_alpha 0
-    optimiser state                    starts fresh (Adagrad's sums are not saved with a
-                                        model); the first steps therefore move the weights
-                                        at the full learning rate
+    optimiser state                    carried over the same way where the old model has
+                                        it (`optimizer.pt`, saved by `train`): Adagrad's
+                                        sums keep the steps of well-trained weights small,
+                                        while new items start at zero (full steps); a model
+                                        without it starts the optimiser fresh
 
 The architecture must not change (layers, embedding, embedding_size, gru_form,
 repeat_window): the settings start from the old model's and the caller's overrides must
@@ -93,16 +95,9 @@ def warm_start_model(
     model = GRU4Rec.from_config(items.height, config)
     old_state = old.state_dict()
     new_rows, old_rows = _matching_rows(old_items, items)
-    state = model.state_dict()
     with torch.no_grad():
-        for name, value in state.items():
-            source = old_state[name].to(value.dtype)
-            if name in ITEM_TABLES:
-                value[new_rows] = source[old_rows]
-            elif source.shape == value.shape:
-                value.copy_(source)
-            else:  # the structure check makes this a bug, not a user error
-                raise AssertionError(f"{name}: {tuple(source.shape)} vs {tuple(value.shape)}")
+        for name, value in model.state_dict().items():
+            _carry(name, old_state[name], value, new_rows, old_rows)
     n_old = old_items.height
     n_kept = int((items["support"].to_numpy()[new_rows.numpy()] == 0).sum())
     report = WarmStartReport(
@@ -113,6 +108,41 @@ def warm_start_model(
         n_kept_missing=n_kept,
     )
     return model, report
+
+
+def warm_optimizer_state(
+    state: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    model: GRU4Rec,
+    old_items: pl.DataFrame,
+    items: pl.DataFrame,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The old model's optimiser state for `model` (built by `warm_start_model`): item
+    rows by item_id, zeros for new items, everything else whole."""
+    new_rows, old_rows = _matching_rows(old_items, items)
+    carried = {}
+    for name, parameter in model.named_parameters():
+        if name not in state:
+            continue
+        acc, velocity = (torch.zeros_like(parameter, device="cpu") for _ in range(2))
+        _carry(name, state[name][0], acc, new_rows, old_rows)
+        _carry(name, state[name][1], velocity, new_rows, old_rows)
+        carried[name] = (acc, velocity)
+    return carried
+
+
+@torch.no_grad()
+def _carry(
+    name: str, source: torch.Tensor, target: torch.Tensor, new_rows: torch.Tensor,
+    old_rows: torch.Tensor,
+) -> None:  # fmt: skip
+    """target = source, the item tables row by row (new_rows <- old_rows)."""
+    source = source.to(target.dtype)
+    if name in ITEM_TABLES:
+        target[new_rows] = source[old_rows]
+    elif source.shape == target.shape:
+        target.copy_(source)
+    else:  # the structure check makes this a bug, not a user error
+        raise AssertionError(f"{name}: {tuple(source.shape)} vs {tuple(target.shape)}")
 
 
 def _matching_rows(old_items: pl.DataFrame, items: pl.DataFrame) -> tuple[torch.Tensor, ...]:

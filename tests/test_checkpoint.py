@@ -9,7 +9,12 @@ import polars as pl
 import pytest
 import torch
 
-from gru4rec.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from gru4rec.checkpoint import (
+    load_checkpoint,
+    read_optimizer_state,
+    resolve_device,
+    save_checkpoint,
+)
 from gru4rec.config import GRU4RecConfig
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.model import GRU4Rec
@@ -77,6 +82,20 @@ def test_reset_after_roundtrip_and_models_saved_before_gru_form(tmp_path: Path) 
     loaded, loaded_config, _ = load_checkpoint(old_dir, device="cpu")
     assert loaded_config.gru_form == "reset_before"
     assert torch.equal(_scores(loaded), _scores(old_model))
+
+
+def test_optimizer_state_is_kept_beside_the_weights(tmp_path: Path) -> None:
+    model = GRU4Rec.from_config(N_ITEMS, CONFIG)
+    state = {name: (torch.rand_like(p), torch.rand_like(p)) for name, p in model.named_parameters()}
+    model_dir = save_checkpoint(tmp_path / "m", model, CONFIG, _items(), optimizer_state=state)
+    loaded = read_optimizer_state(model_dir)
+    assert loaded is not None and loaded.keys() == state.keys()
+    for name, (acc, velocity) in state.items():
+        assert torch.equal(loaded[name][0], acc) and torch.equal(loaded[name][1], velocity)
+    assert read_optimizer_state(_saved(tmp_path)[0]) is None  # saved without one
+    (model_dir / "optimizer.pt").write_bytes(b"not a tensor file")
+    with pytest.raises(CheckpointError, match=r"optimizer\.pt"):
+        read_optimizer_state(model_dir)
 
 
 def test_saving_again_replaces_the_directory_and_leaves_no_temporaries(tmp_path: Path) -> None:

@@ -122,6 +122,32 @@ def test_fast_step_trains_the_same_model_as_autograd(case: str) -> None:
         assert torch.allclose(fast.state_dict()[name], value, rtol=1e-8, atol=1e-10), name
 
 
+@pytest.mark.parametrize("case", ["xe-logq-shared-dropout", "bprmax-plain-none-2layers"])
+def test_both_steps_end_with_the_same_optimizer_state_and_carry_it(case: str) -> None:
+    config, data = CASES[case], _data()
+    support = np.bincount(data.item_idx, minlength=N_ITEMS)
+    results = {}
+    for backward in ("fast", "autograd"):
+        model = GRU4Rec.from_config(N_ITEMS, config).double()
+        results[backward] = fit(model, data, config, item_support=support, num_threads=1,
+                                backward=backward)  # type: ignore[arg-type]  # fmt: skip
+    fast, reference = results["fast"].optimizer_state, results["autograd"].optimizer_state
+    assert fast is not None and reference is not None
+    assert fast.keys() == reference.keys() == dict(model.named_parameters()).keys()
+    for name, (acc, velocity) in reference.items():
+        assert acc.abs().sum() > 0, f"{name}: no state"
+        torch.testing.assert_close(fast[name][0], acc, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(fast[name][1], velocity, rtol=1e-8, atol=1e-10)
+    # Loaded into a new step, the state comes back as it went in (both steps).
+    for backward in ("fast", "autograd"):
+        model = GRU4Rec.from_config(N_ITEMS, config).double()
+        again = fit(model, data, dataclasses.replace(config, n_epochs=1), item_support=support,
+                    num_threads=1, backward=backward, optimizer_state=reference)  # type: ignore[arg-type]  # fmt: skip
+        assert again.optimizer_state is not None
+        for name, (acc, _) in reference.items():  # sums only grow from where they started
+            assert bool((again.optimizer_state[name][0] >= acc - 1e-12).all()), name
+
+
 BACKENDS = ["torch", *(f"compiled-{isa}" for isa in kernels.isa_levels())]
 
 

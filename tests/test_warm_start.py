@@ -16,7 +16,12 @@ from gru4rec.config import GRU4RecConfig
 from gru4rec.data import load_items, load_split
 from gru4rec.errors import ConfigError, InputDataError
 from gru4rec.model import GRU4Rec
-from gru4rec.warm_start import check_structure, warm_items, warm_start_model
+from gru4rec.warm_start import (
+    check_structure,
+    warm_items,
+    warm_optimizer_state,
+    warm_start_model,
+)
 
 runner = CliRunner()
 CONFIG = GRU4RecConfig(layers=(6,), embedding="separate", embedding_size=4, seed=3)
@@ -53,6 +58,24 @@ def test_rows_follow_the_item_ids_and_new_items_start_fresh() -> None:
         assert torch.equal(model.gru.state_dict()[name], value), name
     assert (report.n_items, report.n_carried, report.n_new, report.n_dropped) == (3, 2, 1, 2)
     assert report.n_kept_missing == 0
+
+
+def test_optimizer_state_follows_the_rows_too() -> None:
+    old_items, new_items = _items(["a", "b", "c", "d"]), _items(["c", "a", "e"])
+    old = _trained_like(CONFIG, 4)
+    state = {
+        name: (torch.rand_like(p) + 1, torch.rand_like(p)) for name, p in old.named_parameters()
+    }
+    model, _ = warm_start_model(old, old_items, new_items, CONFIG)
+    carried = warm_optimizer_state(state, model, old_items, new_items)
+    assert carried.keys() == state.keys()
+    for table in ("item_weight", "item_bias", "input_embedding"):
+        for part in (0, 1):
+            assert torch.equal(carried[table][part][0], state[table][part][2])  # c
+            assert torch.equal(carried[table][part][1], state[table][part][0])  # a
+            assert not carried[table][part][2].any()  # e: new, from zero
+    name = "gru.0.weight_hidden_rz"
+    assert torch.equal(carried[name][0], state[name][0])
 
 
 def test_missing_items_can_be_kept_with_support_zero() -> None:
@@ -133,6 +156,8 @@ def test_train_warm_start_from_a_directory(
     assert carried["source"] == str(tiny_model)
     assert carried["n_carried"] == load_items(tiny_prepared).height
     assert meta["extra"]["window_days"] == 3
+    assert carried["optimizer"] == "carried"  # tiny_model was saved with its optimiser state
+    assert (out / "optimizer.pt").is_file()
     assert json.loads((tmp_path / "m.json").read_text())["recall@20"] > 0
 
 

@@ -110,7 +110,7 @@ def train(
         typer.Option(
             help="Start from this GRU4Rec model's weights (a model directory or an MLflow URI "
             "such as models:/NAME@champion): its settings are the base --set changes, items new "
-            "to the data get fresh rows, the optimiser starts fresh. E.g. --set n_epochs=2."
+            "to the data get fresh rows, its optimiser state carries over. E.g. --set n_epochs=3."
         ),
     ] = None,
     keep_missing_items: Annotated[

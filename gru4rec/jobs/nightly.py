@@ -75,7 +75,7 @@ class NightlyConfig:
     # on the last warm_window_days of train (None: all of it); from scratch when there is
     # no champion yet or its architecture is not the configured one.
     warm_start: bool = False
-    warm_epochs: int = 2
+    warm_epochs: int = 3
     warm_window_days: float | None = None
     keep_missing_items: bool = False
     device: str = "auto"

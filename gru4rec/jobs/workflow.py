@@ -13,7 +13,12 @@ from typing import Any
 
 import polars as pl
 
-from gru4rec.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from gru4rec.checkpoint import (
+    load_checkpoint,
+    read_optimizer_state,
+    resolve_device,
+    save_checkpoint,
+)
 from gru4rec.config import GRU4RecConfig
 from gru4rec.data import load_items, load_split
 from gru4rec.errors import ConfigError
@@ -22,7 +27,12 @@ from gru4rec.model import GRU4Rec
 from gru4rec.saved_models import GRU_DIR, model_family
 from gru4rec.scorers import SessionScorer
 from gru4rec.train import Callback, EpochStats, FitResult, fit
-from gru4rec.warm_start import check_structure, warm_items, warm_start_model
+from gru4rec.warm_start import (
+    check_structure,
+    warm_items,
+    warm_optimizer_state,
+    warm_start_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +48,7 @@ class WarmStart:
     config: GRU4RecConfig
     items: pl.DataFrame
     keep_missing: bool = False  # keep the old items the new data lacks
+    optimizer: dict[str, tuple[Any, Any]] | None = None  # its optimiser's state, if saved
 
 
 def load_warm_start(source: str, keep_missing: bool = False) -> WarmStart:
@@ -55,7 +66,7 @@ def load_warm_start(source: str, keep_missing: bool = False) -> WarmStart:
             "start from; name a GRU4Rec, repeat or hybrid model."
         )
     model, config, items = load_checkpoint(model_dir, device="cpu")
-    return WarmStart(source, model, config, items, keep_missing)
+    return WarmStart(source, model, config, items, keep_missing, read_optimizer_state(model_dir))
 
 
 def train_model(
@@ -83,14 +94,19 @@ def train_model(
     """
     items = load_items(data_dir)
     extra: dict[str, Any] = {}
+    optimizer = None
     if warm_start is None:
         model = GRU4Rec.from_config(items.height, config)
     else:
         check_structure(warm_start.config, config, warm_start.source)
         items = warm_items(warm_start.items, items, warm_start.keep_missing)
         model, carried = warm_start_model(warm_start.model, warm_start.items, items, config)
-        logger.info("warm start from %s: %s", warm_start.source, carried.describe())
-        extra["warm_start"] = {"source": warm_start.source, **dataclasses.asdict(carried)}
+        if warm_start.optimizer is not None:
+            optimizer = warm_optimizer_state(warm_start.optimizer, model, warm_start.items, items)
+        logger.info("warm start from %s: %s; optimiser %s", warm_start.source, carried.describe(),
+                    "carried over" if optimizer else "fresh")  # fmt: skip
+        extra["warm_start"] = {"source": warm_start.source, **dataclasses.asdict(carried),
+                               "optimizer": "carried" if optimizer else "fresh"}  # fmt: skip
     item_ids = items["item_id"] if warm_start is not None and warm_start.keep_missing else None
     data, report = load_split(data_dir, split, item_ids=item_ids, window_days=window_days)
     logger.info("training on %s: %s", split, report)
@@ -107,6 +123,7 @@ def train_model(
         callbacks=callbacks,
         device=resolve_device(device),
         num_threads=num_threads,
+        optimizer_state=optimizer,
     )
     extra.update({
         "data_dir": str(Path(data_dir).resolve()),
@@ -115,7 +132,8 @@ def train_model(
         "window_days": window_days,
         "epochs": [dataclasses.asdict(epoch) for epoch in result.epochs],
     })  # fmt: skip
-    save_checkpoint(out_dir, model, config, items, extra=extra)
+    save_checkpoint(out_dir, model, config, items, extra=extra,
+                    optimizer_state=result.optimizer_state)  # fmt: skip
     return model, items, result
 
 
