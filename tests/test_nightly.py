@@ -236,8 +236,9 @@ def test_nightly_warm_starts_from_the_champion(tmp_path: Path) -> None:
     config = write_config(tmp_path, GOOD, uri, model=warm)
     first = run(config)
     assert first["warm_start"] is None and first["promote"]  # no champion yet: from scratch
+    champion = champion_version(uri)
     second = run(config)
-    assert second["warm_start"] == f"models:/tiny/{champion_version(uri)}"
+    assert second["warm_start"] == f"models:/tiny/{champion}"
     meta = json.loads((Path(second["run_dir"]) / "model" / "config.json").read_text())
     assert meta["config"]["n_epochs"] == 1 and meta["extra"]["window_days"] == 3
     assert meta["extra"]["warm_start"]["n_carried"] > 0
