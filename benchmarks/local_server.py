@@ -24,7 +24,10 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    command: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None,
+    command: list[str],
+    ready_url: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
     timeout: float = 120.0,
 ) -> Iterator[subprocess.Popen]:
     """Run `command` (a server) until `ready_url` answers, logging to `log_path`; stopped on
