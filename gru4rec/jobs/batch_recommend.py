@@ -13,7 +13,7 @@ import polars as pl
 
 from gru4rec.errors import ConfigError, InputDataError
 from gru4rec.pipelines.sessions import order_events
-from gru4rec.pipelines.sources import SourceSpec, read_events
+from gru4rec.pipelines.sources import SourceSpec, expand_inputs, read_events
 from gru4rec.recommend import Recommender
 
 
@@ -83,7 +83,8 @@ def recommend_file(
 def read_sessions(input_path: Path, spec: SourceSpec) -> pl.DataFrame:
     """The input's sessions in order of their start: `session_id` and `item_id`, the list
     of the session's items in order (every engine reads its input so)."""
-    events = order_events(read_events([Path(input_path)], spec))
+    files, _ = expand_inputs([input_path])  # a file, a directory of parts or a pattern
+    events = order_events(read_events(files, spec))
     return events.group_by("session_id", maintain_order=True).agg("item_id")
 
 

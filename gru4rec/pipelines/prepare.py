@@ -23,7 +23,13 @@ import polars.selectors as cs
 from gru4rec.errors import InputDataError
 from gru4rec.fileio import swap_into_place
 from gru4rec.pipelines import sessions as steps
-from gru4rec.pipelines.sources import SourceSpec, read_events, scan_events, unreadable
+from gru4rec.pipelines.sources import (
+    SourceSpec,
+    expand_inputs,
+    read_events,
+    scan_events,
+    unreadable,
+)
 
 SPLIT_FILES = ("train", "test", "train_tr", "valid")
 OUTPUT_COLUMNS = ("session_id", "item_id", "item_idx", "time")
@@ -149,8 +155,9 @@ def _raw_row_count(paths: Sequence[Path], spec: SourceSpec) -> int:
 
 
 def clean(
-    paths: Sequence[Path], spec: SourceSpec, options: PrepareOptions, log: StepLog
-) -> tuple[pl.DataFrame, pl.Series, bool]:
+    paths: Sequence[Path], spec: SourceSpec, options: PrepareOptions, log: StepLog,
+    pair: bool = False,
+) -> tuple[pl.DataFrame, pl.Series, bool]:  # fmt: skip
     """Read, filter event types, build sessions, drop repeats, filter support, order.
 
     Returns the events in `order_events` order with dense item codes as `item_id`, the
@@ -158,8 +165,8 @@ def clean(
     and the filter only flip bits of a keep-mask; the kept events are taken once at the
     end, so memory holds one copy of the events.
     """
-    kept_split = len(paths) == 2 or spec.split_col is not None
-    events = read_events(paths, spec, compact=True)
+    kept_split = pair or spec.split_col is not None
+    events = read_events(paths, spec, compact=True, pair=pair)
     step = "read"
     if spec.event_filter:
         raw = _raw_row_count(paths, spec)
@@ -301,11 +308,12 @@ def prepare(
         )
     started = time.perf_counter()
     log = StepLog(report)
-    events, item_ids, kept_split = clean([Path(p) for p in paths], spec, options, log)
+    files, pair = expand_inputs(paths)
+    events, item_ids, kept_split = clean(files, spec, options, log, pair)
     splits, items = split(events, kept_split, spec, options, log)
     manifest: dict[str, Any] = {
         "format": format_name,
-        "inputs": [str(Path(p).resolve()) for p in paths],
+        "inputs": [str(Path(p).resolve()) for p in files],
         "source": asdict(spec),
         "options": asdict(options),
         "kept_split": kept_split,

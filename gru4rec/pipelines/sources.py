@@ -16,6 +16,7 @@ file, the column, the row and the fix.
 from __future__ import annotations
 
 import difflib
+import glob
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -387,29 +388,79 @@ def _align_id_types(frames: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
     return result
 
 
+LOG_SUFFIXES = (".csv", ".tsv", ".txt", ".dat", ".parquet", ".pq")  # before .gz / .zst
+
+
+def expand_inputs(inputs: Sequence[Path | str]) -> tuple[list[Path], bool]:
+    """The files of the inputs, and whether they are a published train/test pair.
+
+    Each input is a file, a directory (its log files, by name: the parts of one log, as
+    hourly or daily partitions arrive) or a glob such as `clicks/clicks_hour_*.csv` (the
+    matching files, by name). Two inputs of one file each are a published split (train,
+    then test); anything else is one log in as many files as it has.
+    """
+    files: list[list[Path]] = []
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            parts = sorted(p for p in path.iterdir() if p.is_file() and _is_log_part(p))
+            if not parts:
+                raise InputDataError(
+                    f"{path}: the directory holds no log files ({', '.join(LOG_SUFFIXES)}, "
+                    "optionally .gz or .zst)."
+                )
+        elif glob.has_magic(str(given)) and not path.exists():
+            parts = sorted(Path(p) for p in glob.glob(str(given)) if Path(p).is_file())
+            if not parts:
+                raise InputDataError(f"{given}: no file matches this pattern.")
+        else:
+            parts = [path]
+        files.append(parts)
+    pair = len(files) == 2 and all(len(parts) == 1 for parts in files)
+    if len(files) == 2 and not pair:
+        raise InputDataError(
+            "two inputs are a published split, a train file then a test file; a directory or "
+            "pattern is the parts of one log: pass it alone."
+        )
+    if len(files) > 2:
+        raise InputDataError(
+            f"expected one log (a file, a directory or a pattern), or two files (train then "
+            f"test) of a published split; got {len(files)} inputs."
+        )
+    return [path for parts in files for path in parts], pair
+
+
+def _is_log_part(path: Path) -> bool:
+    """A data file of a partitioned log (not a marker such as _SUCCESS or a hidden file)."""
+    name = path.name.lower().removesuffix(".gz").removesuffix(".zst")
+    return not path.name.startswith((".", "_")) and name.endswith(LOG_SUFFIXES)
+
+
 def scan_events(
     paths: Sequence[Path],
     spec: SourceSpec,
     text_ids: bool = False,
     *,
     parsing: Parsing | None = None,
+    pair: bool = False,
 ) -> pl.LazyFrame:
-    """Scan one log, or a published train/test pair, into the normalised event table.
+    """Scan one log (in one or more files), or a published train/test pair, into the
+    normalised event table.
 
     Ids are read as Int64 unless `text_ids`, and rows are located (`file` and `row`
-    columns), unless `parsing` says otherwise. Row order inside each file is kept, so
-    equal times keep the order of the log.
+    columns), unless `parsing` says otherwise. Row order inside each file is kept, and
+    files are read in the order given, so equal times keep the order of the log.
 
-    Two paths are a published split: the first is train, the second test, and a
-    `split` column records which is which.
+    `pair`: the two paths are a published split: the first is train, the second test, and
+    a `split` column records which is which.
     """
     if parsing is None:
         parsing = Parsing(ids="text" if text_ids else "int64", locate=True)
-    if not 1 <= len(paths) <= 2:
+    if not paths or (pair and len(paths) != 2):
         raise InputDataError(
             f"expected one log, or two files (train then test) of a published split; got {len(paths)}."
         )
-    if len(paths) == 2 and spec.split_col:
+    if pair and spec.split_col:
         raise InputDataError("pass either two files (train, test) or --split-col, not both.")
     frames = []
     for file_index, path in enumerate(paths):
@@ -422,8 +473,8 @@ def scan_events(
             raw = raw.with_row_index("row")
         frame = _normalise(raw, spec, parsing)
         if parsing.locate:
-            frame = frame.with_columns(pl.lit(file_index, pl.Int8).alias("file"))
-        if len(paths) == 2:
+            frame = frame.with_columns(pl.lit(file_index, pl.Int32).alias("file"))
+        if pair:
             frame = frame.with_columns(pl.lit(("train", "test")[file_index]).alias("split"))
         frames.append(frame)
     return pl.concat(_align_id_types(frames), how="vertical")
@@ -498,7 +549,9 @@ def validate_events(events: pl.DataFrame, paths: Sequence[Path], spec: SourceSpe
         )
 
 
-def read_events(paths: Sequence[Path], spec: SourceSpec, *, compact: bool = False) -> pl.DataFrame:
+def read_events(
+    paths: Sequence[Path], spec: SourceSpec, *, compact: bool = False, pair: bool = False
+) -> pl.DataFrame:
     """Collect the normalised events (streaming), checked row by row.
 
     Ids are read as integers when they all are (Int64, or with `compact` Int32 where
@@ -509,7 +562,7 @@ def read_events(paths: Sequence[Path], spec: SourceSpec, *, compact: bool = Fals
     try:
         while True:
             try:
-                events = _collect_checked(paths, spec, parsing)
+                events = _collect_checked(paths, spec, parsing, pair)
                 break
             except WiderIdsNeeded as needed:
                 parsing = _widened(parsing, needed.value)
@@ -537,8 +590,10 @@ def _widened(parsing: Parsing, value: int | None) -> Parsing:
     return replace(parsing, ids="text")
 
 
-def _collect_checked(paths: Sequence[Path], spec: SourceSpec, parsing: Parsing) -> pl.DataFrame:
-    events = scan_events(paths, spec, parsing=parsing).collect(engine="streaming")
+def _collect_checked(
+    paths: Sequence[Path], spec: SourceSpec, parsing: Parsing, pair: bool
+) -> pl.DataFrame:
+    events = scan_events(paths, spec, parsing=parsing, pair=pair).collect(engine="streaming")
     checks = _bad_rows(spec)
     if events.height == 0:
         validate_events(events, paths, spec)  # raises: no events
@@ -548,10 +603,11 @@ def _collect_checked(paths: Sequence[Path], spec: SourceSpec, parsing: Parsing) 
     del events
     if parsing.fast and "time" in bad.columns and bad["time"].item():
         # Maybe times in a layout other than the sample's further down: read all layouts.
-        return _collect_checked(paths, spec, replace(parsing, fast=False))
+        return _collect_checked(paths, spec, replace(parsing, fast=False), pair)
     # Only now locate the rows, to name the first bad one (or to widen the ids).
     any_bad = pl.any_horizontal(condition for _, condition in checks.values())
-    located = scan_events(paths, spec, parsing=replace(parsing, locate=True)).filter(any_bad)
+    located = scan_events(paths, spec, parsing=replace(parsing, locate=True), pair=pair)
+    located = located.filter(any_bad)
     validate_events(located.collect(engine="streaming"), paths, spec)
     raise AssertionError("unreachable: validate_events raises on a bad row")
 
