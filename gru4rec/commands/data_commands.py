@@ -59,7 +59,8 @@ def prepare(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            help="One click log (cleaned and split by time), or two files of a published "
+            help="One click log (cleaned and split by time): a file, a directory of its parts "
+            "or a quoted glob such as 'clicks/clicks_hour_*.csv'; or two files of a published "
             "split: train then test (kept as given).",
         ),
     ],
