@@ -118,7 +118,8 @@ def recommend_on_ray(
                   for first in range(0, sessions.height, batch_size)]  # fmt: skip
         written = ray.data.from_arrow(blocks).map_batches(
             scorer, fn_constructor_args=(model, k, exclude_seen, device, str(staging)),
-            batch_size=None, batch_format="pyarrow", concurrency=pool, num_cpus=cpus_per_actor,
+            batch_size=None, batch_format="pyarrow", num_cpus=cpus_per_actor,
+            compute=ray.data.ActorPoolStrategy(size=pool),
         ).take_all()  # fmt: skip
         seconds = time.perf_counter() - started
         rows = sum(int(row["rows"]) for row in written)
