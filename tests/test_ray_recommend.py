@@ -102,6 +102,22 @@ def test_a_failure_mid_way_leaves_no_output(
     assert list(tmp_path.iterdir()) == []  # neither the output nor its staging folder
 
 
+def test_a_registered_model_by_its_mlflow_uri(
+    local_ray: None, tiny_model: Path, sessions: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from gru4rec import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking.start_run(uri, "ray", "log"):
+        tracking.log_model(tiny_model, registered_name="tiny")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    recommend_on_ray("models:/tiny/1", sessions, PREPARED, tmp_path / "uri", k=3, actors=1)
+    recommend_on_ray(str(tiny_model), sessions, PREPARED, tmp_path / "dir", k=3, actors=1)
+    got = _read(tmp_path / "uri")
+    assert got.equals(_read(tmp_path / "dir")) and got["rank"].max() == 3
+
+
 def test_cli_engine_ray(local_ray: None, tiny_model: Path, sessions: Path, tmp_path: Path) -> None:
     out = tmp_path / "recs"
     result = runner.invoke(app, ["recommend", str(tiny_model), "--input", str(sessions),

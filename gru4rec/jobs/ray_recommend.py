@@ -34,7 +34,7 @@ from gru4rec.checkpoint import ITEMS_FILE, read_items
 from gru4rec.errors import ConfigError, InputDataError
 from gru4rec.jobs.batch_recommend import as_model_ids, read_sessions
 from gru4rec.pipelines.sources import SourceSpec
-from gru4rec.tracking import fetch_checkpoint
+from gru4rec.tracking import fetch_checkpoint, resolve_tracking_uri
 
 
 class SessionScorer:
@@ -44,7 +44,6 @@ class SessionScorer:
 
     def __init__(self, model: str, k: int, exclude_seen: bool, device: str, folder: str) -> None:
         from gru4rec.recommend import Recommender
-        from gru4rec.tracking import fetch_checkpoint
 
         self.recommender = Recommender.from_path(fetch_checkpoint(model), device=device)
         self.k, self.exclude_seen, self.folder = k, exclude_seen, Path(folder)
@@ -98,7 +97,8 @@ def recommend_on_ray(
     staging = _staging_dir(output)
     started_ray = not ray.is_initialized()
     try:
-        item_ids = read_items(fetch_checkpoint(model) / ITEMS_FILE)["item_id"]
+        model_dir = fetch_checkpoint(model)
+        item_ids = read_items(model_dir / ITEMS_FILE)["item_id"]
         grouped = read_sessions(input_path, spec)
         counts = _known_items(grouped["item_id"], item_ids)
         if counts["served"] == 0:
@@ -108,16 +108,22 @@ def recommend_on_ray(
         sessions = grouped.with_row_index("position").with_columns(
             pl.col("position").cast(pl.Int64)
         )
+        # On this machine the actors read the directory fetched here; on a cluster each
+        # fetches the model itself, from the tracking server this process uses.
+        remote = (address or os.environ.get("RAY_ADDRESS")) is not None
+        source = model if remote and not Path(model).exists() else str(model_dir)
         if started_ray:
+            env = {"MLFLOW_TRACKING_URI": resolve_tracking_uri()} if source == model else {}
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)  # fmt: skip
+                     configure_logging=False, runtime_env={"env_vars": env})  # fmt: skip
         pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
         started = time.perf_counter()
         # The blocks are made here, not by Ray tasks: the actors may hold every CPU.
         blocks = [sessions.slice(first, batch_size).to_arrow()
                   for first in range(0, sessions.height, batch_size)]  # fmt: skip
+        pool = min(pool, len(blocks))  # an actor without a block would only load the model
         written = ray.data.from_arrow(blocks).map_batches(
-            scorer, fn_constructor_args=(model, k, exclude_seen, device, str(staging)),
+            scorer, fn_constructor_args=(source, k, exclude_seen, device, str(staging)),
             batch_size=None, batch_format="pyarrow", num_cpus=cpus_per_actor,
             compute=ray.data.ActorPoolStrategy(size=pool),
         ).take_all()  # fmt: skip
