@@ -242,6 +242,13 @@ def test_nightly_warm_starts_from_the_champion(tmp_path: Path) -> None:
     meta = json.loads((Path(second["run_dir"]) / "model" / "config.json").read_text())
     assert meta["config"]["n_epochs"] == 1 and meta["extra"]["window_days"] == 3
     assert meta["extra"]["warm_start"]["n_carried"] > 0
+    assert meta["extra"]["warm_start"]["chain"] == 1
+    # With one night in two from scratch, a champion that is a warm start is not the start.
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("tiny", "champion", second["new_version"])
+    every_two = write_config(tmp_path, GOOD, uri, model=(*warm, "warm_scratch_every = 2"))
+    assert run(every_two)["warm_start"] is None
     # Another architecture in the configuration: the champion cannot be the start.
     bigger = write_config(tmp_path, {**GOOD, "layers": 48}, uri, model=warm)
     assert run(bigger)["warm_start"] is None

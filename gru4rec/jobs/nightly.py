@@ -49,7 +49,13 @@ logger = logging.getLogger(__name__)
 PREPARE_KEYS = {f.name for f in dataclasses.fields(PrepareOptions)}
 # test_days is in both: the SourceSpec one is only the format default, so prepare takes it.
 SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceSpec)} - PREPARE_KEYS
-WARM_KEYS = ("warm_start", "warm_epochs", "warm_window_days", "keep_missing_items")
+WARM_KEYS = (
+    "warm_start",
+    "warm_epochs",
+    "warm_window_days",
+    "keep_missing_items",
+    "warm_scratch_every",
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,9 @@ class NightlyConfig:
     warm_epochs: int = 3
     warm_window_days: float | None = None
     keep_missing_items: bool = False
+    # One night in warm_scratch_every trains from scratch (a warm start trails a scratch
+    # run a little, README "Warm start"); 0: never.
+    warm_scratch_every: int = 7
     device: str = "auto"
     cutoffs: tuple[int, ...] = (1, 5, 10, 20)
     ties: str = "conservative"
@@ -166,6 +175,8 @@ class NightlyConfig:
             )
         if not isinstance(self.warm_epochs, int) or self.warm_epochs < 1:
             raise ConfigError(f"{origin}: [model] warm_epochs must be an integer >= 1.")
+        if not isinstance(self.warm_scratch_every, int) or self.warm_scratch_every < 0:
+            raise ConfigError(f"{origin}: [model] warm_scratch_every must be an integer >= 0.")
         if self.warm_window_days is not None and not self.warm_window_days > 0:
             raise ConfigError(f"{origin}: [model] warm_window_days must be > 0 (days).")
         IndexOptions(kind=self.index)
@@ -552,6 +563,11 @@ def _warm_start(
         check_structure(start.config, wanted, source)
     except Gru4RecError as error:
         report(f"train: no warm start ({_first_line(error)}); training from scratch")
+        return None
+    every = config.warm_scratch_every
+    if every and start.chain + 1 >= every:
+        report(f"train: the champion is warm start {start.chain} in a row; training from "
+               f"scratch (one night in {every}: warm_scratch_every)")  # fmt: skip
         return None
     report(f"train: warm start from the champion, version {version}")
     return start

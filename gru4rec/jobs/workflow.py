@@ -5,6 +5,7 @@ nightly job run. Tracking and progress display attach as callbacks; nothing here
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from gru4rec.checkpoint import (
+    CONFIG_FILE,
     load_checkpoint,
     read_optimizer_state,
     resolve_device,
@@ -49,6 +51,7 @@ class WarmStart:
     items: pl.DataFrame
     keep_missing: bool = False  # keep the old items the new data lacks
     optimizer: dict[str, tuple[Any, Any]] | None = None  # its optimiser's state, if saved
+    chain: int = 0  # warm starts in a row that led to this model (0: trained from scratch)
 
 
 def load_warm_start(source: str, keep_missing: bool = False) -> WarmStart:
@@ -66,7 +69,10 @@ def load_warm_start(source: str, keep_missing: bool = False) -> WarmStart:
             "start from; name a GRU4Rec, repeat or hybrid model."
         )
     model, config, items = load_checkpoint(model_dir, device="cpu")
-    return WarmStart(source, model, config, items, keep_missing, read_optimizer_state(model_dir))
+    extra = json.loads((model_dir / CONFIG_FILE).read_text()).get("extra", {})
+    chain = int((extra.get("warm_start") or {}).get("chain", 0))
+    return WarmStart(source, model, config, items, keep_missing,
+                     read_optimizer_state(model_dir), chain)  # fmt: skip
 
 
 def train_model(
@@ -106,7 +112,8 @@ def train_model(
         logger.info("warm start from %s: %s; optimiser %s", warm_start.source, carried.describe(),
                     "carried over" if optimizer else "fresh")  # fmt: skip
         extra["warm_start"] = {"source": warm_start.source, **dataclasses.asdict(carried),
-                               "optimizer": "carried" if optimizer else "fresh"}  # fmt: skip
+                               "optimizer": "carried" if optimizer else "fresh",
+                               "chain": warm_start.chain + 1}  # fmt: skip
     item_ids = items["item_id"] if warm_start is not None and warm_start.keep_missing else None
     data, report = load_split(data_dir, split, item_ids=item_ids, window_days=window_days)
     logger.info("training on %s: %s", split, report)
