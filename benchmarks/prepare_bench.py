@@ -53,26 +53,50 @@ def _peak_rss_bytes() -> int:
 # ---------------------------------------------------------------- children
 
 
+CHUNK_SESSIONS = 2_000_000  # sessions drawn at once: the generator's memory stays ~3 GB
+
+
 def _child_generate(path: Path, events: int, n_items: int, seed: int) -> None:
-    """Write a log of at least `events` events (whole sessions), atomically, with a sidecar."""
+    """Write a log of at least `events` events (whole sessions), atomically, with a sidecar.
+
+    Drawn in chunks of `CHUNK_SESSIONS` sessions (chunk c with seed `seed + c`, session ids
+    continuing), each appended to the file, so that any size fits in memory; a log of one
+    chunk is what a single draw gives.
+    """
+    import polars as pl
+
     from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
-    n_sessions = math.ceil(events / MEAN_SESSION_LENGTH)
-    while True:
-        clicks = generate_clicks(SyntheticLog(n_sessions=n_sessions, n_items=n_items, seed=seed))
-        if clicks.height >= events:
-            break
-        n_sessions = math.ceil(n_sessions * 1.1)
-    # Cut after the session that holds the `events`-th event (sessions are contiguous).
-    last_session = clicks["session_id"][events - 1]
-    clicks = clicks.head(int(clicks["session_id"].search_sorted(last_session, side="right")))
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    part = path.with_name(f".{path.name}.chunk-{os.getpid()}")
+    written = sessions = 0
     try:
-        write_click_log(clicks, partial, "yoochoose")
+        with partial.open("wb") as out:
+            for chunk in range(math.ceil(events / MEAN_SESSION_LENGTH / CHUNK_SESSIONS) + 10**6):
+                wanted = events - written
+                n_sessions = min(CHUNK_SESSIONS, math.ceil(wanted / MEAN_SESSION_LENGTH * 1.1))
+                clicks = generate_clicks(
+                    SyntheticLog(n_sessions=n_sessions, n_items=n_items, seed=seed + chunk)
+                )
+                if clicks.height > wanted:  # cut after the session of the last wanted event
+                    last = clicks["session_id"][wanted - 1]
+                    clicks = clicks.head(
+                        int(clicks["session_id"].search_sorted(last, side="right"))
+                    )
+                clicks = clicks.with_columns(pl.col("session_id") + sessions)
+                write_click_log(clicks, part, "yoochoose")
+                with part.open("rb") as chunk_file:
+                    shutil.copyfileobj(chunk_file, out, length=16 * 2**20)
+                written += clicks.height
+                sessions += int(clicks["session_id"].n_unique())
+                _progress(f"generated {written:,} events")
+                if written >= events:
+                    break
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    meta = {"events": clicks.height, "sessions": int(clicks["session_id"].n_unique())}
+        part.unlink(missing_ok=True)
+    meta = {"events": written, "sessions": sessions}
     _meta_path(path).write_text(json.dumps(meta) + "\n")
 
 
