@@ -92,6 +92,12 @@ def _staging_path(output: Path) -> Path:
     """A temporary file beside `output`, created now so an unwritable place fails early."""
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise InputDataError(f"--output {output}: the output is Parquet; name it *.parquet.")
+    return staging_beside(output, folder=False)
+
+
+def staging_beside(output: Path, *, folder: bool) -> Path:
+    """A temporary file (or `folder`) beside `output`, created now so that a missing or
+    unwritable directory fails before any work, with what to do."""
     parent = output.parent
     if not parent.is_dir():
         raise InputDataError(
@@ -99,7 +105,10 @@ def _staging_path(output: Path) -> Path:
         )
     staging = parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        staging.touch()
+        if folder:
+            staging.mkdir()
+        else:
+            staging.touch()
     except OSError as error:
         raise InputDataError(
             f"--output {output}: cannot write in {parent} ({error.strerror})."
@@ -107,8 +116,15 @@ def _staging_path(output: Path) -> Path:
     return staging
 
 
-def as_model_ids(lists: pl.Series, dtype: Any) -> list[list[Any]]:
-    """Sessions as lists of ids of the model's id type (integer ids meet text ids)."""
+def model_id_lists(lists: pl.Series, dtype: Any) -> pl.Series:
+    """Session lists cast to the model's id type (integer ids meet text ids; an id that
+    does not convert becomes null, and is left out by every caller)."""
     if lists.dtype.inner != dtype:  # type: ignore[attr-defined]
         lists = lists.cast(pl.List(dtype), strict=False)
+    return lists
+
+
+def as_model_ids(lists: pl.Series, dtype: Any) -> list[list[Any]]:
+    """Sessions as lists of ids of the model's id type (`model_id_lists`, nulls left out)."""
+    lists = model_id_lists(lists, dtype)
     return [[i for i in s if i is not None] if s is not None else [] for s in lists.to_list()]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,13 @@ import pyarrow as pa
 
 from gru4rec.checkpoint import ITEMS_FILE, read_items
 from gru4rec.errors import ConfigError, InputDataError
-from gru4rec.jobs.batch_recommend import as_model_ids, read_sessions
+from gru4rec.fileio import swap_into_place
+from gru4rec.jobs.batch_recommend import (
+    as_model_ids,
+    model_id_lists,
+    read_sessions,
+    staging_beside,
+)
 from gru4rec.pipelines.sources import SourceSpec
 from gru4rec.tracking import fetch_checkpoint, resolve_tracking_uri
 
@@ -129,7 +134,7 @@ def recommend_on_ray(
         ).take_all()  # fmt: skip
         seconds = time.perf_counter() - started
         rows = sum(int(row["rows"]) for row in written)
-        _finish(staging, output)
+        swap_into_place(staging, output)  # an older output is replaced only now
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if started_ray and ray.is_initialized():
@@ -149,8 +154,7 @@ def recommend_on_ray(
 def _known_items(lists: pl.Series, item_ids: pl.Series) -> dict[str, int]:
     """Sessions with a known item (`served`) and events of unknown items (`unknown`), as
     the single-process path counts them (ids that do not convert are left out)."""
-    if lists.dtype.inner != item_ids.dtype:  # type: ignore[attr-defined]
-        lists = lists.cast(pl.List(item_ids.dtype), strict=False)
+    lists = model_id_lists(lists, item_ids.dtype)
     events = pl.DataFrame({"session": pl.int_range(len(lists), eager=True), "item": lists})
     events = events.explode("item").drop_nulls("item")
     known = events.with_columns(pl.col("item").is_in(item_ids.implode()).alias("known"))
@@ -161,30 +165,7 @@ def _known_items(lists: pl.Series, item_ids: pl.Series) -> dict[str, int]:
 
 
 def _staging_dir(output: Path) -> Path:
-    """A temporary folder beside `output`, created now so an unwritable place fails early."""
-    parent = output.parent
-    if not parent.is_dir():
-        raise InputDataError(
-            f"--output {output}: the directory {parent} does not exist; create it first."
-        )
+    """A temporary folder beside `output` (`batch_recommend.staging_beside`)."""
     if output.exists() and not output.is_dir():
         raise InputDataError(f"--output {output}: with --engine ray the output is a folder.")
-    staging = parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        staging.mkdir()
-    except OSError as error:
-        raise InputDataError(
-            f"--output {output}: cannot write in {parent} ({error.strerror})."
-        ) from None
-    return staging
-
-
-def _finish(staging: Path, output: Path) -> None:
-    """Rename the complete folder into place (replacing an older output only now)."""
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(output, old)
-        os.replace(staging, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, output)
+    return staging_beside(output, folder=True)
