@@ -100,7 +100,9 @@ def _child_generate(path: Path, events: int, n_items: int, seed: int) -> None:
     _meta_path(path).write_text(json.dumps(meta) + "\n")
 
 
-def _child_run(implementation: str, log: Path, out_dir: Path, pandas_engine: str) -> None:
+def _child_run(
+    implementation: str, log: Path, out_dir: Path, pandas_engine: str, buckets: int | None
+) -> None:
     """Run one implementation and print one JSON line: seconds, peak RSS, split counts."""
     if implementation == "polars":
         from gru4rec.pipelines.prepare import PrepareOptions, prepare
@@ -108,15 +110,17 @@ def _child_run(implementation: str, log: Path, out_dir: Path, pandas_engine: str
 
         started = time.perf_counter()
         manifest = prepare(
-            [log], out_dir, resolve_spec("yoochoose"), PrepareOptions(), format_name="yoochoose"
-        )
+            [log], out_dir, resolve_spec("yoochoose"), PrepareOptions(), format_name="yoochoose",
+            buckets=buckets,
+        )  # fmt: skip
     else:
         from benchmarks.pandas_prepare import prepare_pandas
 
         started = time.perf_counter()
         manifest = prepare_pandas(log, out_dir, engine=pandas_engine)
     seconds = time.perf_counter() - started
-    result = {"seconds": seconds, "peak_rss": _peak_rss_bytes(), "splits": manifest["splits"]}
+    result = {"seconds": seconds, "peak_rss": _peak_rss_bytes(), "splits": manifest["splits"],
+              "buckets": manifest.get("buckets")}  # fmt: skip
     print(json.dumps(result), flush=True)
 
 
@@ -142,9 +146,13 @@ def _ensure_log(workdir: Path, events: int, n_items: int, seed: int) -> tuple[Pa
     return log, int(meta["events"])
 
 
-def _run_child(implementation: str, log: Path, out_dir: Path, pandas_engine: str) -> dict:
+def _run_child(
+    implementation: str, log: Path, out_dir: Path, pandas_engine: str, buckets: int | None
+) -> dict:
     command = [sys.executable, "-m", "benchmarks.prepare_bench", "--child", implementation,
                "--input", str(log), "--out", str(out_dir), "--pandas-engine", pandas_engine]  # fmt: skip
+    if buckets is not None:
+        command += ["--buckets", str(buckets)]
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
         if done.returncode != 0:
@@ -177,7 +185,7 @@ def benchmark(args: argparse.Namespace) -> int:
         for name in args.impl:
             out_dir = workdir / f"out-{name}-{os.getpid()}-{repeat}"
             _progress(f"run {repeat}/{args.repeats}: {name} ...")
-            result = _run_child(name, log, out_dir, args.pandas_engine)
+            result = _run_child(name, log, out_dir, args.pandas_engine, args.buckets)
             results[name].append(result)
             _progress(
                 f"run {repeat}/{args.repeats}: {name}: {result['seconds']:.1f} s, "
@@ -198,7 +206,8 @@ def benchmark(args: argparse.Namespace) -> int:
         peak = max(run["peak_rss"] for run in runs)
         summary[name] = {"seconds": seconds, "events_per_s": events / seconds, "peak_rss": peak}
         rows.append([
-            name + (f" (read_csv engine={args.pandas_engine})" if name == "pandas" else ""),
+            name + (f" (read_csv engine={args.pandas_engine})" if name == "pandas"
+                    else f" ({runs[0]['buckets']} bucket(s))"),
             f"{seconds:.2f}", f"{events / seconds:,.0f}", f"{peak / GIB:.2f}",
             f"{csv_bytes / GIB:.2f}", f"{peak / csv_bytes:.2f}",
         ])  # fmt: skip
@@ -244,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         "--pandas-engine", choices=("c", "pyarrow"), default="c",
         help="pandas.read_csv engine of the baseline (default: c, pandas' default)",
     )  # fmt: skip
+    parser.add_argument(
+        "--buckets", type=int,
+        help="gru4rec prepare's --buckets (default: its own choice by log size and memory)",
+    )  # fmt: skip
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
@@ -255,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         _child_generate(Path(args.generate_into), args.events, args.n_items, args.seed)
         return 0
     if args.child:
-        _child_run(args.child, Path(args.input), Path(args.out), args.pandas_engine)
+        _child_run(args.child, Path(args.input), Path(args.out), args.pandas_engine, args.buckets)
         return 0
     if args.events < 1 or args.repeats < 1:
         parser.error("--events and --repeats must be >= 1")

@@ -161,6 +161,14 @@ def prepare(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    buckets: Annotated[
+        int | None,
+        typer.Option(
+            help="Prepare a log larger than memory in this many buckets of sessions, one in "
+            "memory at a time (same output; intermediate files beside OUT). 1: all in memory "
+            "[default: by the log's size and the memory available].",
+        ),
+    ] = None,
 ) -> None:
     """Clean a click log into session data: filter events, build sessions, drop repeats,
     filter support, split by time, map items; writes Parquet + manifest.json to OUT.
@@ -184,7 +192,7 @@ def prepare(
     with err_console.status("preparing") as status:
         manifest = run_prepare(
             inputs, out, spec, options, format_name=log_format, overwrite=overwrite,
-            report=lambda step: status.update(f"done: {step}"),
+            buckets=buckets, report=lambda step: status.update(f"done: {step}"),
         )  # fmt: skip
     out_console.print(summary_table(manifest))
     for name, where in manifest.get("time_splits", {}).items():

@@ -8,6 +8,7 @@ and `manifest.json` records the options and the counts after every step.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import shutil
 import time
@@ -22,6 +23,7 @@ import polars.selectors as cs
 
 from gru4rec.errors import InputDataError
 from gru4rec.fileio import swap_into_place
+from gru4rec.pipelines import buckets as in_buckets
 from gru4rec.pipelines import sessions as steps
 from gru4rec.pipelines.sources import (
     SourceSpec,
@@ -139,6 +141,10 @@ class StepLog:
         self.rows.append({**row, **extra})
         if self._report:
             self._report(step)
+
+    def scopes(self) -> list[str]:
+        """The splits counted, in the order first counted."""
+        return list(dict.fromkeys(row["scope"] for row in self.rows if row["scope"] != "all"))
 
     def last_counts(self, scope: str) -> dict[str, int]:
         row = next(row for row in reversed(self.rows) if row["scope"] == scope)
@@ -291,10 +297,13 @@ def prepare(
     format_name: str = "generic",
     overwrite: bool = False,
     report: Callable[[str], None] | None = None,
+    buckets: int | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline and write `out_dir` atomically; returns the manifest.
 
-    `report(step)` is called after each step (for a progress display).
+    `report(step)` is called after each step (for a progress display). `buckets`: 1
+    holds the log in memory; more prepare it that many buckets of sessions at a time,
+    for a log larger than memory (`pipelines.buckets`); None picks by the log's size.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -309,8 +318,35 @@ def prepare(
     started = time.perf_counter()
     log = StepLog(report)
     files, pair = expand_inputs(paths)
-    events, item_ids, kept_split = clean(files, spec, options, log, pair)
-    splits, items = split(events, kept_split, spec, options, log)
+    n_buckets = buckets if buckets is not None else in_buckets.auto_buckets(files)
+    if n_buckets < 1:
+        raise InputDataError("--buckets must be >= 1 (1: in memory).")
+    workspace = out_dir.with_name(f".{out_dir.name}.buckets-{uuid.uuid4().hex[:8]}")
+    try:
+        if n_buckets == 1:
+            events, item_ids, kept_split = clean(files, spec, options, log, pair)
+            splits, items = split(events, kept_split, spec, options, log)
+            tables = _as_written(splits, items, item_ids)
+        else:
+            space = in_buckets.Workspace(workspace, n_buckets)
+            raw_rows = functools.partial(_raw_row_count, files, spec)
+            item_ids, kept_split = in_buckets.clean(
+                files, spec, options, log, pair, space, raw_rows
+            )
+            merged, items = in_buckets.split(space, len(item_ids), kept_split, spec, options, log)
+            tables = _as_written(merged, items, item_ids)
+        manifest = _manifest(files, spec, options, kept_split, log, items, format_name, started)
+        manifest["buckets"] = n_buckets
+        _write_atomically(out_dir, tables, manifest, overwrite)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return manifest
+
+
+def _manifest(
+    files: Sequence[Path], spec: SourceSpec, options: PrepareOptions, kept_split: bool,
+    log: StepLog, items: pl.DataFrame, format_name: str, started: float,
+) -> dict[str, Any]:  # fmt: skip
     manifest: dict[str, Any] = {
         "format": format_name,
         "inputs": [str(Path(p).resolve()) for p in files],
@@ -319,17 +355,17 @@ def prepare(
         "kept_split": kept_split,
         "steps": log.rows,
         "time_splits": log.time_splits,
-        "splits": {name: log.last_counts(name) for name in splits},
+        "splits": {name: log.last_counts(name) for name in log.scopes()},
         "n_items": items.height,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    manifest = json.loads(json.dumps(manifest))  # return exactly what is written
-    _write_atomically(out_dir, _as_written(splits, items, item_ids), manifest, overwrite)
-    return manifest
+    return json.loads(json.dumps(manifest))  # return exactly what is written
 
 
 def _as_written(
-    splits: dict[str, pl.DataFrame], items: pl.DataFrame, item_ids: pl.Series
+    splits: dict[str, pl.DataFrame] | dict[str, pl.LazyFrame],
+    items: pl.DataFrame,
+    item_ids: pl.Series,
 ) -> dict[str, pl.LazyFrame]:
     """The files' tables as docs/data-contract.md has them, from the item codes.
 

@@ -188,14 +188,18 @@ def take(events: pl.DataFrame, index: pl.Series | None) -> pl.DataFrame:
     return events if index is None else _move_columns(events, lambda c: _gather(c, index))
 
 
-def encode_items(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+def encode_items(
+    events: pl.DataFrame, ids: pl.Series | None = None
+) -> tuple[pl.DataFrame, pl.Series]:
     """`item_id` replaced by dense codes (UInt16 or UInt32), and the ids by code
-    (`ids[code]` decodes).
+    (`ids[code]` decodes): those given (every item of `events` among them), else the
+    items of `events` in order of appearance.
 
     Counting per item is then a `bincount`, and the written ids a lookup, not a join.
     """
     items = events["item_id"]
-    ids = items.unique(maintain_order=True)
+    if ids is None:
+        ids = items.unique(maintain_order=True)
     # 2 bytes an event where the number of items allows
     dtype: type[np.unsignedinteger] = np.uint16 if len(ids) <= 2**16 else np.uint32
     to_codes = _code_lookup(ids, dtype)
@@ -276,18 +280,22 @@ class KeptEvents:
         the same state in each round. Returns the number of rounds that dropped events.
         """
         rounds = 0
-        while True:
-            lengths, support = self.session_lengths, self.item_support
-            rare = (support > 0) & (support < min_item_support)
-            # A pass over every event's item only while some item is rare.
-            drop = rare[self.item_codes] if rare.any() else np.zeros(len(self.keep), dtype=bool)
-            short = np.flatnonzero((lengths > 0) & (lengths < min_session_length))
-            drop[_block_rows(self.offsets[short], self.session_sizes[short])] = True
-            rows = np.flatnonzero(drop & self.keep)
-            if rows.size == 0:
-                return rounds
-            self.drop(rows)
+        while self.drop_round(rare_items(self.item_support, min_item_support), min_session_length):
             rounds += 1
+        return rounds
+
+    def drop_round(self, rare: np.ndarray, min_session_length: int) -> bool:
+        """One round of `filter_support`: drop the events of the `rare` (I,) items and of
+        the sessions shorter than `min_session_length`; whether any event was dropped."""
+        # A pass over every event's item only while some item is rare.
+        drop = rare[self.item_codes] if rare.any() else np.zeros(len(self.keep), dtype=bool)
+        lengths = self.session_lengths
+        short = np.flatnonzero((lengths > 0) & (lengths < min_session_length))
+        drop[_block_rows(self.offsets[short], self.session_sizes[short])] = True
+        rows = np.flatnonzero(drop & self.keep)
+        if rows.size:
+            self.drop(rows)
+        return bool(rows.size)
 
     def start_index(self, events: pl.DataFrame) -> pl.Series | None:
         """Row index listing the kept events in `order_events` order (`take` them); None
@@ -302,6 +310,11 @@ class KeptEvents:
             "sessions": int(np.count_nonzero(self.session_lengths)),
             "items": int(np.count_nonzero(self.item_support)),
         }
+
+
+def rare_items(support: np.ndarray, min_item_support: int) -> np.ndarray:
+    """(I,) bool: the items with some but fewer than `min_item_support` events."""
+    return (support > 0) & (support < min_item_support)
 
 
 def filter_support(

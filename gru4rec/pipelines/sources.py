@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import glob
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -558,12 +558,42 @@ def read_events(
     they fit), and as text otherwise. The first read is the fast one (`Parsing.fast`);
     where a value needs more, the log is read again so: the result is the same.
     """
+    events = _read_checked(
+        paths, spec, compact, pair, lambda scan: scan.collect(engine="streaming")
+    )
+    assert isinstance(events, pl.DataFrame)
+    return events
+
+
+def write_events(
+    paths: Sequence[Path],
+    spec: SourceSpec,
+    write: Callable[[pl.LazyFrame], pl.LazyFrame],
+    *,
+    pair: bool = False,
+) -> pl.LazyFrame:
+    """`read_events` (compact ids) for a log larger than memory: `write(scan)` streams the
+    normalised events to files and returns a scan of them; they are checked there.
+
+    `write` may be called again (wider ids, all time layouts), and must then replace
+    what it wrote before.
+    """
+    events = _read_checked(paths, spec, True, pair, write)
+    assert isinstance(events, pl.LazyFrame)
+    return events
+
+
+Materialise = Callable[[pl.LazyFrame], pl.DataFrame | pl.LazyFrame]
+
+
+def _read_checked(
+    paths: Sequence[Path], spec: SourceSpec, compact: bool, pair: bool, materialise: Materialise
+) -> pl.DataFrame | pl.LazyFrame:
     parsing = Parsing(ids="int32" if compact else "int64", fast=True)
     try:
         while True:
             try:
-                events = _collect_checked(paths, spec, parsing, pair)
-                break
+                return _collect_checked(paths, spec, parsing, pair, materialise)
             except WiderIdsNeeded as needed:
                 parsing = _widened(parsing, needed.value)
     except pl.exceptions.PolarsError as error:
@@ -573,7 +603,6 @@ def read_events(
         ) from error
     except OSError as error:
         raise unreadable(paths, error) from error
-    return events
 
 
 INT_RANGES = {"int32": range(-(2**31), 2**31), "int64": range(-(2**63), 2**63)}
@@ -591,19 +620,27 @@ def _widened(parsing: Parsing, value: int | None) -> Parsing:
 
 
 def _collect_checked(
-    paths: Sequence[Path], spec: SourceSpec, parsing: Parsing, pair: bool
-) -> pl.DataFrame:
-    events = scan_events(paths, spec, parsing=parsing, pair=pair).collect(engine="streaming")
+    paths: Sequence[Path], spec: SourceSpec, parsing: Parsing, pair: bool, materialise: Materialise
+) -> pl.DataFrame | pl.LazyFrame:
+    events = materialise(scan_events(paths, spec, parsing=parsing, pair=pair))
     checks = _bad_rows(spec)
-    if events.height == 0:
-        validate_events(events, paths, spec)  # raises: no events
-    bad = events.select(**{name: condition.any() for name, (_, condition) in checks.items()})
+    found = (
+        events.lazy()
+        .select(
+            pl.len().alias("_rows"),
+            **{name: condition.any() for name, (_, condition) in checks.items()},
+        )
+        .collect(engine="streaming")
+    )
+    if found["_rows"].item() == 0:
+        validate_events(pl.DataFrame(), paths, spec)  # raises: no events
+    bad = found.drop("_rows")
     if not any(bad.row(0)):
         return events
     del events
     if parsing.fast and "time" in bad.columns and bad["time"].item():
         # Maybe times in a layout other than the sample's further down: read all layouts.
-        return _collect_checked(paths, spec, replace(parsing, fast=False), pair)
+        return _collect_checked(paths, spec, replace(parsing, fast=False), pair, materialise)
     # Only now locate the rows, to name the first bad one (or to widen the ids).
     any_bad = pl.any_horizontal(condition for _, condition in checks.values())
     located = scan_events(paths, spec, parsing=replace(parsing, locate=True), pair=pair)

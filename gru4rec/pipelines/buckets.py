@@ -1,0 +1,510 @@
+"""`prepare` for a log larger than memory: its sessions in buckets, one bucket in memory.
+
+The log is streamed once into N bucket files by a hash of the session key (the session
+id, or the user where sessions are built from user + idle gap), so that each session
+lies in one bucket. Every step of `prepare` then runs a bucket at a time, and what the
+buckets share stays small: the item codes and counts (a number per item), the time
+splits' boundaries (numbers), the users' session counts where sessions are built (a
+number per user) and, for `--valid-fraction`, the session starts of train. Each split is
+written a bucket at a time in `order_events` order and the parts are merged by Polars'
+streaming `merge_sorted` on (session start, session id) into one ordered file.
+
+The result is the same as `prepare` in memory, row for row and count for count: the
+steps below mirror `prepare.clean` and `prepare.split` and reuse their pieces.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import polars as pl
+
+from gru4rec.errors import InputDataError
+from gru4rec.pipelines import sessions as steps
+from gru4rec.pipelines.sources import SourceSpec, _is_parquet, write_events
+
+if TYPE_CHECKING:
+    from gru4rec.pipelines.prepare import PrepareOptions, StepLog
+
+SEED = 0x6E5  # of the hash that puts a session in its bucket
+BYTES_PER_EVENT = 32  # peak memory of `prepare` in memory, per event (measured: 24-25)
+TEXT_BYTES_PER_EVENT = 40  # the smallest a click-log line usually is (ids, a time)
+# Fast to write and read back: the intermediate files live only while `prepare` runs.
+INTERMEDIATE: Final = "lz4"
+KEY = ("start", "session_id")  # the order of sessions in every split
+
+
+def auto_buckets(files: Sequence[Path], memory: int | None = None) -> int:
+    """Buckets so that one fits in a quarter of the available memory: 1 (in memory) while
+    the whole log needs under half of it. Events are counted in Parquet files and
+    estimated in text ones (compressed text: four times its size)."""
+    events = 0
+    for path in files:
+        try:
+            if _is_parquet(path):
+                events += pl.scan_parquet(path).select(pl.len()).collect().item()
+            else:
+                packed = 4 if path.suffix.lower() in (".gz", ".zst") else 1
+                events += packed * path.stat().st_size // TEXT_BYTES_PER_EVENT
+        except (OSError, pl.exceptions.PolarsError):
+            continue  # reading it says what is wrong
+    memory = memory if memory is not None else available_memory()
+    need = events * BYTES_PER_EVENT
+    return 1 if need <= memory // 2 else math.ceil(need / (memory // 4))
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux), else all of it."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass
+class Totals:
+    """Events, sessions and items (a support count per item code) over the buckets."""
+
+    n_items: int
+    events: int = 0
+    sessions: int = 0
+    support: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.support = np.zeros(self.n_items, dtype=np.int64)
+
+    def add(self, events: pl.DataFrame) -> None:
+        """Count a grouped frame with item codes."""
+        self.events += events.height
+        self.sessions += len(steps.session_offsets(events))
+        codes = events["item_id"].to_numpy()
+        self.support += steps._bincount(codes, self.n_items)
+
+    def add_kept(self, kept: steps.KeptEvents) -> None:
+        counts = kept.counts()
+        self.events += counts["events"]
+        self.sessions += counts["sessions"]
+        self.support += kept.item_support
+
+    def counts(self) -> dict[str, int]:
+        return {"events": self.events, "sessions": self.sessions,
+                "items": int(np.count_nonzero(self.support))}  # fmt: skip
+
+
+@dataclass
+class Span:
+    """The smallest and largest of some values over the buckets (of a `TimeSplit`)."""
+
+    low: float = math.inf
+    high: float = -math.inf
+
+    def add(self, low: float, high: float) -> None:
+        self.low, self.high = min(self.low, low), max(self.high, high)
+
+    def pair(self) -> tuple[float, float]:
+        return (self.low, self.high) if self.low <= self.high else (0.0, 0.0)
+
+
+class Workspace:
+    """The intermediate files, a folder per stage with a file per bucket."""
+
+    def __init__(self, root: Path, n_buckets: int) -> None:
+        self.root, self.n = root, n_buckets
+
+    def file(self, stage: str, bucket: int, suffix: str = ".parquet") -> Path:
+        folder = self.root / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{bucket:05d}{suffix}"
+
+    def read(self, stage: str, bucket: int) -> pl.DataFrame:
+        return pl.read_parquet(self.file(stage, bucket))
+
+    def write(self, frame: pl.DataFrame, stage: str, bucket: int) -> None:
+        frame.write_parquet(self.file(stage, bucket), compression=INTERMEDIATE)
+
+    def raw(self, bucket: int) -> pl.DataFrame | None:
+        """The events of a bucket as read (None: no session hashed into it)."""
+        parts = sorted((self.root / "raw" / f"bucket={bucket}").glob("*.parquet"))
+        return pl.read_parquet(parts) if parts else None
+
+    def save_kept(self, kept: steps.KeptEvents, bucket: int) -> None:
+        np.savez(self.file("kept", bucket, ".npz"), **vars(kept))
+
+    def load_kept(self, bucket: int) -> steps.KeptEvents:
+        kept = steps.KeptEvents.__new__(steps.KeptEvents)
+        with np.load(self.file("kept", bucket, ".npz"), allow_pickle=False) as arrays:
+            for name in arrays.files:
+                setattr(kept, name, arrays[name])
+        return kept
+
+
+def partition(files: Sequence[Path], spec: SourceSpec, pair: bool, space: Workspace) -> pl.Series:
+    """Stream the log into the buckets (checked as `read_events` checks); the item ids."""
+    key = "session_id" if spec.session_col else "user_id"
+    raw = space.root / "raw"
+
+    def write(scan: pl.LazyFrame) -> pl.LazyFrame:
+        shutil.rmtree(raw, ignore_errors=True)  # a second read replaces the first
+        bucket = (pl.col(key).hash(SEED) % space.n).alias("bucket")
+        target = pl.PartitionBy(raw, key=bucket, include_key=False)
+        scan.sink_parquet(target, compression=INTERMEDIATE, mkdir=True, engine="streaming")
+        return pl.scan_parquet(raw / "**" / "*.parquet", hive_partitioning=False)
+
+    events = write_events(files, spec, write, pair=pair)
+    return events.select(pl.col("item_id").unique()).collect(engine="streaming").to_series().sort()
+
+
+def clean(
+    files: Sequence[Path], spec: SourceSpec, options: PrepareOptions, log: StepLog, pair: bool,
+    space: Workspace, raw_rows: Callable[[], int],
+) -> tuple[pl.Series, bool]:  # fmt: skip
+    """`prepare.clean` a bucket at a time: each bucket's kept events in `order_events`
+    order go to stage "clean"; returns the item ids by code and whether the log carries
+    a kept split."""
+    kept_split = pair or spec.split_col is not None
+    item_ids = partition(files, spec, pair, space)
+    step = "read"
+    if spec.event_filter:
+        log.rows.append(
+            {"step": "read", "scope": "all", "events": raw_rows(), "sessions": None,
+             "items": None, "dropped_events": 0, "dropped_sessions": 0, "dropped_items": 0}
+        )  # fmt: skip
+        step = f"event filter: {', '.join(spec.event_filter)}"
+    building = (
+        "session_id"
+        not in pl.scan_parquet(space.root / "raw" / "**" / "*.parquet", hive_partitioning=False)
+        .collect_schema()
+        .names()
+    )
+    if building:
+        step += f" (sessions: user + {options.idle_gap:g} s idle gap)"
+    users: list[pl.DataFrame] = []
+    read, repeats = Totals(len(item_ids)), Totals(len(item_ids))
+    remove_repeats = (
+        options.remove_repeats if options.remove_repeats is not None else not kept_split
+    )
+    for bucket in range(space.n):
+        events = space.raw(bucket)
+        if events is None:
+            events = pl.DataFrame(schema=_schema(space))
+        if building:
+            events = steps.build_sessions(events, options.idle_gap)
+            users.append(_user_sessions(events))
+        events = steps.group_sessions(events).drop("user_id", "order", strict=False)
+        events, _ = steps.encode_items(events, item_ids)
+        kept = steps.KeptEvents(events, len(item_ids))
+        read.add_kept(kept)
+        if remove_repeats:
+            kept.drop_consecutive_repeats(events)
+            repeats.add_kept(kept)
+        space.write(events, "grouped", bucket)
+        space.save_kept(kept, bucket)
+    log.record(step, read.counts())
+    if remove_repeats:
+        log.record("remove consecutive repeats", repeats.counts())
+    if options.apply_filter if options.apply_filter is not None else not kept_split:
+        totals, rounds = _filter_support(space, len(item_ids), options)
+        log.record(
+            f"filter: session length >= {options.min_session_length}, item support >= "
+            f"{options.min_item_support} ({rounds} rounds)",
+            totals.counts(),
+        )
+    first_ids = _first_session_ids(users) if building else None
+    for bucket in range(space.n):
+        events, kept = space.read("grouped", bucket), space.load_kept(bucket)
+        events = steps.take(events, kept.start_index(events))
+        if first_ids is not None:  # local ids 0.. in (user, time) order: the global ones
+            events = events.with_columns(pl.col("session_id") + first_ids[bucket])
+        space.write(events, "clean", bucket)
+    shutil.rmtree(space.root / "grouped")
+    shutil.rmtree(space.root / "kept")
+    return item_ids, kept_split
+
+
+def _schema(space: Workspace) -> pl.Schema:
+    return pl.scan_parquet(
+        space.root / "raw" / "**" / "*.parquet", hive_partitioning=False
+    ).collect_schema()
+
+
+def _user_sessions(events: pl.DataFrame) -> pl.DataFrame:
+    """Each user of a bucket with sessions built: the first (local) id and the count."""
+    return events.group_by("user_id").agg(
+        pl.col("session_id").min().alias("first"), pl.len().alias("events"),
+        pl.col("session_id").n_unique().alias("sessions"),
+    ).drop("events").sort("first")  # fmt: skip
+
+
+def _first_session_ids(users: list[pl.DataFrame]) -> list[pl.Expr]:
+    """Per bucket, what turns its local session ids into those of the whole log (0.. in
+    order of user, then time: `build_sessions` on all of it): a lookup by local id."""
+    every = pl.concat(
+        [frame.with_columns(pl.lit(bucket).alias("bucket")) for bucket, frame in enumerate(users)]
+    ).sort("user_id")
+    every = every.with_columns((pl.col("sessions").cum_sum() - pl.col("sessions")).alias("offset"))
+    lookups = []
+    for bucket in range(len(users)):
+        mine = every.filter(pl.col("bucket") == bucket).sort("first")
+        shift = np.repeat((mine["offset"] - mine["first"]).to_numpy(), mine["sessions"].to_numpy())
+        lookups.append(pl.lit(pl.Series(shift, dtype=pl.Int64)).gather(pl.col("session_id")))
+    return lookups
+
+
+def _filter_support(space: Workspace, n_items: int, options: PrepareOptions) -> tuple[Totals, int]:
+    """`KeptEvents.filter_support` over the buckets: each round drops, in every bucket, the
+    items rare in all of them and the sessions short there."""
+    support = sum((space.load_kept(b).item_support for b in range(space.n)),
+                  np.zeros(n_items, dtype=np.int64))  # fmt: skip
+    rounds = 0
+    while True:
+        rare = steps.rare_items(support, options.min_item_support)
+        totals, dropped = Totals(n_items), False
+        for bucket in range(space.n):
+            kept = space.load_kept(bucket)
+            if kept.drop_round(rare, options.min_session_length):
+                dropped = True
+                space.save_kept(kept, bucket)
+            totals.add_kept(kept)
+        if not dropped:
+            return totals, rounds
+        rounds += 1
+        support = totals.support
+
+
+@dataclass
+class SplitStats:
+    """What a split of the buckets adds up to: counts, session starts and clicks."""
+
+    totals: Totals
+    starts: Span = field(default_factory=Span)
+    clicks: Span = field(default_factory=Span)
+
+    def add(self, events: pl.DataFrame) -> None:
+        self.totals.add(events)
+        if events.height:
+            _, starts = steps.session_starts(events)
+            times = events["time"]
+            self.starts.add(float(starts.min()), float(starts.max()))
+            self.clicks.add(float(times.min()), float(times.max()))  # type: ignore[arg-type]
+
+
+def _time_split(
+    space: Workspace, source: str, parts: tuple[str, str], boundary: float | None, days: float,
+    measured_from: str, n_items: int,
+) -> tuple[steps.TimeSplit, SplitStats, SplitStats]:  # fmt: skip
+    """`steps.split_by_time` of every bucket of `source` at one boundary: `boundary`, or
+    the last session start of all the buckets minus `days` days."""
+    if boundary is None:
+        whole = SplitStats(Totals(n_items))
+        for bucket in range(space.n):
+            whole.add(space.read(source, bucket))
+        boundary = whole.starts.high - days * steps.DAY
+    early, late = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
+    for bucket in range(space.n):
+        head, tail, _ = steps.split_by_time(
+            space.read(source, bucket), days, start=boundary, ordered=True
+        )
+        for name, frame, stats in ((parts[0], head, early), (parts[1], tail, late)):
+            stats.add(frame)
+            space.write(frame, name, bucket)
+    clicks, starts = Span(), Span()
+    for stats in (early, late):
+        clicks.add(*stats.clicks.pair()) if stats.totals.events else None
+        starts.add(*stats.starts.pair()) if stats.totals.events else None
+    where = steps.TimeSplit(boundary, measured_from, clicks.pair(), starts.pair())
+    return where, early, late
+
+
+def _fraction_split(
+    space: Workspace, source: str, parts: tuple[str, str], fraction: float, n_items: int
+) -> tuple[SplitStats, SplitStats]:
+    """`steps.split_by_fraction` over the buckets: the last `fraction` of the sessions of
+    all of them by (start, id) are the later part."""
+    keys = []
+    for bucket in range(space.n):
+        events = space.read(source, bucket)
+        offsets, starts = steps.session_starts(events)
+        keys.append(
+            pl.DataFrame({"start": starts, "session_id": events["session_id"].gather(offsets)})
+        )
+    every = pl.concat(keys).sort("start", "session_id")
+    n_later = round(every.height * fraction)
+    first = every.row(every.height - n_later) if n_later else None
+    early, late = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
+    for bucket in range(space.n):
+        events = space.read(source, bucket)
+        row = events.height
+        if first is not None:
+            offsets, starts = steps.session_starts(events)
+            ids = events["session_id"].gather(offsets)
+            before = (
+                pl.DataFrame({"start": starts, "session_id": ids})
+                .select(
+                    (pl.col("start") < first[0])
+                    | ((pl.col("start") == first[0]) & (pl.col("session_id") < first[1]))
+                )
+                .to_series()
+                .to_numpy()
+            )
+            row = int(offsets[before.sum()]) if not before.all() else events.height
+        for name, frame, stats in ((parts[0], events.head(row), early),
+                                   (parts[1], events.slice(row), late)):  # fmt: skip
+            stats.add(frame)
+            space.write(frame, name, bucket)
+    return early, late
+
+
+def _kept_split(space: Workspace, n_items: int) -> tuple[SplitStats, SplitStats]:
+    """The published split of every bucket, each part in `order_events` order."""
+    train, test = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
+    for bucket in range(space.n):
+        events = space.read("clean", bucket)
+        for name, stats in (("train", train), ("test", test)):
+            part = steps.order_events(events.filter(pl.col("split") == name).drop("split"))
+            stats.add(part)
+            space.write(part, name, bucket)
+    return train, test
+
+
+def _drop_unknown(
+    space: Workspace,
+    name: str,
+    known: pl.Series,
+    options: PrepareOptions,
+    log: StepLog,
+    n_items: int,
+) -> None:
+    """`prepare._drop_unknown` a bucket at a time."""
+    kept_totals, short_events = Totals(n_items), 0
+    for bucket in range(space.n):
+        kept, short = steps.drop_unknown_items(
+            space.read(name, bucket), known, options.min_session_length
+        )
+        kept = steps.order_events(kept)
+        kept_totals.add(kept)
+        short_events += short.height
+        space.write(kept, name, bucket)
+    log.record(
+        "drop items unknown to train", kept_totals.counts(), scope=name,
+        dropped_events_in_short_sessions=short_events,
+    )  # fmt: skip
+
+
+def _item_map(space: Workspace, n_items: int) -> pl.DataFrame:
+    """`steps.item_map` of train from its buckets: items by first appearance in the merged
+    order (session start, session id, place in the session), with their support."""
+    firsts, support = [], np.zeros(n_items, dtype=np.int64)
+    for bucket in range(space.n):
+        train = space.read("train", bucket)
+        if not train.height:
+            continue
+        offsets, starts = steps.session_starts(train)
+        codes = train["item_id"].to_numpy()
+        support += steps._bincount(codes, n_items)
+        first = train.with_row_index("row").group_by("item_id").agg(pl.col("row").min())
+        rows = first["row"].to_numpy()
+        session = np.searchsorted(offsets, rows, side="right") - 1
+        firsts.append(first.select(
+            "item_id", pl.Series("start", starts[session]),
+            train["session_id"].gather(offsets[session]).alias("session_id"),
+            pl.Series("place", rows - offsets[session]),
+        ))  # fmt: skip
+    if not firsts:
+        return steps.item_map(space.read("train", 0))
+    order = (
+        pl.concat(firsts)
+        .sort("start", "session_id", "place")
+        .unique("item_id", keep="first", maintain_order=True)
+    )
+    return order.select(
+        "item_id", pl.int_range(pl.len(), dtype=pl.Int32).alias("item_idx"),
+        pl.Series("support", support[order["item_id"].to_numpy()]),
+    )  # fmt: skip
+
+
+def split(
+    space: Workspace, n_items: int, kept_split: bool, spec: SourceSpec,
+    options: PrepareOptions, log: StepLog,
+) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame]:  # fmt: skip
+    """`prepare.split` a bucket at a time; the splits as merged scans, and train's item map."""
+    has_time = spec.time_col is not None
+    test_days = options.test_days if options.test_days is not None else spec.test_days
+    measured = "--test-start" if options.test_start is not None else "last session start"
+    if kept_split:
+        train, test = _kept_split(space, n_items)
+    elif has_time:
+        start = None if options.test_start is None else float(options.test_start)
+        where, train, test = _time_split(
+            space, "clean", ("train", "test"), start, test_days, measured, n_items
+        )
+        log.record_time_split("test", where)
+    else:
+        raise InputDataError(
+            "the log has no time column, so it cannot be split by time: pass --split-col "
+            "with a published split, or a time column."
+        )
+    label = "kept split"
+    if not kept_split:
+        label = ("split: sessions from --test-start" if options.test_start is not None
+                 else f"split: last {test_days:g} days of session starts")  # fmt: skip
+    items = _item_map(space, n_items)
+    log.record(label, train.totals.counts(), scope="train")
+    log.record(label, test.totals.counts(), scope="test")
+    _drop_unknown(space, "test", items["item_id"], options, log, n_items)
+    names = ["train", "test"]
+
+    valid_days = options.valid_days if options.valid_days is not None else test_days
+    parts = ("train_tr", "valid")
+    later: tuple[SplitStats, SplitStats] | None = None
+    if options.valid_fraction is not None:
+        later = _fraction_split(space, "train", parts, options.valid_fraction, n_items)
+        valid_label = f"validation: last {options.valid_fraction:g} of sessions"
+    elif has_time and valid_days > 0:
+        where, *pair = _time_split(
+            space, "train", parts, None, valid_days, "last session start", n_items
+        )
+        later = (pair[0], pair[1])
+        log.record_time_split("valid", where)
+        valid_label = f"validation: last {valid_days:g} days of train's session starts"
+    if later is not None:
+        train_tr, valid = later
+        log.record(valid_label, train_tr.totals.counts(), scope="train_tr")
+        log.record(valid_label, valid.totals.counts(), scope="valid")
+        known = pl.Series(np.flatnonzero(train_tr.totals.support)).cast(items["item_id"].dtype)
+        _drop_unknown(space, "valid", known, options, log, n_items)
+        names += ["train_tr", "valid"]
+    for name in names:
+        if log.last_counts(name)["events"] == 0:
+            raise InputDataError(
+                f"the {name} split is empty after these steps:\n{log.table()}\n"
+                "Adjust --test-days / --test-start, --valid-days or the filters."
+            )
+    return {name: merged(space, name) for name in names}, items
+
+
+def merged(space: Workspace, name: str) -> pl.LazyFrame:
+    """The buckets of a split as one scan in `order_events` order: each part is in that
+    order and holds whole sessions, so a streaming merge on (start, id) orders them all."""
+    parts = []
+    for bucket in range(space.n):
+        events = space.read(name, bucket)
+        offsets, starts = steps.session_starts(events)
+        sizes = np.diff(offsets, append=events.height)
+        events = events.with_columns(pl.Series("start", np.repeat(starts, sizes)))
+        space.write(events, f"{name}-merge", bucket)
+        parts.append(pl.scan_parquet(space.file(f"{name}-merge", bucket)))
+    while len(parts) > 1:  # pairwise, level by level: a balanced tree of merges
+        pairs = zip(parts[::2], parts[1::2], strict=False)  # (an odd last part waits a level)
+        odd = parts[len(parts) - len(parts) % 2 :]
+        parts = [left.merge_sorted(right, list(KEY)) for left, right in pairs] + odd
+    return parts[0].drop("start")
