@@ -40,52 +40,69 @@ def recommend_file(
     staging = _staging_path(Path(output))
     try:
         grouped = read_sessions(input_path, spec)
-        session_ids = grouped["session_id"]
-        sessions = as_model_ids(grouped["item_id"], recommender.item_ids.dtype)
         started = time.perf_counter()
-        parts, unknown, skipped = [], 0, 0
-        for start in range(0, len(sessions), batch_size):
-            batch = sessions[start : start + batch_size]
-            table, report = recommender.recommend(
-                batch, k, exclude_seen=exclude_seen, batch_size=batch_size
-            )
-            unknown += report.n_unknown_items
-            skipped += len(report.empty_sessions)
-            parts.append(table.with_columns(pl.col("session") + start))
-            if progress is not None:
-                progress(start + len(batch), len(sessions))
+        recs, counts = score_sessions(
+            recommender, grouped, k, exclude_seen=exclude_seen, batch_size=batch_size,
+            progress=progress,
+        )  # fmt: skip
         seconds = time.perf_counter() - started
-        served = len(sessions) - skipped
-        if served == 0:
+        if counts["sessions_served"] == 0:
             raise InputDataError(
                 f"{input_path}: no session has an item the model knows; nothing to recommend."
             )
-        recs = pl.concat(parts)
-        recs = recs.select(
-            session_ids.gather(recs["session"].to_numpy()).alias("session_id"),
-            "rank", "item_id", "score",
-        )  # fmt: skip
         recs.write_parquet(staging)
         os.replace(staging, output)
     finally:
         staging.unlink(missing_ok=True)
-    return {
-        "sessions": len(sessions),
-        "sessions_served": served,
-        "sessions_skipped": skipped,
-        "unknown_item_events": unknown,
-        "rows": recs.height,
-        "seconds": seconds,
-        "sessions_per_s": served / seconds if seconds > 0 else 0.0,
-    }
+    return {**counts, "seconds": seconds,
+            "sessions_per_s": counts["sessions_served"] / seconds if seconds > 0 else 0.0}  # fmt: skip
+
+
+def score_sessions(
+    recommender: Recommender,
+    grouped: pl.DataFrame,
+    k: int,
+    *,
+    exclude_seen: bool = False,
+    batch_size: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The top-k rows (`session_id, rank, item_id, score`) of `read_sessions`' sessions, in
+    their order, and the counts: sessions, served and skipped (no known item), events of
+    unknown items, rows. Every engine scores so."""
+    session_ids = grouped["session_id"]
+    sessions = as_model_ids(grouped["item_id"], recommender.item_ids.dtype)
+    parts, unknown, skipped = [], 0, 0
+    for start in range(0, len(sessions), batch_size):
+        batch = sessions[start : start + batch_size]
+        table, report = recommender.recommend(
+            batch, k, exclude_seen=exclude_seen, batch_size=batch_size
+        )
+        unknown += report.n_unknown_items
+        skipped += len(report.empty_sessions)
+        parts.append(table.with_columns(pl.col("session") + start))
+        if progress is not None:
+            progress(start + len(batch), len(sessions))
+    recs = pl.concat(parts) if parts else recommender.recommend([], k)[0]
+    recs = recs.select(
+        session_ids.gather(recs["session"].to_numpy()).alias("session_id"),
+        "rank", "item_id", "score",
+    )  # fmt: skip
+    counts = {"sessions": len(sessions), "sessions_served": len(sessions) - skipped,
+              "sessions_skipped": skipped, "unknown_item_events": unknown, "rows": recs.height}  # fmt: skip
+    return recs, counts
 
 
 def read_sessions(input_path: Path, spec: SourceSpec) -> pl.DataFrame:
     """The input's sessions in order of their start: `session_id` and `item_id`, the list
     of the session's items in order (every engine reads its input so)."""
     files, _ = expand_inputs([input_path])  # a file, a directory of parts or a pattern
-    events = order_events(read_events(files, spec))
-    return events.group_by("session_id", maintain_order=True).agg("item_id")
+    return group_sessions(read_events(files, spec))
+
+
+def group_sessions(events: pl.DataFrame) -> pl.DataFrame:
+    """Events as sessions in order of their start, each the list of its items in order."""
+    return order_events(events).group_by("session_id", maintain_order=True).agg("item_id")
 
 
 def _staging_path(output: Path) -> Path:

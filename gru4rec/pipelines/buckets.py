@@ -39,12 +39,21 @@ TEXT_BYTES_PER_EVENT = 40  # the smallest a click-log line usually is (ids, a ti
 # Fast to write and read back: the intermediate files live only while `prepare` runs.
 INTERMEDIATE: Final = "lz4"
 KEY = ("start", "session_id")  # the order of sessions in every split
+SPLITS = ("train", "test", "train_tr", "valid")
 
 
 def auto_buckets(files: Sequence[Path], memory: int | None = None) -> int:
     """Buckets so that one fits in a quarter of the available memory: 1 (in memory) while
-    the whole log needs under half of it. Events are counted in Parquet files and
-    estimated in text ones (compressed text: four times its size)."""
+    the whole log needs under half of it."""
+    memory = memory if memory is not None else available_memory()
+    need = count_events(files) * BYTES_PER_EVENT
+    return 1 if need <= memory // 2 else math.ceil(need / (memory // 4))
+
+
+def count_events(files: Sequence[Path]) -> int:
+    """The events of a log, counted in Parquet files (their metadata) and estimated in text
+    ones (compressed text: four times its size); a file that cannot be read counts 0 (its
+    reading says what is wrong)."""
     events = 0
     for path in files:
         try:
@@ -54,10 +63,8 @@ def auto_buckets(files: Sequence[Path], memory: int | None = None) -> int:
                 packed = 4 if path.suffix.lower() in (".gz", ".zst") else 1
                 events += packed * path.stat().st_size // TEXT_BYTES_PER_EVENT
         except (OSError, pl.exceptions.PolarsError):
-            continue  # reading it says what is wrong
-    memory = memory if memory is not None else available_memory()
-    need = events * BYTES_PER_EVENT
-    return 1 if need <= memory // 2 else math.ceil(need / (memory // 4))
+            continue
+    return events
 
 
 def available_memory() -> int:
@@ -130,6 +137,10 @@ class Workspace:
         return pl.read_parquet(self.file(stage, bucket))
 
     def write(self, frame: pl.DataFrame, stage: str, bucket: int) -> None:
+        if stage in SPLITS:  # each event with its session's start: the key of the merge
+            offsets, starts = steps.session_starts(frame)
+            sizes = np.diff(offsets, append=frame.height)
+            frame = frame.with_columns(pl.Series("start", np.repeat(starts, sizes)))
         frame.write_parquet(self.file(stage, bucket), compression=INTERMEDIATE)
 
     def raw(self, bucket: int) -> pl.DataFrame | None:
@@ -148,31 +159,38 @@ class Workspace:
         return kept
 
 
-def partition(files: Sequence[Path], spec: SourceSpec, pair: bool, space: Workspace) -> pl.Series:
-    """Stream the log into the buckets (checked as `read_events` checks); the item ids."""
+def partition(
+    files: Sequence[Path], spec: SourceSpec, root: Path, n_buckets: int, *,
+    pair: bool = False, compact: bool = True,
+) -> list[Path]:  # fmt: skip
+    """Stream the log into `n_buckets` folders of Parquet files under `root` by a hash of
+    the session key, checked as `read_events` checks (and with its id types: `compact`);
+    returns the folders that received events, in bucket order."""
     key = "session_id" if spec.session_col else "user_id"
-    raw = space.root / "raw"
 
     def write(scan: pl.LazyFrame) -> pl.LazyFrame:
-        shutil.rmtree(raw, ignore_errors=True)  # a second read replaces the first
-        bucket = (pl.col(key).hash(SEED) % space.n).alias("bucket")
-        target = pl.PartitionBy(raw, key=bucket, include_key=False)
+        shutil.rmtree(root, ignore_errors=True)  # a second read replaces the first
+        bucket = (pl.col(key).hash(SEED) % n_buckets).alias("bucket")
+        target = pl.PartitionBy(root, key=bucket, include_key=False)
         scan.sink_parquet(target, compression=INTERMEDIATE, mkdir=True, engine="streaming")
-        return pl.scan_parquet(raw / "**" / "*.parquet", hive_partitioning=False)
+        return pl.scan_parquet(root / "**" / "*.parquet", hive_partitioning=False)
 
-    events = write_events(files, spec, write, pair=pair)
-    return events.select(pl.col("item_id").unique()).collect(engine="streaming").to_series().sort()
+    write_events(files, spec, write, pair=pair, compact=compact)
+    return sorted(root.glob("bucket=*"), key=lambda folder: int(folder.name.partition("=")[2]))
 
 
 def clean(
     files: Sequence[Path], spec: SourceSpec, options: PrepareOptions, log: StepLog, pair: bool,
     space: Workspace, raw_rows: Callable[[], int],
-) -> tuple[pl.Series, bool]:  # fmt: skip
+) -> tuple[pl.Series, bool, float]:  # fmt: skip
     """`prepare.clean` a bucket at a time: each bucket's kept events in `order_events`
-    order go to stage "clean"; returns the item ids by code and whether the log carries
-    a kept split."""
+    order go to stage "clean"; returns the item ids by code, whether the log carries a
+    kept split and the last session start."""
     kept_split = pair or spec.split_col is not None
-    item_ids = partition(files, spec, pair, space)
+    partition(files, spec, space.root / "raw", space.n, pair=pair)
+    raw = pl.scan_parquet(space.root / "raw" / "**" / "*.parquet", hive_partitioning=False)
+    item_ids = raw.select(pl.col("item_id").unique()).collect(engine="streaming").to_series()
+    item_ids = item_ids.sort()
     step = "read"
     if spec.event_filter:
         log.rows.append(
@@ -180,12 +198,7 @@ def clean(
              "items": None, "dropped_events": 0, "dropped_sessions": 0, "dropped_items": 0}
         )  # fmt: skip
         step = f"event filter: {', '.join(spec.event_filter)}"
-    building = (
-        "session_id"
-        not in pl.scan_parquet(space.root / "raw" / "**" / "*.parquet", hive_partitioning=False)
-        .collect_schema()
-        .names()
-    )
+    building = "session_id" not in raw.collect_schema().names()
     if building:
         step += f" (sessions: user + {options.idle_gap:g} s idle gap)"
     users: list[pl.DataFrame] = []
@@ -196,7 +209,7 @@ def clean(
     for bucket in range(space.n):
         events = space.raw(bucket)
         if events is None:
-            events = pl.DataFrame(schema=_schema(space))
+            events = pl.DataFrame(schema=raw.collect_schema())
         if building:
             events = steps.build_sessions(events, options.idle_gap)
             users.append(_user_sessions(events))
@@ -220,21 +233,18 @@ def clean(
             totals.counts(),
         )
     first_ids = _first_session_ids(users) if building else None
+    last_start = -math.inf
     for bucket in range(space.n):
         events, kept = space.read("grouped", bucket), space.load_kept(bucket)
         events = steps.take(events, kept.start_index(events))
         if first_ids is not None:  # local ids 0.. in (user, time) order: the global ones
             events = events.with_columns(pl.col("session_id") + first_ids[bucket])
         space.write(events, "clean", bucket)
-    shutil.rmtree(space.root / "grouped")
-    shutil.rmtree(space.root / "kept")
-    return item_ids, kept_split
-
-
-def _schema(space: Workspace) -> pl.Schema:
-    return pl.scan_parquet(
-        space.root / "raw" / "**" / "*.parquet", hive_partitioning=False
-    ).collect_schema()
+        if events.height:
+            last_start = max(last_start, float(steps.session_starts(events)[1].max()))
+    for stage in ("raw", "grouped", "kept"):
+        shutil.rmtree(space.root / stage)
+    return item_ids, kept_split, last_start
 
 
 def _user_sessions(events: pl.DataFrame) -> pl.DataFrame:
@@ -299,20 +309,14 @@ class SplitStats:
 
 
 def _time_split(
-    space: Workspace, source: str, parts: tuple[str, str], boundary: float | None, days: float,
-    measured_from: str, n_items: int,
+    space: Workspace, source: str, parts: tuple[str, str], boundary: float, measured_from: str,
+    n_items: int,
 ) -> tuple[steps.TimeSplit, SplitStats, SplitStats]:  # fmt: skip
-    """`steps.split_by_time` of every bucket of `source` at one boundary: `boundary`, or
-    the last session start of all the buckets minus `days` days."""
-    if boundary is None:
-        whole = SplitStats(Totals(n_items))
-        for bucket in range(space.n):
-            whole.add(space.read(source, bucket))
-        boundary = whole.starts.high - days * steps.DAY
+    """`steps.split_by_time` of every bucket of `source` at one `boundary`."""
     early, late = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
     for bucket in range(space.n):
         head, tail, _ = steps.split_by_time(
-            space.read(source, bucket), days, start=boundary, ordered=True
+            space.read(source, bucket), 0.0, start=boundary, ordered=True
         )
         for name, frame, stats in ((parts[0], head, early), (parts[1], tail, late)):
             stats.add(frame)
@@ -388,7 +392,7 @@ def _drop_unknown(
     kept_totals, short_events = Totals(n_items), 0
     for bucket in range(space.n):
         kept, short = steps.drop_unknown_items(
-            space.read(name, bucket), known, options.min_session_length
+            space.read(name, bucket).drop("start"), known, options.min_session_length
         )
         kept = steps.order_events(kept)
         kept_totals.add(kept)
@@ -433,19 +437,21 @@ def _item_map(space: Workspace, n_items: int) -> pl.DataFrame:
 
 
 def split(
-    space: Workspace, n_items: int, kept_split: bool, spec: SourceSpec,
+    space: Workspace, n_items: int, kept_split: bool, last_start: float, spec: SourceSpec,
     options: PrepareOptions, log: StepLog,
 ) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame]:  # fmt: skip
-    """`prepare.split` a bucket at a time; the splits as merged scans, and train's item map."""
+    """`prepare.split` a bucket at a time (`last_start`: of the clean events); the splits
+    as merged scans, and train's item map."""
     has_time = spec.time_col is not None
     test_days = options.test_days if options.test_days is not None else spec.test_days
     measured = "--test-start" if options.test_start is not None else "last session start"
     if kept_split:
         train, test = _kept_split(space, n_items)
     elif has_time:
-        start = None if options.test_start is None else float(options.test_start)
+        start = options.test_start
+        boundary = last_start - test_days * steps.DAY if start is None else float(start)
         where, train, test = _time_split(
-            space, "clean", ("train", "test"), start, test_days, measured, n_items
+            space, "clean", ("train", "test"), boundary, measured, n_items
         )
         log.record_time_split("test", where)
     else:
@@ -453,6 +459,7 @@ def split(
             "the log has no time column, so it cannot be split by time: pass --split-col "
             "with a published split, or a time column."
         )
+    shutil.rmtree(space.root / "clean")
     label = "kept split"
     if not kept_split:
         label = ("split: sessions from --test-start" if options.test_start is not None
@@ -470,9 +477,8 @@ def split(
         later = _fraction_split(space, "train", parts, options.valid_fraction, n_items)
         valid_label = f"validation: last {options.valid_fraction:g} of sessions"
     elif has_time and valid_days > 0:
-        where, *pair = _time_split(
-            space, "train", parts, None, valid_days, "last session start", n_items
-        )
+        boundary = train.starts.high - valid_days * steps.DAY
+        where, *pair = _time_split(space, "train", parts, boundary, "last session start", n_items)
         later = (pair[0], pair[1])
         log.record_time_split("valid", where)
         valid_label = f"validation: last {valid_days:g} days of train's session starts"
@@ -495,14 +501,7 @@ def split(
 def merged(space: Workspace, name: str) -> pl.LazyFrame:
     """The buckets of a split as one scan in `order_events` order: each part is in that
     order and holds whole sessions, so a streaming merge on (start, id) orders them all."""
-    parts = []
-    for bucket in range(space.n):
-        events = space.read(name, bucket)
-        offsets, starts = steps.session_starts(events)
-        sizes = np.diff(offsets, append=events.height)
-        events = events.with_columns(pl.Series("start", np.repeat(starts, sizes)))
-        space.write(events, f"{name}-merge", bucket)
-        parts.append(pl.scan_parquet(space.file(f"{name}-merge", bucket)))
+    parts = [pl.scan_parquet(space.file(name, bucket)) for bucket in range(space.n)]
     while len(parts) > 1:  # pairwise, level by level: a balanced tree of merges
         pairs = zip(parts[::2], parts[1::2], strict=False)  # (an odd last part waits a level)
         odd = parts[len(parts) - len(parts) % 2 :]

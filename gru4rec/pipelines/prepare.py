@@ -330,10 +330,12 @@ def prepare(
         else:
             space = in_buckets.Workspace(workspace, n_buckets)
             raw_rows = functools.partial(_raw_row_count, files, spec)
-            item_ids, kept_split = in_buckets.clean(
+            item_ids, kept_split, last_start = in_buckets.clean(
                 files, spec, options, log, pair, space, raw_rows
             )
-            merged, items = in_buckets.split(space, len(item_ids), kept_split, spec, options, log)
+            merged, items = in_buckets.split(
+                space, len(item_ids), kept_split, last_start, spec, options, log
+            )
             tables = _as_written(merged, items, item_ids)
         manifest = _manifest(files, spec, options, kept_split, log, items, format_name, started)
         manifest["buckets"] = n_buckets

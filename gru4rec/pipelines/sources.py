@@ -570,15 +570,16 @@ def write_events(
     spec: SourceSpec,
     write: Callable[[pl.LazyFrame], pl.LazyFrame],
     *,
+    compact: bool = False,
     pair: bool = False,
 ) -> pl.LazyFrame:
-    """`read_events` (compact ids) for a log larger than memory: `write(scan)` streams the
-    normalised events to files and returns a scan of them; they are checked there.
+    """`read_events` for a log larger than memory: `write(scan)` streams the normalised
+    events to files and returns a scan of them; they are checked there.
 
     `write` may be called again (wider ids, all time layouts), and must then replace
     what it wrote before.
     """
-    events = _read_checked(paths, spec, True, pair, write)
+    events = _read_checked(paths, spec, compact, pair, write)
     assert isinstance(events, pl.LazyFrame)
     return events
 
