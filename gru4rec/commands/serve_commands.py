@@ -123,7 +123,12 @@ def recommend(
         ),
     ] = False,
     batch_size: Annotated[
-        int, typer.Option(help="Sessions encoded and scored together.", min=1)
+        int,
+        typer.Option(
+            help="Sessions encoded and scored together (with --engine ray also the size of "
+            "a bucket: one Parquet file of the output).",
+            min=1,
+        ),
     ] = 1024,
     device: Device = "auto",
     index_kind: Annotated[

@@ -7,6 +7,7 @@ and `manifest.json` records the options and the counts after every step.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -339,7 +340,8 @@ def prepare(
             tables = _as_written(merged, items, item_ids)
         manifest = _manifest(files, spec, options, kept_split, log, items, format_name, started)
         manifest["buckets"] = n_buckets
-        _write_atomically(out_dir, tables, manifest, overwrite)
+        with in_buckets.merging() if n_buckets > 1 else contextlib.nullcontext():
+            _write_atomically(out_dir, tables, manifest, overwrite)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     return manifest
