@@ -147,8 +147,9 @@ def _ensure_log(workdir: Path, events: int, n_items: int, seed: int) -> tuple[Pa
 
 
 def _run_child(
-    implementation: str, log: Path, out_dir: Path, pandas_engine: str, buckets: int | None
-) -> dict:
+    implementation: str, log: Path, out_dir: Path, pandas_engine: str, buckets: int | None,
+    keep: bool = False,
+) -> dict:  # fmt: skip
     command = [sys.executable, "-m", "benchmarks.prepare_bench", "--child", implementation,
                "--input", str(log), "--out", str(out_dir), "--pandas-engine", pandas_engine]  # fmt: skip
     if buckets is not None:
@@ -161,7 +162,36 @@ def _run_child(
             )
         return json.loads(done.stdout.strip().splitlines()[-1])
     finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def same_as_in_memory(log: Path, workdir: Path, buckets: int) -> bool:
+    """Prepare the log in memory and in `buckets`; whether every file and every step's
+    counts are the same (printed per file)."""
+    import polars as pl
+
+    outs = [workdir / f"same-{n}-{os.getpid()}" for n in (1, buckets)]
+    try:
+        for n, out in zip((1, buckets), outs, strict=True):
+            _progress(f"same output: preparing with --buckets {n} ...")
+            _run_child("polars", log, out, "c", n, keep=True)
+        same = True
+        for name in ("train", "test", "train_tr", "valid", "items"):
+            frames = [pl.read_parquet(out / f"{name}.parquet") for out in outs]
+            equal = frames[0].equals(frames[1])
+            same &= equal
+            print(f"{name}: {frames[0].height:,} rows, " + ("identical" if equal else "DIFFER"))
+            del frames
+        manifests = [json.loads((out / "manifest.json").read_text()) for out in outs]
+        for key in ("steps", "time_splits", "splits", "n_items"):
+            equal = manifests[0][key] == manifests[1][key]
+            same &= equal
+            print(f"manifest {key}: " + ("identical" if equal else "DIFFER"))
+        return same
+    finally:
+        for out in outs:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -230,6 +260,8 @@ def benchmark(args: argparse.Namespace) -> int:
         passed &= ok
         print(f"polars peak RSS / CSV size: {share:.2f}   "
               f"target < 1: {'PASS' if ok else 'FAIL'}")  # fmt: skip
+    if args.same_as_memory:
+        passed &= same_as_in_memory(log, workdir, args.buckets)
     if args.json:
         record = {"events": events, "csv_bytes": csv_bytes, "repeats": args.repeats,
                   "cpus": os.cpu_count(), "runs": results, "summary": summary}  # fmt: skip
@@ -257,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         "--buckets", type=int,
         help="gru4rec prepare's --buckets (default: its own choice by log size and memory)",
     )  # fmt: skip
+    parser.add_argument(
+        "--same-as-memory", action="store_true",
+        help="with --buckets N: also prepare in memory and in N buckets, and check that every "
+        "file and every step's counts are the same",
+    )  # fmt: skip
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
@@ -272,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.events < 1 or args.repeats < 1:
         parser.error("--events and --repeats must be >= 1")
+    if args.same_as_memory and not (args.buckets and args.buckets > 1):
+        parser.error("--same-as-memory compares with --buckets N (N > 1)")
     return benchmark(args)
 
 

@@ -136,3 +136,53 @@ def test_auto_buckets(tmp_path: Path) -> None:
     assert auto_buckets([log], memory=64_000) == 1
     assert auto_buckets([log], memory=40_000) == 4  # 32 kB in quarters of 10 kB
     assert auto_buckets([tmp_path / "missing.csv"], memory=10) == 1  # reading will say
+
+
+def test_a_full_disk_mid_way_leaves_nothing(
+    clicks: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gru4rec.errors import InputDataError
+    from gru4rec.pipelines.buckets import Workspace
+
+    log = tmp_path / "clicks.tsv"
+    clicks.write_csv(log, separator="\t")
+    real = Workspace.write
+
+    def write(self: Workspace, frame: pl.DataFrame, stage: str, bucket: int) -> None:
+        if stage == "train" and bucket == 2:
+            raise OSError(28, "No space left on device")
+        real(self, frame, stage, bucket)
+
+    monkeypatch.setattr(Workspace, "write", write)
+    spec = resolve_spec("gru4rec-tsv")
+    with pytest.raises(InputDataError, match=r"No space left on device.*nothing was written"):
+        prepare([log], tmp_path / "out", spec, PrepareOptions(test_days=2), buckets=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clicks.tsv"]
+
+
+def test_cgroup_limits_count_as_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a container (a cgroup with a memory limit) the room left under the limit is the
+    memory available: a machine's free memory would overstate it."""
+    from gru4rec.pipelines import buckets
+
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/job/1\n0::/job/1\n")
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    (v1 / "job" / "1").mkdir(parents=True)
+    (v1 / "job" / "1" / "memory.limit_in_bytes").write_text(str(3 << 30))
+    (v1 / "job" / "1" / "memory.usage_in_bytes").write_text(str(1 << 30))
+    (v1 / "memory.limit_in_bytes").write_text(str(2**63 - 4096))  # the root: no limit
+    (v1 / "memory.usage_in_bytes").write_text("0")
+    (v2 / "job" / "1").mkdir(parents=True)
+    (v2 / "job" / "1" / "memory.max").write_text("max\n")
+    (v2 / "job" / "1" / "memory.current").write_text("5\n")
+    monkeypatch.setattr(buckets, "PROC_CGROUP", proc)
+    monkeypatch.setattr(buckets, "CGROUP_FILES", {
+        2: (v2, "memory.max", "memory.current"),
+        1: (v1, "memory.limit_in_bytes", "memory.usage_in_bytes"),
+    })  # fmt: skip
+    assert buckets._cgroup_room() == [2 << 30]
+    assert buckets.available_memory() <= 2 << 30
+    (v2 / "job" / "1" / "memory.max").write_text(str(1 << 30))
+    assert sorted(buckets._cgroup_room()) == [(1 << 30) - 5, 2 << 30]
+    assert buckets.available_memory() == (1 << 30) - 5

@@ -72,14 +72,48 @@ def count_events(files: Sequence[Path]) -> int:
 
 
 def available_memory() -> int:
-    """Bytes of memory available now (Linux), else all of it."""
+    """Bytes of memory available now: the machine's (Linux' MemAvailable), or what is left
+    under this process's cgroup limit (a container's) where that is less."""
+    free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min([free, *_cgroup_room()])
+
+
+PROC_CGROUP = Path("/proc/self/cgroup")
+CGROUP_FILES = {  # version: (mount, limit file, usage file)
+    2: (Path("/sys/fs/cgroup"), "memory.max", "memory.current"),
+    1: (Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes", "memory.usage_in_bytes"),
+}
+
+
+def _cgroup_room() -> list[int]:
+    """Room left under the memory limits of this process's cgroups (v1 or v2), looked up
+    by their path and at the mount's root (a container sees its own cgroup there)."""
+    rooms: list[int] = []
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return rooms
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        version = 2 if hierarchy == "0" else 1 if "memory" in controllers.split(",") else 0
+        if not version:
+            continue
+        mount, limit_file, usage_file = CGROUP_FILES[version]
+        for folder in {mount / path.lstrip("/"), mount}:
+            try:
+                limit = (folder / limit_file).read_text().strip()
+                usage = int((folder / usage_file).read_text())
+            except (OSError, ValueError):
+                continue
+            if limit != "max" and int(limit) < 2**60:  # v1 writes "no limit" as ~2**63
+                rooms.append(max(int(limit) - usage, 0))
+    return rooms
 
 
 @dataclass
@@ -236,13 +270,13 @@ def clean(
             f"{options.min_item_support} ({rounds} rounds)",
             totals.counts(),
         )
-    first_ids = _first_session_ids(users) if building else None
+    every = _users_everywhere(users) if building else None
     last_start = -math.inf
     for bucket in range(space.n):
         events, kept = space.read("grouped", bucket), space.load_kept(bucket)
         events = steps.take(events, kept.start_index(events))
-        if first_ids is not None:  # local ids 0.. in (user, time) order: the global ones
-            events = events.with_columns(pl.col("session_id") + first_ids[bucket])
+        if every is not None:
+            events = events.with_columns(_global_ids(every, bucket))
         space.write(events, "clean", bucket)
         if events.height:
             last_start = max(last_start, float(steps.session_starts(events)[1].max()))
@@ -252,26 +286,28 @@ def clean(
 
 
 def _user_sessions(events: pl.DataFrame) -> pl.DataFrame:
-    """Each user of a bucket with sessions built: the first (local) id and the count."""
+    """Each user of a bucket with sessions built: the first (local) session id and the
+    number of sessions."""
     return events.group_by("user_id").agg(
-        pl.col("session_id").min().alias("first"), pl.len().alias("events"),
-        pl.col("session_id").n_unique().alias("sessions"),
-    ).drop("events").sort("first")  # fmt: skip
+        pl.col("session_id").min().alias("first"), pl.col("session_id").n_unique().alias("sessions")
+    )
 
 
-def _first_session_ids(users: list[pl.DataFrame]) -> list[pl.Expr]:
-    """Per bucket, what turns its local session ids into those of the whole log (0.. in
-    order of user, then time: `build_sessions` on all of it): a lookup by local id."""
+def _users_everywhere(users: list[pl.DataFrame]) -> pl.DataFrame:
+    """The users of all buckets by id, each with the whole log's id of its first session
+    (`offset`: 0.. in order of user, then time, as `build_sessions` on all of it numbers)."""
     every = pl.concat(
         [frame.with_columns(pl.lit(bucket).alias("bucket")) for bucket, frame in enumerate(users)]
     ).sort("user_id")
-    every = every.with_columns((pl.col("sessions").cum_sum() - pl.col("sessions")).alias("offset"))
-    lookups = []
-    for bucket in range(len(users)):
-        mine = every.filter(pl.col("bucket") == bucket).sort("first")
-        shift = np.repeat((mine["offset"] - mine["first"]).to_numpy(), mine["sessions"].to_numpy())
-        lookups.append(pl.lit(pl.Series(shift, dtype=pl.Int64)).gather(pl.col("session_id")))
-    return lookups
+    return every.with_columns((pl.col("sessions").cum_sum() - pl.col("sessions")).alias("offset"))
+
+
+def _global_ids(every: pl.DataFrame, bucket: int) -> pl.Expr:
+    """A bucket's session ids as the whole log's: its local ids are 0.. in (user, time)
+    order, so each user's sessions move by the same amount."""
+    mine = every.filter(pl.col("bucket") == bucket).sort("first")
+    shift = np.repeat((mine["offset"] - mine["first"]).to_numpy(), mine["sessions"].to_numpy())
+    return pl.col("session_id") + pl.lit(pl.Series(shift, dtype=pl.Int64)).gather("session_id")
 
 
 def _filter_support(space: Workspace, n_items: int, options: PrepareOptions) -> tuple[Totals, int]:

@@ -331,12 +331,19 @@ def prepare(
         else:
             space = in_buckets.Workspace(workspace, n_buckets)
             raw_rows = functools.partial(_raw_row_count, files, spec)
-            item_ids, kept_split, last_start = in_buckets.clean(
-                files, spec, options, log, pair, space, raw_rows
-            )
-            merged, items = in_buckets.split(
-                space, len(item_ids), kept_split, last_start, spec, options, log
-            )
+            try:
+                item_ids, kept_split, last_start = in_buckets.clean(
+                    files, spec, options, log, pair, space, raw_rows
+                )
+                merged, items = in_buckets.split(
+                    space, len(item_ids), kept_split, last_start, spec, options, log
+                )
+            except OSError as error:  # a full disk, most likely
+                raise InputDataError(
+                    f"{out_dir.parent}: cannot write the intermediate files of --buckets there "
+                    f"({error.strerror or error}); nothing was written. They take about three "
+                    "times the prepared data: free some space or pass another --out."
+                ) from error
             tables = _as_written(merged, items, item_ids)
         manifest = _manifest(files, spec, options, kept_split, log, items, format_name, started)
         manifest["buckets"] = n_buckets
