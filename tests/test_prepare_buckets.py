@@ -186,3 +186,19 @@ def test_cgroup_limits_count_as_memory(tmp_path: Path, monkeypatch: pytest.Monke
     (v2 / "job" / "1" / "memory.max").write_text(str(1 << 30))
     assert sorted(buckets._cgroup_room()) == [(1 << 30) - 5, 2 << 30]
     assert buckets.available_memory() == (1 << 30) - 5
+
+
+def test_order_only_log_with_a_split_column(clicks: pl.DataFrame, tmp_path: Path) -> None:
+    """SR-GNN's layout: no time, a position inside the session, a published split column;
+    validation by fraction."""
+    ordered = clicks.with_columns(
+        pl.int_range(pl.len()).over("SessionId").alias("Pos"),
+        pl.when(pl.col("SessionId") % 9 == 0).then(pl.lit("test")).otherwise(pl.lit("train"))
+        .alias("Split"),
+    ).select("SessionId", "ItemId", "Pos", "Split").sample(fraction=1.0, shuffle=True, seed=1)  # fmt: skip
+    log = tmp_path / "srgnn.tsv"
+    ordered.write_csv(log, separator="\t")
+    columns = {"session_col": "SessionId", "item_col": "ItemId", "order_col": "Pos",
+               "split_col": "Split", "time_col": None}  # fmt: skip
+    options = PrepareOptions(valid_fraction=0.1)
+    _assert_same(*_both(tmp_path, [log], "generic", options, buckets=3, **columns))
