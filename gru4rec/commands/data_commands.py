@@ -165,7 +165,8 @@ def prepare(
         int | None,
         typer.Option(
             help="Prepare a log larger than memory in this many buckets of sessions, one in "
-            "memory at a time (same output; intermediate files beside OUT). 1: all in memory "
+            "memory at a time (same output; intermediate files beside OUT; the pass that "
+            "writes them holds a buffer per bucket, so tens, not thousands). 1: all in memory "
             "[default: by the log's size and the memory available].",
         ),
     ] = None,
