@@ -202,3 +202,23 @@ def test_order_only_log_with_a_split_column(clicks: pl.DataFrame, tmp_path: Path
                "split_col": "Split", "time_col": None}  # fmt: skip
     options = PrepareOptions(valid_fraction=0.1)
     _assert_same(*_both(tmp_path, [log], "generic", options, buckets=3, **columns))
+
+
+def test_a_bad_row_is_named_in_bucket_mode(clicks: pl.DataFrame, tmp_path: Path) -> None:
+    """The buckets are checked as the in-memory reader checks: the row is named, ids too
+    large for 32 bits are read again wider, and nothing is left behind."""
+    from gru4rec.errors import InputDataError
+
+    wide = clicks.with_columns(pl.col("SessionId") + 2**40)  # ids past Int32: read again
+    log = tmp_path / "clicks.tsv"
+    wide.write_csv(log, separator="\t")
+    whole, parts = _both(tmp_path, [log], "gru4rec-tsv", PrepareOptions(test_days=2), buckets=3)
+    _assert_same(whole, parts)
+    assert pl.read_parquet(parts / "train.parquet")["session_id"].min() > 2**40
+    lines = log.read_text().splitlines()
+    lines[101] = "\t".join(["", *lines[101].split("\t")[1:]])  # a missing session id
+    log.write_text("\n".join(lines) + "\n")
+    spec = resolve_spec("gru4rec-tsv")
+    with pytest.raises(InputDataError, match=r"column 'SessionId', row 101 \(line 102\)"):
+        prepare([log], tmp_path / "bad", spec, PrepareOptions(test_days=2), buckets=3)
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad*"))
