@@ -220,10 +220,10 @@ def partition(
 def clean(
     files: Sequence[Path], spec: SourceSpec, options: PrepareOptions, log: StepLog, pair: bool,
     space: Workspace, raw_rows: Callable[[], int],
-) -> tuple[pl.Series, bool, float]:  # fmt: skip
-    """`prepare.clean` a bucket at a time: each bucket's kept events in `order_events`
-    order go to stage "clean"; returns the item ids by code, whether the log carries a
-    kept split and the last session start."""
+) -> tuple[pl.Series, bool, Callable[[int], pl.DataFrame], float]:  # fmt: skip
+    """`prepare.clean` a bucket at a time; returns the item ids by code, whether the log
+    carries a kept split, the cleaned events of a bucket (in `order_events` order, made
+    when asked for) and the last session start."""
     kept_split = pair or spec.split_col is not None
     partition(files, spec, space.root / "raw", space.n, pair=pair)
     raw = pl.scan_parquet(space.root / "raw" / "**" / "*.parquet", hive_partitioning=False)
@@ -271,18 +271,30 @@ def clean(
             totals.counts(),
         )
     every = _users_everywhere(users) if building else None
-    last_start = -math.inf
-    for bucket in range(space.n):
+
+    def cleaned(bucket: int) -> pl.DataFrame:
+        """A bucket's kept events in `order_events` order, with the whole log's session ids."""
         events, kept = space.read("grouped", bucket), space.load_kept(bucket)
         events = steps.take(events, kept.start_index(events))
-        if every is not None:
-            events = events.with_columns(_global_ids(every, bucket))
-        space.write(events, "clean", bucket)
-        if events.height:
-            last_start = max(last_start, float(steps.session_starts(events)[1].max()))
-    for stage in ("raw", "grouped", "kept"):
-        shutil.rmtree(space.root / stage)
-    return item_ids, kept_split, last_start
+        return events.with_columns(_global_ids(every, bucket)) if every is not None else events
+
+    shutil.rmtree(space.root / "raw")
+    return item_ids, kept_split, cleaned, _last_start(space)
+
+
+def _last_start(space: Workspace) -> float:
+    """The last start of the sessions kept in any bucket (a session starts at its earliest
+    kept event)."""
+    last = -math.inf
+    for bucket in range(space.n):
+        kept = space.load_kept(bucket)
+        if not kept.keep.any():
+            continue
+        times = pl.read_parquet(space.file("grouped", bucket), columns=["time"])["time"]
+        kept_times = np.where(kept.keep, times.to_numpy(), np.inf)
+        starts = np.minimum.reduceat(kept_times, kept.offsets)
+        last = max(last, float(starts[kept.session_lengths > 0].max()))
+    return last
 
 
 def _user_sessions(events: pl.DataFrame) -> pl.DataFrame:
@@ -349,15 +361,14 @@ class SplitStats:
 
 
 def _time_split(
-    space: Workspace, source: str, parts: tuple[str, str], boundary: float, measured_from: str,
+    space: Workspace, source: Callable[[int], pl.DataFrame], parts: tuple[str, str],
+    boundary: float, measured_from: str,
     n_items: int,
 ) -> tuple[steps.TimeSplit, SplitStats, SplitStats]:  # fmt: skip
     """`steps.split_by_time` of every bucket of `source` at one `boundary`."""
     early, late = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
     for bucket in range(space.n):
-        head, tail, _ = steps.split_by_time(
-            space.read(source, bucket), 0.0, start=boundary, ordered=True
-        )
+        head, tail, _ = steps.split_by_time(source(bucket), 0.0, start=boundary, ordered=True)
         for name, frame, stats in ((parts[0], head, early), (parts[1], tail, late)):
             stats.add(frame)
             space.write(frame, name, bucket)
@@ -370,13 +381,17 @@ def _time_split(
 
 
 def _fraction_split(
-    space: Workspace, source: str, parts: tuple[str, str], fraction: float, n_items: int
+    space: Workspace,
+    source: Callable[[int], pl.DataFrame],
+    parts: tuple[str, str],
+    fraction: float,
+    n_items: int,
 ) -> tuple[SplitStats, SplitStats]:
     """`steps.split_by_fraction` over the buckets: the last `fraction` of the sessions of
     all of them by (start, id) are the later part."""
     keys = []
     for bucket in range(space.n):
-        events = space.read(source, bucket)
+        events = source(bucket)
         offsets, starts = steps.session_starts(events)
         keys.append(
             pl.DataFrame({"start": starts, "session_id": events["session_id"].gather(offsets)})
@@ -386,7 +401,7 @@ def _fraction_split(
     first = every.row(every.height - n_later) if n_later else None
     early, late = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
     for bucket in range(space.n):
-        events = space.read(source, bucket)
+        events = source(bucket)
         row = events.height
         if first is not None:
             offsets, starts = steps.session_starts(events)
@@ -408,11 +423,13 @@ def _fraction_split(
     return early, late
 
 
-def _kept_split(space: Workspace, n_items: int) -> tuple[SplitStats, SplitStats]:
+def _kept_split(
+    space: Workspace, source: Callable[[int], pl.DataFrame], n_items: int
+) -> tuple[SplitStats, SplitStats]:
     """The published split of every bucket, each part in `order_events` order."""
     train, test = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
     for bucket in range(space.n):
-        events = space.read("clean", bucket)
+        events = source(bucket)
         for name, stats in (("train", train), ("test", test)):
             part = steps.order_events(events.filter(pl.col("split") == name).drop("split"))
             stats.add(part)
@@ -477,21 +494,21 @@ def _item_map(space: Workspace, n_items: int) -> pl.DataFrame:
 
 
 def split(
-    space: Workspace, n_items: int, kept_split: bool, last_start: float, spec: SourceSpec,
-    options: PrepareOptions, log: StepLog,
+    space: Workspace, n_items: int, kept_split: bool, cleaned: Callable[[int], pl.DataFrame],
+    last_start: float, spec: SourceSpec, options: PrepareOptions, log: StepLog,
 ) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame]:  # fmt: skip
-    """`prepare.split` a bucket at a time (`last_start`: of the clean events); the splits
-    as merged scans, and train's item map."""
+    """`prepare.split` a bucket at a time (`cleaned` and `last_start`: from `clean`); the
+    splits as merged scans, and train's item map."""
     has_time = spec.time_col is not None
     test_days = options.test_days if options.test_days is not None else spec.test_days
     measured = "--test-start" if options.test_start is not None else "last session start"
     if kept_split:
-        train, test = _kept_split(space, n_items)
+        train, test = _kept_split(space, cleaned, n_items)
     elif has_time:
         start = options.test_start
         boundary = last_start - test_days * steps.DAY if start is None else float(start)
         where, train, test = _time_split(
-            space, "clean", ("train", "test"), boundary, measured, n_items
+            space, cleaned, ("train", "test"), boundary, measured, n_items
         )
         log.record_time_split("test", where)
     else:
@@ -499,7 +516,8 @@ def split(
             "the log has no time column, so it cannot be split by time: pass --split-col "
             "with a published split, or a time column."
         )
-    shutil.rmtree(space.root / "clean")
+    for stage in ("grouped", "kept"):
+        shutil.rmtree(space.root / stage)
     label = "kept split"
     if not kept_split:
         label = ("split: sessions from --test-start" if options.test_start is not None
@@ -512,13 +530,19 @@ def split(
 
     valid_days = options.valid_days if options.valid_days is not None else test_days
     parts = ("train_tr", "valid")
+
+    def train_part(bucket: int) -> pl.DataFrame:
+        return space.read("train", bucket).drop("start")
+
     later: tuple[SplitStats, SplitStats] | None = None
     if options.valid_fraction is not None:
-        later = _fraction_split(space, "train", parts, options.valid_fraction, n_items)
+        later = _fraction_split(space, train_part, parts, options.valid_fraction, n_items)
         valid_label = f"validation: last {options.valid_fraction:g} of sessions"
     elif has_time and valid_days > 0:
         boundary = train.starts.high - valid_days * steps.DAY
-        where, *pair = _time_split(space, "train", parts, boundary, "last session start", n_items)
+        where, *pair = _time_split(
+            space, train_part, parts, boundary, "last session start", n_items
+        )
         later = (pair[0], pair[1])
         log.record_time_split("valid", where)
         valid_label = f"validation: last {valid_days:g} days of train's session starts"

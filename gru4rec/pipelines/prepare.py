@@ -332,11 +332,11 @@ def prepare(
             space = in_buckets.Workspace(workspace, n_buckets)
             raw_rows = functools.partial(_raw_row_count, files, spec)
             try:
-                item_ids, kept_split, last_start = in_buckets.clean(
+                item_ids, kept_split, cleaned, last_start = in_buckets.clean(
                     files, spec, options, log, pair, space, raw_rows
                 )
                 merged, items = in_buckets.split(
-                    space, len(item_ids), kept_split, last_start, spec, options, log
+                    space, len(item_ids), kept_split, cleaned, last_start, spec, options, log
                 )
             except OSError as error:  # a full disk, most likely
                 raise InputDataError(
