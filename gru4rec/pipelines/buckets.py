@@ -28,7 +28,7 @@ import polars as pl
 
 from gru4rec.errors import InputDataError
 from gru4rec.pipelines import sessions as steps
-from gru4rec.pipelines.sources import SourceSpec, _is_parquet, write_events
+from gru4rec.pipelines.sources import SourceSpec, is_parquet, write_events
 
 if TYPE_CHECKING:
     from gru4rec.pipelines.prepare import PrepareOptions, StepLog
@@ -61,7 +61,7 @@ def count_events(files: Sequence[Path]) -> int:
     events = 0
     for path in files:
         try:
-            if _is_parquet(path):
+            if is_parquet(path):
                 events += pl.scan_parquet(path).select(pl.len()).collect().item()
             else:
                 packed = 4 if path.suffix.lower() in (".gz", ".zst") else 1
@@ -133,7 +133,7 @@ class Totals:
         self.events += events.height
         self.sessions += len(steps.session_offsets(events))
         codes = events["item_id"].to_numpy()
-        self.support += steps._bincount(codes, self.n_items)
+        self.support += steps.bincount(codes, self.n_items)
 
     def add_kept(self, kept: steps.KeptEvents) -> None:
         counts = kept.counts()
@@ -471,7 +471,7 @@ def _item_map(space: Workspace, n_items: int) -> pl.DataFrame:
             continue
         offsets, starts = steps.session_starts(train)
         codes = train["item_id"].to_numpy()
-        support += steps._bincount(codes, n_items)
+        support += steps.bincount(codes, n_items)
         first = train.with_row_index("row").group_by("item_id").agg(pl.col("row").min())
         rows = first["row"].to_numpy()
         session = np.searchsorted(offsets, rows, side="right") - 1

@@ -341,8 +341,9 @@ def prepare(
             except OSError as error:  # a full disk, most likely
                 raise InputDataError(
                     f"{out_dir.parent}: cannot write the intermediate files of --buckets there "
-                    f"({error.strerror or error}); nothing was written. They take about three "
-                    "times the prepared data: free some space or pass another --out."
+                    f"({error.strerror or error}); nothing was written. They take about as much "
+                    "as the prepared data, which needs as much again: free some space or pass "
+                    "another --out."
                 ) from error
             tables = _as_written(merged, items, item_ids)
         manifest = _manifest(files, spec, options, kept_split, log, items, format_name, started)

@@ -227,7 +227,7 @@ def _code_lookup(
     return lambda part: part.replace_strict(ids, lookup).to_numpy()
 
 
-def _bincount(values: np.ndarray, size: int) -> np.ndarray:
+def bincount(values: np.ndarray, size: int) -> np.ndarray:
     """np.bincount in slices: it copies its input to int64 first."""
     counts = np.zeros(size, dtype=np.int64)
     for start in range(0, len(values), SLICE):
@@ -258,7 +258,7 @@ class KeptEvents:
         self.session_sizes = _sizes(self.offsets, n)  # (S,)
         self.session_lengths = self.session_sizes.astype(np.int32)  # (S,) kept per session
         self.item_codes = events["item_id"].to_numpy()  # (N,)
-        self.item_support = _bincount(self.item_codes, n_items)  # (I,) kept events per item
+        self.item_support = bincount(self.item_codes, n_items)  # (I,) kept events per item
 
     def drop(self, rows: np.ndarray) -> None:
         """Drop the events at `rows` (kept ones, each once)."""

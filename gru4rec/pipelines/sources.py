@@ -130,7 +130,7 @@ def _separator(path: Path, spec: SourceSpec) -> str:
     return "\t" if suffixes and suffixes[-1] in (".tsv", ".txt", ".dat") else ","
 
 
-def _is_parquet(path: Path) -> bool:
+def is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
 
 
@@ -149,7 +149,7 @@ def _scan_file(
     if path.stat().st_size == 0:
         raise InputDataError(f"{path}: the file is empty; a click log needs at least one event.")
     _check_compression(path)
-    if _is_parquet(path):
+    if is_parquet(path):
         return pl.scan_parquet(path)
     header: dict[str, Any] = {"has_header": True}
     if spec.column_names:
@@ -466,7 +466,7 @@ def scan_events(
     for file_index, path in enumerate(paths):
         raw = _scan_file(Path(path), spec)
         _check_columns(Path(path), spec, _columns(Path(path), raw))
-        if parsing.fast and parsing.ids != "text" and not _is_parquet(Path(path)):
+        if parsing.fast and parsing.ids != "text" and not is_parquet(Path(path)):
             ids = (spec.session_col, spec.user_col, spec.item_col)
             raw = _scan_file(Path(path), spec, {c: ID_DTYPES[parsing.ids] for c in ids if c})
         if parsing.locate:
@@ -537,8 +537,8 @@ def validate_events(events: pl.DataFrame, paths: Sequence[Path], spec: SourceSpe
             "time": f"the value {raw!r} cannot be read as a time in unit {spec.time_unit!r}",
             "split": f"the value {raw!r} is not 'train' or 'test'",
         }.get(column, f"the id is missing (the value is {raw!r})")
-        line = first["row"] + (1 if spec.column_names or _is_parquet(path) else 2)
-        where = f"row {first['row'] + 1}" + ("" if _is_parquet(path) else f" (line {line})")
+        line = first["row"] + (1 if spec.column_names or is_parquet(path) else 2)
+        where = f"row {first['row'] + 1}" + ("" if is_parquet(path) else f" (line {line})")
         fix = {
             "time": "Fix the value, or choose the unit with --time-unit s|ms|iso.",
             "split": "The split column must hold 'train' or 'test'.",
