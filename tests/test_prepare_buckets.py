@@ -124,6 +124,7 @@ def test_cli_buckets_option(clicks: pl.DataFrame, tmp_path: Path) -> None:
                                  "--buckets", "3", "--test-days", "2"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["buckets"] == 3
+    assert "prepared in 3 buckets of sessions" in " ".join(result.output.split())
     bad = runner.invoke(app, ["prepare", str(log), "--out", str(tmp_path / "x"), "--buckets", "0"])
     assert bad.exit_code != 0 and "--buckets" in bad.output
 

@@ -196,6 +196,11 @@ def prepare(
             buckets=buckets, report=lambda step: status.update(f"done: {step}"),
         )  # fmt: skip
     out_console.print(summary_table(manifest))
+    if manifest["buckets"] > 1:
+        out_console.print(
+            f"prepared in {manifest['buckets']} buckets of sessions, one in memory at a time "
+            "(--buckets 1 holds the whole log in memory: faster where it fits)"
+        )
     for name, where in manifest.get("time_splits", {}).items():
         out_console.print(
             f"{name}: sessions from {where['boundary']} UTC ({where['measured_from']}); "

@@ -362,8 +362,7 @@ class SplitStats:
 
 def _time_split(
     space: Workspace, source: Callable[[int], pl.DataFrame], parts: tuple[str, str],
-    boundary: float, measured_from: str,
-    n_items: int,
+    boundary: float, measured_from: str, n_items: int,
 ) -> tuple[steps.TimeSplit, SplitStats, SplitStats]:  # fmt: skip
     """`steps.split_by_time` of every bucket of `source` at one `boundary`."""
     early, late = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
@@ -373,9 +372,9 @@ def _time_split(
             stats.add(frame)
             space.write(frame, name, bucket)
     clicks, starts = Span(), Span()
-    for stats in (early, late):
-        clicks.add(*stats.clicks.pair()) if stats.totals.events else None
-        starts.add(*stats.starts.pair()) if stats.totals.events else None
+    for stats in (early, late):  # (an empty span adds nothing)
+        clicks.add(stats.clicks.low, stats.clicks.high)
+        starts.add(stats.starts.low, stats.starts.high)
     where = steps.TimeSplit(boundary, measured_from, clicks.pair(), starts.pair())
     return where, early, late
 
