@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="a model directory")
     parser.add_argument("--data", type=Path, required=True, help="its prepared data directory")
     parser.add_argument("--sessions", type=int, default=1_000_000, help="sessions to score")
-    parser.add_argument("--batch-size", type=int, default=4096, help="sessions per block")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=4096,
+        help="sessions per bucket (Ray) and per scoring batch",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 

@@ -1,6 +1,6 @@
 """`gru4rec recommend --engine ray`: the same rows as the single-process path on a local Ray
-instance with 2 CPUs (sessions split across blocks on purpose), and no output when an actor
-fails mid-way."""
+instance with 2 CPUs (the sessions spread over many buckets on purpose), and no output when
+an actor fails mid-way."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_ray_writes_the_rows_the_single_process_path_writes(
 ) -> None:
     local = recommend_file(Recommender.from_path(tiny_model, device="cpu"), sessions, PREPARED,
                            tmp_path / "local.parquet", k=7)  # fmt: skip
-    # Blocks of 40 sessions over 2 actors: the sessions are split across many blocks.
+    # Buckets of about 40 sessions over 2 actors: the sessions spread over many buckets.
     summary = recommend_on_ray(str(tiny_model), sessions, PREPARED, tmp_path / "ray", k=7,
                                batch_size=40, actors=2)  # fmt: skip
     expected, got = _read(tmp_path / "local.parquet"), _read(tmp_path / "ray")

@@ -388,33 +388,29 @@ def _fraction_split(
 ) -> tuple[SplitStats, SplitStats]:
     """`steps.split_by_fraction` over the buckets: the last `fraction` of the sessions of
     all of them by (start, id) are the later part."""
-    keys = []
+    keys, offsets = [], []  # per bucket: its sessions' (start, id), and first rows
     for bucket in range(space.n):
         events = source(bucket)
-        offsets, starts = steps.session_starts(events)
+        first_rows, starts = steps.session_starts(events)
         keys.append(
-            pl.DataFrame({"start": starts, "session_id": events["session_id"].gather(offsets)})
+            pl.DataFrame({"start": starts, "session_id": events["session_id"].gather(first_rows)})
         )
+        offsets.append(first_rows)
     every = pl.concat(keys).sort("start", "session_id")
     n_later = round(every.height * fraction)
     first = every.row(every.height - n_later) if n_later else None
+    del every
     early, late = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
     for bucket in range(space.n):
         events = source(bucket)
         row = events.height
-        if first is not None:
-            offsets, starts = steps.session_starts(events)
-            ids = events["session_id"].gather(offsets)
-            before = (
-                pl.DataFrame({"start": starts, "session_id": ids})
-                .select(
-                    (pl.col("start") < first[0])
-                    | ((pl.col("start") == first[0]) & (pl.col("session_id") < first[1]))
-                )
-                .to_series()
-                .to_numpy()
+        if first is not None:  # the bucket's sessions before the first later one
+            earlier = (pl.col("start") < first[0]) | (
+                (pl.col("start") == first[0]) & (pl.col("session_id") < first[1])
             )
-            row = int(offsets[before.sum()]) if not before.all() else events.height
+            before = int(keys[bucket].select(earlier.sum()).item())
+            if before < len(offsets[bucket]):
+                row = int(offsets[bucket][before])
         for name, frame, stats in ((parts[0], events.head(row), early),
                                    (parts[1], events.slice(row), late)):  # fmt: skip
             stats.add(frame)
