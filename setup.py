@@ -1,5 +1,8 @@
-"""The compiled part of the package: gru4rec._kernels, the fused CPU loops of training.
+"""The compiled part of the package: gru4rec.network._kernels, the fused CPU loops of training.
 
+Also the package list: `gru4rec` and its subpackages, found in `gru4rec/`, and
+`gru4rec.pipelines`, whose sources are the top-level `pipelines/` folder (the Polars ETL
+sits at the top of the repository; it installs under the one import name `gru4rec`).
 Everything else is in pyproject.toml. A plain setuptools extension is enough (the loops
 are C without torch or Python headers, so no torch at build time and no CMake); it is
 built with -fopenmp where the compiler has it, so the loops share torch's OpenMP threads,
@@ -7,7 +10,7 @@ and serially otherwise. The extension is optional: where it cannot be built the 
 still installs, and training says once that it runs on the slower torch loops.
 """
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 # No -march: the instruction set is chosen per source (kernels_<isa>.c) and at run time.
@@ -31,16 +34,18 @@ class BuildKernels(build_ext):
 
 
 setup(
+    packages=[*find_packages(include=["gru4rec", "gru4rec.*"]), "gru4rec.pipelines"],
+    package_dir={"gru4rec.pipelines": "pipelines"},
     ext_modules=[
         Extension(
-            "gru4rec._kernels",
+            "gru4rec.network._kernels",
             sources=[
-                "gru4rec/csrc/module.c",
-                "gru4rec/csrc/kernels_base.c",
-                "gru4rec/csrc/kernels_avx2.c",
-                "gru4rec/csrc/kernels_avx512.c",
+                "gru4rec/network/csrc/module.c",
+                "gru4rec/network/csrc/kernels_base.c",
+                "gru4rec/network/csrc/kernels_avx2.c",
+                "gru4rec/network/csrc/kernels_avx512.c",
             ],
-            depends=["gru4rec/csrc/kernels.inc"],
+            depends=["gru4rec/network/csrc/kernels.inc"],
             libraries=["m"],
             optional=True,
         )

@@ -105,22 +105,31 @@ def _child_run(
 ) -> None:
     """Run one implementation and print one JSON line: seconds, peak RSS, split counts."""
     if implementation == "polars":
-        from gru4rec.pipelines.prepare import PrepareOptions, prepare
+        from gru4rec.pipelines.options import PrepareOptions
+        from gru4rec.pipelines.prepare import prepare
         from gru4rec.pipelines.sources import resolve_spec
 
         started = time.perf_counter()
         manifest = prepare(
-            [log], out_dir, resolve_spec("yoochoose"), PrepareOptions(), format_name="yoochoose",
+            [log],
+            out_dir,
+            resolve_spec("yoochoose"),
+            PrepareOptions(),
+            format_name="yoochoose",
             buckets=buckets,
-        )  # fmt: skip
+        )
     else:
         from benchmarks.pandas_prepare import prepare_pandas
 
         started = time.perf_counter()
         manifest = prepare_pandas(log, out_dir, engine=pandas_engine)
     seconds = time.perf_counter() - started
-    result = {"seconds": seconds, "peak_rss": _peak_rss_bytes(), "splits": manifest["splits"],
-              "buckets": manifest.get("buckets")}  # fmt: skip
+    result = {
+        "seconds": seconds,
+        "peak_rss": _peak_rss_bytes(),
+        "splits": manifest["splits"],
+        "buckets": manifest.get("buckets"),
+    }
     print(json.dumps(result), flush=True)
 
 
@@ -138,8 +147,19 @@ def _ensure_log(workdir: Path, events: int, n_items: int, seed: int) -> tuple[Pa
     else:
         _progress(f"generating a log of >= {events:,} events into {log} (once; cached)")
         started = time.perf_counter()
-        command = [sys.executable, "-m", "benchmarks.prepare_bench", "--generate-into", str(log),
-                   "--events", str(events), "--n-items", str(n_items), "--seed", str(seed)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.prepare_bench",
+            "--generate-into",
+            str(log),
+            "--events",
+            str(events),
+            "--n-items",
+            str(n_items),
+            "--seed",
+            str(seed),
+        ]
         subprocess.run(command, check=True)
         _progress(f"generated in {time.perf_counter() - started:.1f} s")
     meta = json.loads(_meta_path(log).read_text())
@@ -147,11 +167,26 @@ def _ensure_log(workdir: Path, events: int, n_items: int, seed: int) -> tuple[Pa
 
 
 def _run_child(
-    implementation: str, log: Path, out_dir: Path, pandas_engine: str, buckets: int | None,
+    implementation: str,
+    log: Path,
+    out_dir: Path,
+    pandas_engine: str,
+    buckets: int | None,
     keep: bool = False,
-) -> dict:  # fmt: skip
-    command = [sys.executable, "-m", "benchmarks.prepare_bench", "--child", implementation,
-               "--input", str(log), "--out", str(out_dir), "--pandas-engine", pandas_engine]  # fmt: skip
+) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.prepare_bench",
+        "--child",
+        implementation,
+        "--input",
+        str(log),
+        "--out",
+        str(out_dir),
+        "--pandas-engine",
+        pandas_engine,
+    ]
     if buckets is not None:
         command += ["--buckets", str(buckets)]
     try:
@@ -196,8 +231,13 @@ def same_as_in_memory(log: Path, workdir: Path, buckets: int) -> bool:
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                       enumerate(zip(row, widths, strict=True))) for row in rows]  # fmt: skip
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -235,16 +275,27 @@ def benchmark(args: argparse.Namespace) -> int:
         seconds = statistics.median(run["seconds"] for run in runs)
         peak = max(run["peak_rss"] for run in runs)
         summary[name] = {"seconds": seconds, "events_per_s": events / seconds, "peak_rss": peak}
-        rows.append([
-            name + (f" (read_csv engine={args.pandas_engine})" if name == "pandas"
-                    else f" ({runs[0]['buckets']} bucket(s))"),
-            f"{seconds:.2f}", f"{events / seconds:,.0f}", f"{peak / GIB:.2f}",
-            f"{csv_bytes / GIB:.2f}", f"{peak / csv_bytes:.2f}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                name
+                + (
+                    f" (read_csv engine={args.pandas_engine})"
+                    if name == "pandas"
+                    else f" ({runs[0]['buckets']} bucket(s))"
+                ),
+                f"{seconds:.2f}",
+                f"{events / seconds:,.0f}",
+                f"{peak / GIB:.2f}",
+                f"{csv_bytes / GIB:.2f}",
+                f"{peak / csv_bytes:.2f}",
+            ]
+        )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"\nprepare benchmark: {events:,} events, {args.repeats} run(s) each, "
-          f"{os.cpu_count()} CPU(s), load average at the end {load} (other work skews "
-          "the timings); seconds are medians, peak RSS the max over runs\n")  # fmt: skip
+    print(
+        f"\nprepare benchmark: {events:,} events, {args.repeats} run(s) each, "
+        f"{os.cpu_count()} CPU(s), load average at the end {load} (other work skews "
+        "the timings); seconds are medians, peak RSS the max over runs\n"
+    )
     print(_table(rows))
     print()
     passed = True
@@ -252,19 +303,26 @@ def benchmark(args: argparse.Namespace) -> int:
         ratio = summary["polars"]["events_per_s"] / summary["pandas"]["events_per_s"]
         ok = ratio >= TARGET_RATIO
         passed &= ok
-        print(f"throughput polars / pandas: {ratio:.2f}x   "
-              f"target >= {TARGET_RATIO:g}x: {'PASS' if ok else 'FAIL'}")  # fmt: skip
+        print(
+            f"throughput polars / pandas: {ratio:.2f}x   "
+            f"target >= {TARGET_RATIO:g}x: {'PASS' if ok else 'FAIL'}"
+        )
     if "polars" in summary:
         share = summary["polars"]["peak_rss"] / csv_bytes
         ok = share < 1.0
         passed &= ok
-        print(f"polars peak RSS / CSV size: {share:.2f}   "
-              f"target < 1: {'PASS' if ok else 'FAIL'}")  # fmt: skip
+        print(f"polars peak RSS / CSV size: {share:.2f}   target < 1: {'PASS' if ok else 'FAIL'}")
     if args.same_as_memory:
         passed &= same_as_in_memory(log, workdir, args.buckets)
     if args.json:
-        record = {"events": events, "csv_bytes": csv_bytes, "repeats": args.repeats,
-                  "cpus": os.cpu_count(), "runs": results, "summary": summary}  # fmt: skip
+        record = {
+            "events": events,
+            "csv_bytes": csv_bytes,
+            "repeats": args.repeats,
+            "cpus": os.cpu_count(),
+            "runs": results,
+            "summary": summary,
+        }
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     return 1 if args.check and not passed else 0
 
@@ -282,18 +340,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--impl", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS))
     parser.add_argument(
-        "--pandas-engine", choices=("c", "pyarrow"), default="c",
+        "--pandas-engine",
+        choices=("c", "pyarrow"),
+        default="c",
         help="pandas.read_csv engine of the baseline (default: c, pandas' default)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--buckets", type=int,
+        "--buckets",
+        type=int,
         help="gru4rec prepare's --buckets (default: its own choice by log size and memory)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--same-as-memory", action="store_true",
+        "--same-as-memory",
+        action="store_true",
         help="with --buckets N: also prepare in memory and in N buckets, and check that every "
         "file and every step's counts are the same",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)

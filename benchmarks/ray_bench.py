@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from gru4rec.jobs.batch_recommend import recommend_file
     from gru4rec.jobs.ray_recommend import recommend_on_ray
     from gru4rec.pipelines.sources import resolve_spec
-    from gru4rec.recommend import Recommender
+    from gru4rec.serving.recommend import Recommender
 
     spec = resolve_spec("prepared")
     results: dict[str, Any] = {}
@@ -70,16 +70,30 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(cores)
             recommender = Recommender.from_path(args.model, device="cpu", index="none")
             started = time.perf_counter()
-            recommend_file(recommender, sessions, spec, Path(folder) / "local.parquet",
-                           batch_size=args.batch_size)  # fmt: skip
+            recommend_file(
+                recommender,
+                sessions,
+                spec,
+                Path(folder) / "local.parquet",
+                batch_size=args.batch_size,
+            )
             results[f"local_{cores}"] = n / (time.perf_counter() - started)
             started = time.perf_counter()
-            recommend_on_ray(str(args.model), sessions, spec, Path(folder) / f"ray{cores}",
-                             batch_size=args.batch_size, actors=cores)  # fmt: skip
+            recommend_on_ray(
+                str(args.model),
+                sessions,
+                spec,
+                Path(folder) / f"ray{cores}",
+                batch_size=args.batch_size,
+                actors=cores,
+            )
             results[f"ray_{cores}"] = n / (time.perf_counter() - started)
-            print(f"{cores} core(s): local {results[f'local_{cores}']:,.0f} sessions/s, ray "
-                  f"{results[f'ray_{cores}']:,.0f} sessions/s, ray / local "
-                  f"{results[f'ray_{cores}'] / results[f'local_{cores}']:.2f}", flush=True)  # fmt: skip
+            print(
+                f"{cores} core(s): local {results[f'local_{cores}']:,.0f} sessions/s, ray "
+                f"{results[f'ray_{cores}']:,.0f} sessions/s, ray / local "
+                f"{results[f'ray_{cores}'] / results[f'local_{cores}']:.2f}",
+                flush=True,
+            )
     results["sessions"] = n
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

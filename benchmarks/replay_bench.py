@@ -55,7 +55,8 @@ def read_log() -> pl.DataFrame:
 def prepare_night(events: pl.DataFrame, day: int, folder: Path) -> Path:
     """A prepared directory: train = sessions starting before `day` (days since 1970),
     test = that day's."""
-    from gru4rec.pipelines.prepare import PrepareOptions, prepare
+    from gru4rec.pipelines.options import PrepareOptions
+    from gru4rec.pipelines.prepare import prepare
     from gru4rec.pipelines.sources import resolve_spec
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,18 +70,22 @@ def prepare_night(events: pl.DataFrame, day: int, folder: Path) -> Path:
 
 
 def run_seed(
-    events: pl.DataFrame, first: int, nights: list[int], seed: int, args: argparse.Namespace,
+    events: pl.DataFrame,
+    first: int,
+    nights: list[int],
+    seed: int,
+    args: argparse.Namespace,
     work: Path,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """One seed's nights (numbered from the log's first day `first`); prints each."""
-    from gru4rec.config import apply_overrides, get_preset
-    from gru4rec.jobs.workflow import WarmStart, evaluate_split, train_model
-    from gru4rec.warm_start import warm_start_model
+    from gru4rec.jobs.train_evaluate import WarmStartSource, evaluate_split, train_model
+    from gru4rec.network.config import apply_overrides, get_preset
+    from gru4rec.network.warm_start import warm_start_model
 
     config = apply_overrides(get_preset(args.preset), {**args.overrides, "seed": str(seed)})
     warm_config = apply_overrides(config, {"n_epochs": str(args.warm_epochs), **args.warm_set})
     rows = []
-    previous: WarmStart | None = None
+    previous: WarmStartSource | None = None
     for night in nights:
         data = prepare_night(events, first + night + 1, work / f"night{night}")
 
@@ -89,8 +94,9 @@ def run_seed(
             return {"recall@20": metrics["recall@20"], "mrr@20": metrics["mrr@20"]}
 
         row: dict[str, Any] = {"seed": seed, "night": night, "test_day": night + 1}
-        model, items, fit = train_model(data, config, work / f"scratch{night}", device="cpu",
-                                        num_threads=1)  # fmt: skip
+        model, items, fit = train_model(
+            data, config, work / f"scratch{night}", device="cpu", num_threads=1
+        )
         row["scratch"] = {**scored(model, items), "train_s": fit.seconds}
         if previous is None:
             row["warm"] = dict(row["scratch"])
@@ -101,17 +107,28 @@ def run_seed(
             if args.also_fresh:
                 fresh = dataclasses.replace(previous, optimizer=None)
                 trained, _, fit_fresh = train_model(
-                    data, warm_config, work / f"fresh{night}", device="cpu", num_threads=1,
-                    warm_start=fresh, window_days=args.window_days,
-                )  # fmt: skip
+                    data,
+                    warm_config,
+                    work / f"fresh{night}",
+                    device="cpu",
+                    num_threads=1,
+                    warm_start=fresh,
+                    window_days=args.window_days,
+                )
                 row["fresh"] = {**scored(trained, items), "train_s": fit_fresh.seconds}
             model, items, fit = train_model(
-                data, warm_config, work / f"warm{night}", device="cpu", num_threads=1,
-                warm_start=previous, window_days=args.window_days,
-            )  # fmt: skip
+                data,
+                warm_config,
+                work / f"warm{night}",
+                device="cpu",
+                num_threads=1,
+                warm_start=previous,
+                window_days=args.window_days,
+            )
             row["warm"] = {**scored(model, items), "train_s": fit.seconds}
-        previous = WarmStart(f"night {night}", model, warm_config, items,
-                             optimizer=fit.optimizer_state)  # fmt: skip
+        previous = WarmStartSource(
+            f"night {night}", model, warm_config, items, optimizer=fit.optimizer_state
+        )
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
@@ -138,8 +155,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
                 continue
             mean = {k: statistics.mean(r[k] for r in runs) for k in runs[0]}
             totals.setdefault(arm, []).append(mean["train_s"])
-            lines.append(f"{night:>5}  {arm:<7}  {mean['recall@20']:9.4f}  {mean['mrr@20']:.4f}"
-                         f"  {mean['train_s']:8.1f}")  # fmt: skip
+            lines.append(
+                f"{night:>5}  {arm:<7}  {mean['recall@20']:9.4f}  {mean['mrr@20']:.4f}"
+                f"  {mean['train_s']:8.1f}"
+            )
     for arm, seconds in totals.items():
         lines.append(f"total training time, {arm}: {sum(seconds):.1f} s")
     if totals.get("scratch") and totals.get("warm"):
@@ -150,18 +169,40 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="rsc15", help="settings of every model")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting of every model")  # fmt: skip
-    parser.add_argument("--warm-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting of the warm starts only (e.g. learning_rate)")  # fmt: skip
-    parser.add_argument("--first-night", type=int, default=1,
-                        help="the first night: days 0..N known (day 0 is the log's first)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of every model",
+    )
+    parser.add_argument(
+        "--warm-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the warm starts only (e.g. learning_rate)",
+    )
+    parser.add_argument(
+        "--first-night",
+        type=int,
+        default=1,
+        help="the first night: days 0..N known (day 0 is the log's first)",
+    )
     parser.add_argument("--warm-epochs", type=int, default=3, help="epochs of a warm start")
-    parser.add_argument("--window-days", type=float, default=0.0,
-                        help="warm starts train on train's last N days (0: all of train)")  # fmt: skip
+    parser.add_argument(
+        "--window-days",
+        type=float,
+        default=0.0,
+        help="warm starts train on train's last N days (0: all of train)",
+    )
     parser.add_argument("--seeds", default="1", help="seeds: 1-3, 1,5,9")
-    parser.add_argument("--also-fresh", action="store_true",
-                        help="also warm-start with a fresh optimiser (the 'fresh' arm)")  # fmt: skip
+    parser.add_argument(
+        "--also-fresh",
+        action="store_true",
+        help="also warm-start with a fresh optimiser (the 'fresh' arm)",
+    )
     parser.add_argument("--json", type=Path, help="also write every row here")
     args = parser.parse_args(argv)
 
@@ -180,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     days = events.group_by("day").agg(pl.col("SessionId").n_unique()).sort("day")
     full = [d - first for d, n in days.iter_rows() if n >= 100]
     nights = [d - 1 for d in full if d - 1 >= args.first_night]
-    print(f"log: days {first}..{last} (day 0 = {first}); nights {nights}; "
-          f"warm: {args.warm_epochs} epochs on the last {args.window_days or 'all'} days")  # fmt: skip
+    print(
+        f"log: days {first}..{last} (day 0 = {first}); nights {nights}; "
+        f"warm: {args.warm_epochs} epochs on the last {args.window_days or 'all'} days"
+    )
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gru4rec-replay-") as work:

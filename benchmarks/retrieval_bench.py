@@ -27,10 +27,10 @@ import polars as pl
 import torch
 
 from benchmarks.matmul import matmul_rate
-from gru4rec.model import GRU4Rec
-from gru4rec.recommend import Recommender
-from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, query_vectors
-from gru4rec.scorers import GRU4RecScorer
+from gru4rec.network.model import GRU4Rec
+from gru4rec.scoring.neural import GRU4RecScorer, item_vectors, query_vectors
+from gru4rec.serving.recommend import Recommender
+from gru4rec.serving.retrieval import IndexOptions, ItemIndex
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -42,8 +42,14 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def approximate_indexes(name: str, vectors: np.ndarray, queries: np.ndarray, k: int, repeats: int,
-                        options: dict[str, IndexOptions]) -> list[dict[str, object]]:  # fmt: skip
+def approximate_indexes(
+    name: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    repeats: int,
+    options: dict[str, IndexOptions],
+) -> list[dict[str, object]]:
     """Recall@k against exact search and speed-up of each index kind on one catalogue."""
     rows = []
     exact = ItemIndex.build(vectors, IndexOptions("flat"))
@@ -60,11 +66,18 @@ def approximate_indexes(name: str, vectors: np.ndarray, queries: np.ndarray, k: 
         hits = np.mean(
             [len(set(t) & set(f)) / k for t, f in zip(truth.tolist(), found.tolist(), strict=True)]
         )
-        rows.append({
-            "catalogue": name, "items": len(vectors), "dim": vectors.shape[1], "kind": kind,
-            "build_s": round(index.meta["build_seconds"], 2), f"recall@{k}": round(float(hits), 4),
-            "queries/s": round(len(queries) / seconds), "speed-up": round(exact_seconds / seconds, 2),
-        })  # fmt: skip
+        rows.append(
+            {
+                "catalogue": name,
+                "items": len(vectors),
+                "dim": vectors.shape[1],
+                "kind": kind,
+                "build_s": round(index.meta["build_seconds"], 2),
+                f"recall@{k}": round(float(hits), 4),
+                "queries/s": round(len(queries) / seconds),
+                "speed-up": round(exact_seconds / seconds, 2),
+            }
+        )
     return rows
 
 
@@ -105,8 +118,13 @@ def session_flops(recommender: Recommender, mean_length: float) -> float:
     return gru_flops * mean_length + 2.0 * dim * recommender.n_items
 
 
-def throughput(recommender: Recommender, sessions: list[list[object]], k: int, batch_sizes: list[int],
-               repeats: int) -> list[dict[str, object]]:  # fmt: skip
+def throughput(
+    recommender: Recommender,
+    sessions: list[list[object]],
+    k: int,
+    batch_sizes: list[int],
+    repeats: int,
+) -> list[dict[str, object]]:
     """Sessions/s of exact top-k at each batch size, against the fp32 matmul rate."""
     mapped = [s for s in recommender.to_indices(sessions)[0] if s]
     flops = session_flops(recommender, float(np.mean([len(s) for s in mapped])))
@@ -123,12 +141,19 @@ def throughput(recommender: Recommender, sessions: list[list[object]], k: int, b
             repeats=3,
         )
         achieved = flops * batch_size / seconds / 1e9
-        rows.append({
-            "index": "none (torch)" if recommender.index is None else recommender.index.options.kind,
-            "batch": batch_size, "sessions/s": round(batch_size / seconds),
-            "MFLOP/session": round(flops / 1e6, 1), "GFLOP/s": round(achieved, 1),
-            "matmul GFLOP/s": round(rate, 1), "fraction": round(achieved / rate, 3),
-        })  # fmt: skip
+        rows.append(
+            {
+                "index": "none (torch)"
+                if recommender.index is None
+                else recommender.index.options.kind,
+                "batch": batch_size,
+                "sessions/s": round(batch_size / seconds),
+                "MFLOP/session": round(flops / 1e6, 1),
+                "GFLOP/s": round(achieved, 1),
+                "matmul GFLOP/s": round(rate, 1),
+                "fraction": round(achieved / rate, 3),
+            }
+        )
     return rows
 
 
@@ -148,8 +173,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", type=Path, required=True, help="a trained model directory")
-    parser.add_argument("--data", type=Path, help="prepared data whose test sessions are the queries "
-                        "(default: the model's training data directory)")  # fmt: skip
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="prepared data whose test sessions are the queries "
+        "(default: the model's training data directory)",
+    )
     parser.add_argument(
         "--catalogue",
         type=int,

@@ -24,10 +24,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from gru4rec.commands.model_commands import parse_sets, write_json
-from gru4rec.config import apply_overrides, get_preset
+from gru4rec.commands.options import parse_sets
 from gru4rec.errors import Gru4RecError
-from gru4rec.jobs.workflow import evaluate_split, train_model
+from gru4rec.fileio import write_json
+from gru4rec.jobs.train_evaluate import evaluate_split, train_model
+from gru4rec.network.config import apply_overrides, get_preset
 
 METRICS = ("recall@20", "mrr@20", "ndcg@20")
 
@@ -65,12 +66,20 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
     data_dir = Path(job["data_dir"])
     with tempfile.TemporaryDirectory(prefix="seed-sweep-") as out:
         model, items, fit = train_model(
-            data_dir, config, Path(out) / "model", split=job["train_split"], device="cpu",
+            data_dir,
+            config,
+            Path(out) / "model",
+            split=job["train_split"],
+            device="cpu",
             num_threads=1,
-        )  # fmt: skip
+        )
         metrics = evaluate_split(model, items, data_dir, split=job["test_split"])
-    return {"seed": job["seed"], "train_s": fit.seconds, "n_events": metrics["n_events"],
-            **{name: metrics[name] for name in METRICS}}  # fmt: skip
+    return {
+        "seed": job["seed"],
+        "train_s": fit.seconds,
+        "n_events": metrics["n_events"],
+        **{name: metrics[name] for name in METRICS},
+    }
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -98,8 +107,11 @@ def sweep(jobs: list[dict[str, Any]], processes: int) -> list[dict[str, Any]]:
             finished = stack.enter_context(pool).map(run_seed, jobs)
         for result in finished:
             results.append(result)
-            print(f"seed {result['seed']}: "
-                  + ", ".join(f"{name} {result[name]:.4f}" for name in METRICS), flush=True)  # fmt: skip
+            print(
+                f"seed {result['seed']}: "
+                + ", ".join(f"{name} {result[name]:.4f}" for name in METRICS),
+                flush=True,
+            )
     return results
 
 
@@ -107,16 +119,20 @@ def report(results: list[dict[str, Any]], bars: list[tuple[str, float]]) -> dict
     summary = summarise(results)
     print(f"\n{'seed':>6}  " + "  ".join(f"{name:>9}" for name in METRICS) + "  train s")
     for result in results:
-        print(f"{result['seed']:>6}  " + "  ".join(f"{result[name]:9.4f}" for name in METRICS)
-              + f"  {result['train_s']:7.1f}")  # fmt: skip
+        print(
+            f"{result['seed']:>6}  "
+            + "  ".join(f"{result[name]:9.4f}" for name in METRICS)
+            + f"  {result['train_s']:7.1f}"
+        )
     for stat in ("mean", "sd", "min", "max"):
         print(f"{stat:>6}  " + "  ".join(f"{summary[name][stat]:9.4f}" for name in METRICS))
     reached = {}
     for name, value in bars:
         count = sum(result[name] >= value for result in results)
         reached[f"{name}>={value}"] = count
-        print(f"{name} >= {value}: {count} of {len(results)} seeds "
-              f"(mean {summary[name]['mean']:.4f})")  # fmt: skip
+        print(
+            f"{name} >= {value}: {count} of {len(results)} seeds (mean {summary[name]['mean']:.4f})"
+        )
     return {"seeds": results, "summary": summary, "bars_reached": reached}
 
 
@@ -126,14 +142,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("data_dir", type=Path, help="prepared data (`gru4rec prepare`)")
     parser.add_argument("--preset", default="rsc15", help="settings to start from")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="a fixed override (repeatable); not the seed")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a fixed override (repeatable); not the seed",
+    )
     parser.add_argument("--seeds", default="1-12", help="seeds: 1-12, 1,5,9 or a mix")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument("--train-split", default="train", help="split to train on")
     parser.add_argument("--test-split", default="test", help="split evaluated with each seed")
-    parser.add_argument("--bar", action="append", default=[], metavar="METRIC=VALUE",
-                        help="count the seeds reaching it, e.g. recall@20=0.68 (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--bar",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="count the seeds reaching it, e.g. recall@20=0.68 (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     try:
@@ -150,9 +177,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--bar: unknown metric {unknown[0]!r}; one of {', '.join(METRICS)}")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
-    jobs = [{"seed": seed, "preset": args.preset, "overrides": overrides,
-             "data_dir": str(args.data_dir), "train_split": args.train_split,
-             "test_split": args.test_split} for seed in seeds]  # fmt: skip
+    jobs = [
+        {
+            "seed": seed,
+            "preset": args.preset,
+            "overrides": overrides,
+            "data_dir": str(args.data_dir),
+            "train_split": args.train_split,
+            "test_split": args.test_split,
+        }
+        for seed in seeds
+    ]
     results = sweep(jobs, min(args.jobs, len(jobs)))
     output = {"preset": args.preset, "overrides": overrides, **report(results, bars)}
     if args.json:

@@ -46,7 +46,7 @@ def served_model(model_dir: Path, folder: Path) -> Path:
     """The model logged as MLflow logs it (with its pinned environment), downloaded."""
     import mlflow
 
-    from gru4rec import tracking
+    from gru4rec.serving import tracking
 
     with tracking.start_run(f"sqlite:///{folder / 'mlflow.db'}", "serving-bench", "bench"):
         info = tracking.log_model(model_dir)
@@ -54,8 +54,12 @@ def served_model(model_dir: Path, folder: Path) -> Path:
 
 
 def post(connection: http.client.HTTPConnection, sessions: list[list[Any]], k: int) -> int:
-    body = json.dumps({"dataframe_split": {"columns": ["items"], "data": [[s] for s in sessions]},
-                       "params": {"k": k}})  # fmt: skip
+    body = json.dumps(
+        {
+            "dataframe_split": {"columns": ["items"], "data": [[s] for s in sessions]},
+            "params": {"k": k},
+        }
+    )
     connection.request("POST", "/invocations", body, {"Content-Type": "application/json"})
     response = connection.getresponse()
     payload = response.read()
@@ -79,15 +83,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    from gru4rec.recommend import Recommender
+    from gru4rec.serving.recommend import Recommender
 
     sessions = test_sessions(args.data, max(args.sessions, args.requests))
     result: dict[str, Any] = {"model": str(args.model), "k": args.k}
     with tempfile.TemporaryDirectory(prefix="gru4rec-serving-") as folder:
         model = served_model(args.model, Path(folder))
         port = free_port()
-        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model),
-                   "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            str(model),
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         bin_dir = Path(sys.executable).parent  # the server runs `uvicorn` from PATH
         env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
         url = f"http://127.0.0.1:{port}"
@@ -115,12 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     result["n_sessions"] = len(batched)
 
     single = result["single_ms"]
-    print(f"single session (n={args.requests}): p50 {single['p50']:.1f} ms, "
-          f"p90 {single['p90']:.1f} ms, p99 {single['p99']:.1f} ms")  # fmt: skip
-    print(f"batched ({args.batch} sessions a request, {len(batched)} sessions): "
-          f"{result['served_sessions_per_s']:,.0f} sessions/s served")  # fmt: skip
-    print(f"recommend in process: {result['recommend_sessions_per_s']:,.0f} sessions/s; served / "
-          f"in process {result['served_sessions_per_s'] / result['recommend_sessions_per_s']:.2f}")  # fmt: skip
+    print(
+        f"single session (n={args.requests}): p50 {single['p50']:.1f} ms, "
+        f"p90 {single['p90']:.1f} ms, p99 {single['p99']:.1f} ms"
+    )
+    print(
+        f"batched ({args.batch} sessions a request, {len(batched)} sessions): "
+        f"{result['served_sessions_per_s']:,.0f} sessions/s served"
+    )
+    print(
+        f"recommend in process: {result['recommend_sessions_per_s']:,.0f} sessions/s; served / "
+        f"in process {result['served_sessions_per_s'] / result['recommend_sessions_per_s']:.2f}"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -72,13 +72,16 @@ def ensure_data(name: str, data_dir: Path) -> Path:
     """A prepared directory for `name` ("yoochoose_100k" or "diginetica"), prepared once."""
     if (data_dir / "items.parquet").exists():
         return data_dir
-    from gru4rec.pipelines.prepare import PrepareOptions, prepare
+    from gru4rec.pipelines.options import PrepareOptions
+    from gru4rec.pipelines.prepare import prepare
     from gru4rec.pipelines.sources import resolve_spec
 
     if name == "yoochoose_100k":
         folder = SHARED_DATA / "yoochoose_100k"
-        paths = [folder / "yoochoose-clicks-100k_train_full.txt.gz",
-                 folder / "yoochoose-clicks-100k_test.txt.gz"]  # fmt: skip
+        paths = [
+            folder / "yoochoose-clicks-100k_train_full.txt.gz",
+            folder / "yoochoose-clicks-100k_test.txt.gz",
+        ]
     else:
         paths = [SHARED_DATA / "diginetica_srgnn.tsv.gz"]
     missing = [str(path) for path in paths if not path.exists()]
@@ -92,10 +95,14 @@ def ensure_data(name: str, data_dir: Path) -> Path:
     if name == "yoochoose_100k":
         prepare(paths, data_dir, resolve_spec("gru4rec-tsv"))
     else:
-        spec = resolve_spec("generic", session_col="SessionId", item_col="ItemId",
-                            order_col="Pos", split_col="Split")  # fmt: skip
-        prepare(paths, data_dir, spec,
-                PrepareOptions(valid_fraction=0.1))  # fmt: skip
+        spec = resolve_spec(
+            "generic",
+            session_col="SessionId",
+            item_col="ItemId",
+            order_col="Pos",
+            split_col="Split",
+        )
+        prepare(paths, data_dir, spec, PrepareOptions(valid_fraction=0.1))
     return data_dir
 
 
@@ -125,17 +132,24 @@ def step_matmuls(config: Any, n_rows: int, n_scored: int, embed_width: int) -> l
         one_hot = index == 0 and config.embedding == "none"
         if not one_hot:
             shapes.append(MatmulShape(n_rows, width_in, 3 * size))  # x W
-        shapes += [MatmulShape(n_rows, size, 2 * size), MatmulShape(n_rows, size, size),  # h U
-                   MatmulShape(n_rows, size, size, b_t=True),  # d(rh) = da_c U_c^T
-                   MatmulShape(size, n_rows, size, a_t=True),  # dU_c
-                   MatmulShape(size, n_rows, 2 * size, a_t=True)]  # dU_rz  # fmt: skip
+        shapes += [
+            MatmulShape(n_rows, size, 2 * size),
+            MatmulShape(n_rows, size, size),  # h U
+            MatmulShape(n_rows, size, size, b_t=True),  # d(rh) = da_c U_c^T
+            MatmulShape(size, n_rows, size, a_t=True),  # dU_c
+            MatmulShape(size, n_rows, 2 * size, a_t=True),
+        ]  # dU_rz
         if not one_hot:
-            shapes += [MatmulShape(width_in, n_rows, 3 * size, a_t=True),  # dW
-                       MatmulShape(n_rows, 3 * size, width_in, b_t=True)]  # dx  # fmt: skip
+            shapes += [
+                MatmulShape(width_in, n_rows, 3 * size, a_t=True),  # dW
+                MatmulShape(n_rows, 3 * size, width_in, b_t=True),
+            ]  # dx
     width = config.layers[-1]
-    shapes += [MatmulShape(n_rows, width, n_scored, b_t=True),  # scores
-               MatmulShape(n_rows, n_scored, width),  # d out
-               MatmulShape(n_scored, n_rows, width, a_t=True)]  # d W_items  # fmt: skip
+    shapes += [
+        MatmulShape(n_rows, width, n_scored, b_t=True),  # scores
+        MatmulShape(n_rows, n_scored, width),  # d out
+        MatmulShape(n_scored, n_rows, width, a_t=True),
+    ]  # d W_items
     return shapes
 
 
@@ -197,14 +211,14 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
     import numpy as np
     import torch
 
-    from gru4rec import kernels
-    from gru4rec.batching import plan_session_parallel
-    from gru4rec.config import get_preset
-    from gru4rec.data import load_items, load_split
-    from gru4rec.fast_step import FastStep
-    from gru4rec.model import GRU4Rec
-    from gru4rec.sampling import NegativeSampler
-    from gru4rec.train import AutogradStep, _check_inputs, _device_steps
+    from gru4rec.network import kernels
+    from gru4rec.network.batching import plan_session_parallel
+    from gru4rec.network.config import get_preset
+    from gru4rec.network.data import load_items, load_split
+    from gru4rec.network.fast_step import FastStep
+    from gru4rec.network.model import GRU4Rec
+    from gru4rec.network.sampling import NegativeSampler
+    from gru4rec.network.train import AutogradStep, _check_inputs, _device_steps
 
     torch.set_num_threads(args.threads)
     base = get_preset(preset)
@@ -212,8 +226,11 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
     data, _ = load_split(data_dir, "train")
     plan = plan_session_parallel(data, base.batch_size)
     device = torch.device("cpu")
-    steps = [s for s in _device_steps(plan, device)
-             if s.keep is None and s.stop - s.start == base.batch_size]  # fmt: skip
+    steps = [
+        s
+        for s in _device_steps(plan, device)
+        if s.keep is None and s.stop - s.start == base.batch_size
+    ]
     targets = torch.from_numpy(plan.targets)
     n_steps = args.steps or DEFAULT_STEPS[preset]
 
@@ -228,8 +245,7 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
         if kind in ("fast", "fast-other-form"):
             return model, FastStep(model, config, support, device)
         if kind == "fast-torch-kernels":  # what training falls back to without the build
-            return model, FastStep(model, config, support, device,
-                                   kernels=kernels.TorchKernels())  # fmt: skip
+            return model, FastStep(model, config, support, device, kernels=kernels.TorchKernels())
         return model, AutogradStep(model, config, support, device)
 
     def run(model: Any, step: Any, cursor: int, count: int) -> int:
@@ -246,10 +262,17 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
         return (cursor + count) % max(len(steps) - count, 1)
 
     # Distinct scored items per step (what the fast step's scoring matmuls run over).
-    sampler = NegativeSampler(items["support"].to_numpy(), base.sample_alpha, base.n_sample,
-                              base.sample_cache_size, seed=base.seed)  # fmt: skip
-    distinct = [len(torch.unique(torch.cat((targets[s.start : s.stop], sampler.next()))))
-                for s in steps[:200]]  # fmt: skip
+    sampler = NegativeSampler(
+        items["support"].to_numpy(),
+        base.sample_alpha,
+        base.n_sample,
+        base.sample_cache_size,
+        seed=base.seed,
+    )
+    distinct = [
+        len(torch.unique(torch.cat((targets[s.start : s.stop], sampler.next()))))
+        for s in steps[:200]
+    ]
     n_rows, n_cols = base.batch_size, base.batch_size + base.n_sample
     n_scored = round(float(np.mean(distinct)))
     embed_width = GRU4Rec.from_config(1, base).dropout_sites()[0][0]
@@ -282,14 +305,23 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
             started = time.perf_counter()
             cursors[name] = run(model, step, cursors[name], count)
             record[name] = count * n_rows / (time.perf_counter() - started)
-        _progress(f"{preset} repeat {repeat + 1}/{args.repeats}: " + ", ".join(
-            f"{k} {v:,.0f}" for k, v in record.items() if k not in ("load",)))  # fmt: skip
+        _progress(
+            f"{preset} repeat {repeat + 1}/{args.repeats}: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in record.items() if k not in ("load",))
+        )
         repeats.append(record)
     return {
-        "preset": preset, "n_rows": n_rows, "n_cols": n_cols, "n_scored": n_scored,
-        "model_flops": model_count, "executed_flops": executed_count, "repeats": repeats,
-        "peak_rss": _peak_rss_bytes(), "threads": args.threads, "steps": n_steps,
-    }  # fmt: skip
+        "preset": preset,
+        "n_rows": n_rows,
+        "n_cols": n_cols,
+        "n_scored": n_scored,
+        "model_flops": model_count,
+        "executed_flops": executed_count,
+        "repeats": repeats,
+        "peak_rss": _peak_rss_bytes(),
+        "threads": args.threads,
+        "steps": n_steps,
+    }
 
 
 # ---------------------------------------------------------------- the parent: the table
@@ -305,19 +337,25 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
     for name in names:
         precision = name.split("-")[1]
         rate_key = f"rate_{precision}"
-        rows.append({
-            "preset": result["preset"], "runner": name,
-            "events_per_s": statistics.median(r[name] for r in repeats),
-            "vs_autograd": statistics.median(r[name] / r["autograd-fp32"] for r in repeats)
-            if "autograd-fp32" in repeats[0] else float("nan"),
-            "vs_fast_fp32": statistics.median(r[name] / r["fast-fp32"] for r in repeats)
-            if "fast-fp32" in repeats[0] else float("nan"),
-            "rate": statistics.median(r[rate_key] for r in repeats),
-            "square": statistics.median(r[f"square_{precision}"] for r in repeats),
-            "mfu": statistics.median(r[name] * model_per_event / r[rate_key] for r in repeats),
-            "executed_fraction": statistics.median(
-                r[name] * executed_per_event / r[rate_key] for r in repeats),
-        })  # fmt: skip
+        rows.append(
+            {
+                "preset": result["preset"],
+                "runner": name,
+                "events_per_s": statistics.median(r[name] for r in repeats),
+                "vs_autograd": statistics.median(r[name] / r["autograd-fp32"] for r in repeats)
+                if "autograd-fp32" in repeats[0]
+                else float("nan"),
+                "vs_fast_fp32": statistics.median(r[name] / r["fast-fp32"] for r in repeats)
+                if "fast-fp32" in repeats[0]
+                else float("nan"),
+                "rate": statistics.median(r[rate_key] for r in repeats),
+                "square": statistics.median(r[f"square_{precision}"] for r in repeats),
+                "mfu": statistics.median(r[name] * model_per_event / r[rate_key] for r in repeats),
+                "executed_fraction": statistics.median(
+                    r[name] * executed_per_event / r[rate_key] for r in repeats
+                ),
+            }
+        )
     return rows
 
 
@@ -327,46 +365,80 @@ def _fmt_flops(counts: dict[str, int]) -> str:
 
 def print_report(results: list[dict[str, Any]], load_before: str, load_after: str) -> bool:
     threads = ", ".join(f"{r['preset']} {r['threads']}" for r in results)
-    print(f"threads: {threads}; "
-          f"load average before {load_before}, after {load_after}")  # fmt: skip
+    print(f"threads: {threads}; load average before {load_before}, after {load_after}")
     print("FLOP/step: total (scoring + GRU), forward + backward")
     for result in results:
-        print(f"  {result['preset']}: B={result['n_rows']} C={result['n_cols']} "
-              f"distinct scored U={result['n_scored']}; model {_fmt_flops(result['model_flops'])}"
-              f" GFLOP, executed {_fmt_flops(result['executed_flops'])} GFLOP; "
-              f"{result['steps']} steps x {len(result['repeats'])} repeats; "
-              f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB")  # fmt: skip
-    header = ["preset", "runner", "events/s", "x autograd", "x fast-fp32", "matmul GF/s @shapes",
-              "square GF/s", "MFU (model)", "executed/rate"]  # fmt: skip
+        print(
+            f"  {result['preset']}: B={result['n_rows']} C={result['n_cols']} "
+            f"distinct scored U={result['n_scored']}; model {_fmt_flops(result['model_flops'])}"
+            f" GFLOP, executed {_fmt_flops(result['executed_flops'])} GFLOP; "
+            f"{result['steps']} steps x {len(result['repeats'])} repeats; "
+            f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB"
+        )
+    header = [
+        "preset",
+        "runner",
+        "events/s",
+        "x autograd",
+        "x fast-fp32",
+        "matmul GF/s @shapes",
+        "square GF/s",
+        "MFU (model)",
+        "executed/rate",
+    ]
     table: list[list[str]] = [header]
     summaries: dict[tuple[str, str], dict[str, Any]] = {}
     for result in results:
         for summary in summarise(result):
             summaries[(summary["preset"], summary["runner"])] = summary
-            table.append([summary["preset"], summary["runner"],
-                          f"{summary['events_per_s']:,.0f}", f"{summary['vs_autograd']:.2f}",
-                          f"{summary['vs_fast_fp32']:.2f}", f"{summary['rate'] / 1e9:,.0f}",
-                          f"{summary['square'] / 1e9:,.0f}", f"{summary['mfu']:.1%}",
-                          f"{summary['executed_fraction']:.1%}"])  # fmt: skip
+            table.append(
+                [
+                    summary["preset"],
+                    summary["runner"],
+                    f"{summary['events_per_s']:,.0f}",
+                    f"{summary['vs_autograd']:.2f}",
+                    f"{summary['vs_fast_fp32']:.2f}",
+                    f"{summary['rate'] / 1e9:,.0f}",
+                    f"{summary['square'] / 1e9:,.0f}",
+                    f"{summary['mfu']:.1%}",
+                    f"{summary['executed_fraction']:.1%}",
+                ]
+            )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for index, line in enumerate(table):
-        print("  ".join(c.rjust(w) if i > 1 else c.ljust(w)
-                        for i, (c, w) in enumerate(zip(line, widths, strict=True))))  # fmt: skip
+        print(
+            "  ".join(
+                c.rjust(w) if i > 1 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
         if index == 0:
             print("  ".join("-" * w for w in widths))
     checks = []
     if ("diginetica", "fast-fp32") in summaries:
         mfu = summaries[("diginetica", "fast-fp32")]["mfu"]
-        checks.append((f"diginetica fp32 MFU {mfu:.1%} >= {TARGETS['diginetica_mfu']:.0%}",
-                       mfu >= TARGETS["diginetica_mfu"]))  # fmt: skip
+        checks.append(
+            (
+                f"diginetica fp32 MFU {mfu:.1%} >= {TARGETS['diginetica_mfu']:.0%}",
+                mfu >= TARGETS["diginetica_mfu"],
+            )
+        )
     if ("rsc15", "fast-fp32") in summaries:
         speed = summaries[("rsc15", "fast-fp32")]["events_per_s"]
-        checks.append((f"rsc15 fp32 {speed:,.0f} events/s >= {TARGETS['rsc15_events_per_s']:,}",
-                       speed >= TARGETS["rsc15_events_per_s"]))  # fmt: skip
+        checks.append(
+            (
+                f"rsc15 fp32 {speed:,.0f} events/s >= {TARGETS['rsc15_events_per_s']:,}",
+                speed >= TARGETS["rsc15_events_per_s"],
+            )
+        )
     if ("diginetica", "fast-bf16") in summaries:
         ratio = summaries[("diginetica", "fast-bf16")]["vs_fast_fp32"]
-        checks.append((f"diginetica bf16 {ratio:.2f}x fp32 >= {TARGETS['bf16_speedup']}",
-                       ratio >= TARGETS["bf16_speedup"]))  # fmt: skip
+        checks.append(
+            (
+                f"diginetica bf16 {ratio:.2f}x fp32 >= {TARGETS['bf16_speedup']}",
+                ratio >= TARGETS["bf16_speedup"],
+            )
+        )
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     return all(ok for _, ok in checks)
@@ -375,39 +447,48 @@ def print_report(results: list[dict[str, Any]], load_before: str, load_after: st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
-    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
-                        default=["fp32", "bf16"])  # fmt: skip
+    parser.add_argument(
+        "--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"]
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=0, help="steps per timing (0: per preset)")
     parser.add_argument(
-        "--threads", type=int, default=0,
+        "--threads",
+        type=int,
+        default=0,
         help="threads per timing; 0 (default): what `gru4rec train` would use now, the cores "
-        "other jobs leave idle (gru4rec.train.default_threads), decided before each preset",
-    )  # fmt: skip
+        "other jobs leave idle (gru4rec.network.train.default_threads), decided before each preset",
+    )
     parser.add_argument(
-        "--omp-wait-policy", default="default", choices=["PASSIVE", "ACTIVE", "default"],
+        "--omp-wait-policy",
+        default="default",
+        choices=["PASSIVE", "ACTIVE", "default"],
         help="OpenMP wait policy of the child processes (PASSIVE: idle threads sleep; the "
         "default spins, which collapses when other jobs share the cores)",
-    )  # fmt: skip
+    )
     parser.add_argument("--no-autograd", action="store_true", help="skip the autograd baseline")
     parser.add_argument(
-        "--torch-kernels", action="store_true",
+        "--torch-kernels",
+        action="store_true",
         help="also time the fast step on the torch kernel backend (fp32): the cost of running "
         "without the compiled kernels",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--other-gru-form", action="store_true",
+        "--other-gru-form",
+        action="store_true",
         help="also time the fast step (fp32) with the GRU form the preset does not use "
         "(gru_form reset_before / reset_after)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--no-huge-pages", action="store_true",
+        "--no-huge-pages",
+        action="store_true",
         help="train without transparent huge pages (the `gru4rec` command turns them on)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--workdir", default=str(Path(tempfile.gettempdir()) / f"gru4rec-train-bench-{os.getuid()}"),
+        "--workdir",
+        default=str(Path(tempfile.gettempdir()) / f"gru4rec-train-bench-{os.getuid()}"),
         help="where the prepared data sets are kept (created if missing)",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -418,19 +499,34 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(args.child, Path(args.data), args)), flush=True)
         return 0
 
-    from gru4rec.train import default_threads
+    from gru4rec.network.train import default_threads
 
     load_before = _load()
     results = []
     for preset in args.presets:
         data_dir = ensure_data(PRESETS[preset], Path(args.workdir) / PRESETS[preset])
         threads = args.threads or default_threads()  # as `fit` decides (see its docstring)
-        _progress(f"{preset}: matmul rates and {args.repeats} timed repeats in a child process, "
-                  f"{threads} threads")  # fmt: skip
-        command = [sys.executable, "-m", "benchmarks.train_bench", "--child", preset,
-                   "--data", str(data_dir), "--repeats", str(args.repeats),
-                   "--steps", str(args.steps), "--threads", str(threads),
-                   "--precisions", *args.precisions]  # fmt: skip
+        _progress(
+            f"{preset}: matmul rates and {args.repeats} timed repeats in a child process, "
+            f"{threads} threads"
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.train_bench",
+            "--child",
+            preset,
+            "--data",
+            str(data_dir),
+            "--repeats",
+            str(args.repeats),
+            "--steps",
+            str(args.steps),
+            "--threads",
+            str(threads),
+            "--precisions",
+            *args.precisions,
+        ]
         if args.no_autograd:
             command.append("--no-autograd")
         if args.torch_kernels:
@@ -447,8 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"OMP_WAIT_POLICY {args.omp_wait_policy}; transparent huge pages "
-          f"{'off' if args.no_huge_pages else 'on'}")  # fmt: skip
+    print(
+        f"OMP_WAIT_POLICY {args.omp_wait_policy}; transparent huge pages "
+        f"{'off' if args.no_huge_pages else 'on'}"
+    )
     ok = print_report(results, load_before, _load())
     return 1 if args.check and not ok else 0
 

@@ -44,8 +44,8 @@ def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained on `tiny_prepared` for two epochs (no tracking)."""
-    from gru4rec.config import apply_overrides, get_preset
-    from gru4rec.jobs.workflow import train_model
+    from gru4rec.jobs.train_evaluate import train_model
+    from gru4rec.network.config import apply_overrides, get_preset
 
     settings = {"n_epochs": "2", "layers": "32", "n_sample": "64", "batch_size": "16"}
     config = apply_overrides(get_preset("rsc15"), settings)
@@ -59,9 +59,22 @@ def running_mlflow_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen]
     """A real `mlflow server` on 127.0.0.1 (SQLite backend and artifacts in `folder`),
     with its process (a test may stop it); stopped on exit."""
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'server.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--workers",
+        "1",
+    ]
     url = f"http://127.0.0.1:{port}"
     with running_server(command, f"{url}/health", folder / "server.log") as server:
         yield url, server

@@ -15,8 +15,9 @@ import pytest
 from benchmarks.reference import parity
 from benchmarks.seed_sweep import sweep
 from gru4rec.jobs.selection import parse_candidates, select_model
-from gru4rec.jobs.workflow import evaluate_baseline
-from gru4rec.pipelines.prepare import PrepareOptions, prepare
+from gru4rec.jobs.train_evaluate import evaluate_baseline
+from gru4rec.pipelines.options import PrepareOptions
+from gru4rec.pipelines.prepare import prepare
 from gru4rec.pipelines.sources import resolve_spec
 from tests.conftest import shared_file
 
@@ -36,16 +37,26 @@ def yoochoose(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def diginetica(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = shared_file("diginetica_srgnn.tsv.gz")
-    spec = resolve_spec("generic", session_col="SessionId", item_col="ItemId",
-                        order_col="Pos", split_col="Split")  # fmt: skip
+    spec = resolve_spec(
+        "generic", session_col="SessionId", item_col="ItemId", order_col="Pos", split_col="Split"
+    )
     out = tmp_path_factory.mktemp("diginetica") / "data"
     prepare([path], out, spec, PrepareOptions(valid_fraction=0.1))
     return out
 
 
 def assert_parity(data_dir: Path, data: str, preset: str) -> None:
-    jobs = [{"seed": seed, "preset": preset, "overrides": {}, "data_dir": str(data_dir),
-             "train_split": "train", "test_split": "test"} for seed in SEEDS]  # fmt: skip
+    jobs = [
+        {
+            "seed": seed,
+            "preset": preset,
+            "overrides": {},
+            "data_dir": str(data_dir),
+            "train_split": "train",
+            "test_split": "test",
+        }
+        for seed in SEEDS
+    ]
     results = sweep(jobs, processes=2)
     for metric in ("recall@20", "mrr@20"):
         found = parity([result[metric] for result in results], data, preset, metric)

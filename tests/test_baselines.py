@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from gru4rec.baselines import (
+from gru4rec.errors import ConfigError, InputDataError
+from gru4rec.network.data import SessionData, load_items, load_split
+from gru4rec.scoring.baselines import (
     BASELINES,
     SKNN,
     VSKNN,
@@ -23,10 +25,8 @@ from gru4rec.baselines import (
     position_weights,
     step_weights,
 )
-from gru4rec.data import SessionData, load_items, load_split
-from gru4rec.errors import ConfigError, InputDataError
-from gru4rec.evaluate import evaluate
-from gru4rec.scorers import SessionCursor
+from gru4rec.scoring.contract import SessionCursor
+from gru4rec.scoring.evaluate import evaluate
 
 # Four training sessions, oldest first (A is the oldest, D the most recent).
 #   A {0, 1, 2}   B {0, 1}   C {1, 3}   D {0, 2, 3}      item 4 never occurs
@@ -139,9 +139,7 @@ def test_position_and_step_weights_by_hand() -> None:
         [0.7, 0.8, 0.9, 1.0]
     )
     assert position_weights("div", positions, length).tolist() == [0.25, 0.5, 0.75, 1.0]
-    assert position_weights("quadratic", positions, length).tolist() == [
-        1 / 16, 1 / 4, 9 / 16, 1.0
-    ]  # fmt: skip
+    assert position_weights("quadratic", positions, length).tolist() == [1 / 16, 1 / 4, 9 / 16, 1.0]
     assert position_weights("same", positions, length).tolist() == [1.0] * 4
     assert position_weights("log", positions, length)[-1] == pytest.approx(1 / math.log10(1.7))
     # Linear decay reaches 0 ten steps back and stays there (session-rec goes negative).

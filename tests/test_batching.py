@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gru4rec.batching import plan_session_parallel, session_parallel_steps
-from gru4rec.data import SessionData
+from gru4rec.network.batching import plan_session_parallel, session_parallel_steps
+from gru4rec.network.data import SessionData
 
 
 def test_hand_traced_schedule() -> None:

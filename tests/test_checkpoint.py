@@ -9,15 +9,15 @@ import polars as pl
 import pytest
 import torch
 
-from gru4rec.checkpoint import (
+from gru4rec.errors import CheckpointError, ConfigError
+from gru4rec.network.config import GRU4RecConfig
+from gru4rec.network.model import GRU4Rec
+from gru4rec.serving.checkpoint import (
     load_checkpoint,
     read_optimizer_state,
     resolve_device,
     save_checkpoint,
 )
-from gru4rec.config import GRU4RecConfig
-from gru4rec.errors import CheckpointError, ConfigError
-from gru4rec.model import GRU4Rec
 
 N_ITEMS = 15
 CONFIG = GRU4RecConfig(layers=(8, 4), embedding="separate", embedding_size=5, seed=9)

@@ -36,11 +36,33 @@ def test_generic_options_and_event_filter(tmp_path: Path) -> None:
             rows.append(f"{session},{k % 2},{session * 600_000 + k * 1000},view")
         rows.append(f"{session},7,{session * 600_000 + 5000},buy")
     log.write_text("\n".join(rows) + "\n")
-    result = runner.invoke(app, [
-        "prepare", str(log), "--out", str(tmp_path / "out"), "--format", "generic",
-        "--session-col", "sid", "--item-col", "item", "--time-col", "ts", "--time-unit", "ms",
-        "--event-col", "kind", "--event-filter", "view", "--test-days", "0.05", "--valid-days", "0",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "prepare",
+            str(log),
+            "--out",
+            str(tmp_path / "out"),
+            "--format",
+            "generic",
+            "--session-col",
+            "sid",
+            "--item-col",
+            "item",
+            "--time-col",
+            "ts",
+            "--time-unit",
+            "ms",
+            "--event-col",
+            "kind",
+            "--event-filter",
+            "view",
+            "--test-days",
+            "0.05",
+            "--valid-days",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["steps"][0]["events"] == 160 and manifest["steps"][1]["events"] == 120
@@ -73,8 +95,15 @@ def test_real_subprocess_help_and_error(tmp_path: Path) -> None:
     assert done.returncode == 0 and "--session-col" in done.stdout
     for option in ("--idle-gap", "--test-days", "--event-filter", "--split-col", "--order-col"):
         assert option in done.stdout
-    bad = [sys.executable, "-m", "gru4rec", "prepare", str(tmp_path / "missing.tsv"),
-           "--out", str(tmp_path / "o")]  # fmt: skip
+    bad = [
+        sys.executable,
+        "-m",
+        "gru4rec",
+        "prepare",
+        str(tmp_path / "missing.tsv"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     done = subprocess.run(bad, capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "no such file" in done.stderr and "Traceback" not in done.stderr
 
@@ -103,21 +132,33 @@ def test_damaged_and_unreadable_inputs_get_a_clear_error(tmp_path: Path) -> None
     log = _generated(tmp_path)
     cut = tmp_path / "cut.tsv.gz"
     cut.write_bytes(log.read_bytes()[:20_000])
-    _fails_cleanly(["prepare", str(cut), "--out", str(tmp_path / "a")], tmp_path,
-                   "cut.tsv.gz: cannot be read", "cut short", "gzip -t")  # fmt: skip
+    _fails_cleanly(
+        ["prepare", str(cut), "--out", str(tmp_path / "a")],
+        tmp_path,
+        "cut.tsv.gz: cannot be read",
+        "cut short",
+        "gzip -t",
+    )
     import bz2
 
     packed = tmp_path / "clicks.tsv.bz2"
     packed.write_bytes(bz2.compress(gzip_text(log).encode()))
-    _fails_cleanly(["prepare", str(packed), "--out", str(tmp_path / "b")], tmp_path,
-                   "is compressed with bzip2", "bunzip2 clicks.tsv.bz2")  # fmt: skip
+    _fails_cleanly(
+        ["prepare", str(packed), "--out", str(tmp_path / "b")],
+        tmp_path,
+        "is compressed with bzip2",
+        "bunzip2 clicks.tsv.bz2",
+    )
     import polars as pl
 
     table = tmp_path / "clicks.parquet"
     pl.read_csv(log, separator="\t").write_parquet(table)
     table.write_bytes(table.read_bytes()[:-30])  # the footer cut off
-    _fails_cleanly(["prepare", str(table), "--out", str(tmp_path / "c")], tmp_path,
-                   "clicks.parquet: cannot be read as a table")  # fmt: skip
+    _fails_cleanly(
+        ["prepare", str(table), "--out", str(tmp_path / "c")],
+        tmp_path,
+        "clicks.parquet: cannot be read as a table",
+    )
 
 
 def gzip_text(path: Path) -> str:
@@ -130,8 +171,11 @@ def test_unwritable_outputs_get_a_clear_error(tmp_path: Path, monkeypatch: Any) 
     # Regression (issue 19): --out under a regular file ended in NotADirectoryError.
     log = _generated(tmp_path)
     (tmp_path / "notes.txt").write_text("a file")
-    _fails_cleanly(["prepare", str(log), "--out", str(tmp_path / "notes.txt" / "data")],
-                   tmp_path, "notes.txt is a file, not a directory")  # fmt: skip
+    _fails_cleanly(
+        ["prepare", str(log), "--out", str(tmp_path / "notes.txt" / "data")],
+        tmp_path,
+        "notes.txt is a file, not a directory",
+    )
     # A full disk (or a read-only directory) while writing: simulated, as tests may run
     # as root, which ignores permissions.
     import errno
@@ -142,13 +186,20 @@ def test_unwritable_outputs_get_a_clear_error(tmp_path: Path, monkeypatch: Any) 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pl.LazyFrame, "sink_parquet", full)
-    _fails_cleanly(["prepare", str(log), "--out", str(tmp_path / "data")], tmp_path,
-                   "cannot write the prepared data there (No space left on device)",
-                   "nothing was written")  # fmt: skip
+    _fails_cleanly(
+        ["prepare", str(log), "--out", str(tmp_path / "data")],
+        tmp_path,
+        "cannot write the prepared data there (No space left on device)",
+        "nothing was written",
+    )
 
     def read_only(self: Any, *args: Any, **kwargs: Any) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(pl.LazyFrame, "sink_parquet", read_only)
-    _fails_cleanly(["prepare", str(log), "--out", str(tmp_path / "data")], tmp_path,
-                   "(Permission denied)", "Check that the directory is writable")  # fmt: skip
+    _fails_cleanly(
+        ["prepare", str(log), "--out", str(tmp_path / "data")],
+        tmp_path,
+        "(Permission denied)",
+        "Check that the directory is writable",
+    )

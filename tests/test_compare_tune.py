@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from gru4rec.cli import app
-from gru4rec.compare import by_data, differing_params, load_runs, table_rows
-from gru4rec.config import apply_overrides, get_preset
+from gru4rec.commands.compare import by_data, differing_params, load_runs, table_rows
 from gru4rec.errors import ConfigError
 from gru4rec.jobs.tuning import AUTHORS_SPACE, Dimension, _objective, authors_space, parse_dimension
+from gru4rec.network.config import apply_overrides, get_preset
 
 runner = CliRunner()
 TINY = ["--set", "layers=16", "--set", "n_sample=32", "--set", "batch_size=16"]
@@ -26,9 +26,24 @@ def test_compare_lists_runs_best_first_with_differing_params(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     for epochs in ("1", "3"):
-        result = runner.invoke(app, ["train", str(tiny_prepared), "--out", str(tmp_path / epochs), *TINY,
-                                     "--set", f"n_epochs={epochs}", "--tracking-uri", uri,
-                                     "--experiment", "cmp", "--run-name", f"epochs-{epochs}"])  # fmt: skip
+        result = runner.invoke(
+            app,
+            [
+                "train",
+                str(tiny_prepared),
+                "--out",
+                str(tmp_path / epochs),
+                *TINY,
+                "--set",
+                f"n_epochs={epochs}",
+                "--tracking-uri",
+                uri,
+                "--experiment",
+                "cmp",
+                "--run-name",
+                f"epochs-{epochs}",
+            ],
+        )
         assert result.exit_code == 0, result.output
     runs = load_runs("cmp", "mrr@20", uri)
     scores = [r.metrics["mrr_at_20"] for r in runs]
@@ -58,13 +73,28 @@ def test_compare_never_ranks_runs_on_different_data_together(
     from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    log = write_click_log(generate_clicks(SyntheticLog(n_sessions=600, n_items=40, days=5, seed=8)),
-                          tmp_path / "other.tsv", "gru4rec-tsv")  # fmt: skip
+    log = write_click_log(
+        generate_clicks(SyntheticLog(n_sessions=600, n_items=40, days=5, seed=8)),
+        tmp_path / "other.tsv",
+        "gru4rec-tsv",
+    )
     prepare([log], tmp_path / "other", resolve_spec("gru4rec-tsv"))
     for data in (tiny_prepared, tmp_path / "other"):
-        result = runner.invoke(app, ["baselines", str(data), "--models", "pop,spop",
-                                     "--experiment", "mixed", "--tracking-uri", uri,
-                                     "--json", str(tmp_path / "baselines.json")])  # fmt: skip
+        result = runner.invoke(
+            app,
+            [
+                "baselines",
+                str(data),
+                "--models",
+                "pop,spop",
+                "--experiment",
+                "mixed",
+                "--tracking-uri",
+                uri,
+                "--json",
+                str(tmp_path / "baselines.json"),
+            ],
+        )
         assert result.exit_code == 0, result.output
         written = json.loads((tmp_path / "baselines.json").read_text())
         assert set(written) == {"pop", "spop"} and written["spop"]["n_events"] > 0
@@ -76,8 +106,18 @@ def test_compare_never_ranks_runs_on_different_data_together(
         assert sorted(r.family for r in group) == ["pop", "spop"]
         scores = [r.metrics["mrr_at_20"] for r in group]
         assert scores == sorted(scores, reverse=True)
-    result = runner.invoke(app, ["compare", "--experiment", "mixed", "--tracking-uri", uri,
-                                 "--plot", str(tmp_path / "mixed.png")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "--experiment",
+            "mixed",
+            "--tracking-uri",
+            uri,
+            "--plot",
+            str(tmp_path / "mixed.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count("runs on ") == 2
 
@@ -131,10 +171,16 @@ def test_suggestions_stay_in_range() -> None:
 
 def test_a_trial_below_the_pruner_stops_after_its_first_epoch(tiny_prepared: Path) -> None:
     base = apply_overrides(get_preset("rsc15"), {"n_epochs": "3", "layers": "8", "n_sample": "16"})
-    job = {"data_dir": str(tiny_prepared), "metric": "mrr@20", "device": "cpu", "threads": 1,
-           "tracking": None}  # fmt: skip
-    study = optuna.create_study(direction="maximize",
-                                pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # fmt: skip
+    job = {
+        "data_dir": str(tiny_prepared),
+        "metric": "mrr@20",
+        "device": "cpu",
+        "threads": 1,
+        "tracking": None,
+    }
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0)
+    )
     trial = study.ask()
     with pytest.raises(optuna.TrialPruned, match="epoch 1"):
         _objective(trial, job, base, [Dimension("learning_rate", 0.05, 0.1)])
@@ -145,12 +191,32 @@ def test_tune_runs_nested_trials_on_the_validation_split(
     tiny_prepared: Path, tmp_path: Path
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = runner.invoke(app, ["tune", str(tiny_prepared), "--trials", "2", "--tracking-uri", uri,
-                                 "--study", "shared",
-                                 "--space", "layers=8:24", "--space", "learning_rate=0.05:0.3:log",
-                                 # choices spelled unlike the logged float params ("1" vs 1.0)
-                                 "--space", "elu_param=0|1", "--set", "loss=bpr-max",
-                                 "--set", "n_epochs=1", "--set", "n_sample=16"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "tune",
+            str(tiny_prepared),
+            "--trials",
+            "2",
+            "--tracking-uri",
+            uri,
+            "--study",
+            "shared",
+            "--space",
+            "layers=8:24",
+            "--space",
+            "learning_rate=0.05:0.3:log",
+            # choices spelled unlike the logged float params ("1" vs 1.0)
+            "--space",
+            "elu_param=0|1",
+            "--set",
+            "loss=bpr-max",
+            "--set",
+            "n_epochs=1",
+            "--set",
+            "n_sample=16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "best: gru4rec train" in result.output
     mlflow.set_tracking_uri(uri)
@@ -167,17 +233,50 @@ def test_tune_runs_nested_trials_on_the_validation_split(
     assert parent["metrics.best_valid_mrr_at_20"].iloc[0] == pytest.approx(
         trials["metrics.valid_mrr_at_20"].max()
     )
-    bad = runner.invoke(app, ["tune", str(tiny_prepared), "--trials", "1", "--tracking-uri", uri,
-                              "--space", "colour=1:2"])  # fmt: skip
+    bad = runner.invoke(
+        app,
+        [
+            "tune",
+            str(tiny_prepared),
+            "--trials",
+            "1",
+            "--tracking-uri",
+            uri,
+            "--space",
+            "colour=1:2",
+        ],
+    )
     assert bad.exit_code == 2 and "colour" in bad.output
     # The default storage lies beside the SQLite MLflow store; two workers continue the same
     # study to 4 finished trials (2 new ones), each logged under the new parent run.
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    more = runner.invoke(app, ["tune", str(tiny_prepared), "--trials", "4", "--jobs", "2",
-                               "--study", "shared", "--tracking-uri", uri,
-                               "--space", "layers=8:24", "--space", "learning_rate=0.05:0.3:log",
-                               "--space", "elu_param=0|1", "--set", "loss=bpr-max",
-                               "--set", "n_epochs=1", "--set", "n_sample=16"])  # fmt: skip
+    more = runner.invoke(
+        app,
+        [
+            "tune",
+            str(tiny_prepared),
+            "--trials",
+            "4",
+            "--jobs",
+            "2",
+            "--study",
+            "shared",
+            "--tracking-uri",
+            uri,
+            "--space",
+            "layers=8:24",
+            "--space",
+            "learning_rate=0.05:0.3:log",
+            "--space",
+            "elu_param=0|1",
+            "--set",
+            "loss=bpr-max",
+            "--set",
+            "n_epochs=1",
+            "--set",
+            "n_sample=16",
+        ],
+    )
     assert more.exit_code == 0, more.output
     study = optuna.load_study(storage=storage, study_name="shared")
     finished = len([t for t in study.trials if t.state.is_finished()])

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from gru4rec.config import PRESETS, GRU4RecConfig, apply_overrides, get_preset
 from gru4rec.errors import ConfigError
+from gru4rec.network.config import PRESETS, GRU4RecConfig, apply_overrides, get_preset
 
 
 def test_presets_follow_the_reference_table() -> None:
@@ -26,15 +26,25 @@ def test_presets_follow_the_reference_table() -> None:
     )
     assert (digi.dropout_p_embed, digi.dropout_p_hidden) == (0.5, 0.3)
     assert (digi.learning_rate, digi.momentum, digi.sample_alpha, digi.bpreg, digi.logq) == (
-        0.05, 0.15, 0.3, 0.9, 0.0,
-    )  # fmt: skip
+        0.05,
+        0.15,
+        0.3,
+        0.9,
+        0.0,
+    )
     rsc15 = get_preset("rsc15")
     assert (rsc15.loss, rsc15.layers, rsc15.batch_size, rsc15.dropout_p_hidden) == (
-        "cross-entropy", (100,), 32, 0.4,
-    )  # fmt: skip
+        "cross-entropy",
+        (100,),
+        32,
+        0.4,
+    )
     assert (rsc15.learning_rate, rsc15.momentum, rsc15.sample_alpha, rsc15.logq) == (
-        0.2, 0.2, 0.5, 1.0,
-    )  # fmt: skip
+        0.2,
+        0.2,
+        0.5,
+        1.0,
+    )
 
 
 def test_unknown_preset_suggests_a_close_name() -> None:

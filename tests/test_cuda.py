@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from gru4rec.cli import app
-from gru4rec.config import apply_overrides, get_preset
-from gru4rec.jobs.workflow import evaluate_model_dir, train_model
+from gru4rec.jobs.train_evaluate import evaluate_model_dir, train_model
+from gru4rec.network.config import apply_overrides, get_preset
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -41,8 +41,17 @@ def test_a_model_scores_the_same_on_the_gpu(tiny_model: Path, tiny_prepared: Pat
 
 def test_cli_train_device_cuda(tiny_prepared: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["train", str(tiny_prepared), "--out", str(tmp_path / "m"), "--device", "cuda",
-              "--no-track", *[f"--set={k}={v}" for k, v in SETTINGS.items()]],
-    )  # fmt: skip
+        app,
+        [
+            "train",
+            str(tiny_prepared),
+            "--out",
+            str(tmp_path / "m"),
+            "--device",
+            "cuda",
+            "--no-track",
+            *[f"--set={k}={v}" for k, v in SETTINGS.items()],
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m" / "config.json").exists()

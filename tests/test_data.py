@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from gru4rec.data import SessionData, load_items, load_split
 from gru4rec.errors import InputDataError
+from gru4rec.network.data import SessionData, load_items, load_split
 
 
 @pytest.fixture

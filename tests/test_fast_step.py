@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from gru4rec import fast_step, kernels
-from gru4rec.batching import plan_session_parallel
-from gru4rec.config import GRU4RecConfig
-from gru4rec.data import SessionData
-from gru4rec.model import GRU4Rec
-from gru4rec.train import Callback, fit
+from gru4rec.network import fast_step, kernels
+from gru4rec.network.batching import plan_session_parallel
+from gru4rec.network.config import GRU4RecConfig
+from gru4rec.network.data import SessionData
+from gru4rec.network.model import GRU4Rec
+from gru4rec.network.train import Callback, fit
 
 N_ITEMS = 40
 
@@ -47,10 +47,18 @@ def _data(seed: int = 0, n_sessions: int = 160) -> SessionData:
 
 def _config(**changes: object) -> GRU4RecConfig:
     base = {
-        "layers": (12,), "batch_size": 6, "n_sample": 9, "sample_cache_size": 7,
-        "n_epochs": 2, "learning_rate": 0.1, "momentum": 0.3, "sample_alpha": 0.5,
-        "dropout_p_embed": 0.0, "dropout_p_hidden": 0.0, "seed": 5,
-    }  # fmt: skip
+        "layers": (12,),
+        "batch_size": 6,
+        "n_sample": 9,
+        "sample_cache_size": 7,
+        "n_epochs": 2,
+        "learning_rate": 0.1,
+        "momentum": 0.3,
+        "sample_alpha": 0.5,
+        "dropout_p_embed": 0.0,
+        "dropout_p_hidden": 0.0,
+        "seed": 5,
+    }
     return GRU4RecConfig(**{**base, **changes})  # type: ignore[arg-type]
 
 
@@ -59,37 +67,72 @@ CASES = {
         loss="cross-entropy", logq=1.0, dropout_p_embed=0.2, dropout_p_hidden=0.3
     ),
     "xe-logq-normalised-form": _config(
-        loss="cross-entropy", logq=1.0, logq_form="normalised", sample_alpha=0.75,
+        loss="cross-entropy",
+        logq=1.0,
+        logq_form="normalised",
+        sample_alpha=0.75,
         dropout_p_hidden=0.2,
     ),
     "xe-nologq-separate-2layers": _config(
-        loss="cross-entropy", logq=0.0, embedding="separate", embedding_size=7, layers=(10, 8),
-        dropout_p_embed=0.25, dropout_p_hidden=0.1, momentum=0.6,
+        loss="cross-entropy",
+        logq=0.0,
+        embedding="separate",
+        embedding_size=7,
+        layers=(10, 8),
+        dropout_p_embed=0.25,
+        dropout_p_hidden=0.1,
+        momentum=0.6,
     ),
     "xe-logq-elu-none": _config(
-        loss="cross-entropy", logq=0.5, elu_param=0.5, embedding="none", momentum=0.0,
+        loss="cross-entropy",
+        logq=0.5,
+        elu_param=0.5,
+        embedding="none",
+        momentum=0.0,
         dropout_p_hidden=0.4,
     ),
     "bprmax-elu-bpreg-shared-2layers": _config(
-        loss="bpr-max", logq=0.0, elu_param=1.0, bpreg=0.9, layers=(9, 12),
-        dropout_p_embed=0.5, dropout_p_hidden=0.3, momentum=0.15,
+        loss="bpr-max",
+        logq=0.0,
+        elu_param=1.0,
+        bpreg=0.9,
+        layers=(9, 12),
+        dropout_p_embed=0.5,
+        dropout_p_hidden=0.3,
+        momentum=0.15,
     ),
     "bprmax-plain-none-2layers": _config(
         loss="bpr-max", logq=0.0, bpreg=0.0, embedding="none", layers=(8, 6), momentum=0.5
     ),
     "xe-logq-reset-after-dropout": _config(
-        loss="cross-entropy", logq=1.0, gru_form="reset_after", dropout_p_embed=0.2,
+        loss="cross-entropy",
+        logq=1.0,
+        gru_form="reset_after",
+        dropout_p_embed=0.2,
         dropout_p_hidden=0.3,
     ),
     "bprmax-reset-after-none-2layers": _config(
-        loss="bpr-max", logq=0.0, elu_param=0.5, bpreg=0.5, gru_form="reset_after",
-        embedding="none", layers=(8, 10), dropout_p_hidden=0.2, momentum=0.4,
+        loss="bpr-max",
+        logq=0.0,
+        elu_param=0.5,
+        bpreg=0.5,
+        gru_form="reset_after",
+        embedding="none",
+        layers=(8, 10),
+        dropout_p_hidden=0.2,
+        momentum=0.4,
     ),
     "bprmax-separate-in-batch-only": _config(
-        loss="bpr-max", logq=0.0, bpreg=1.5, elu_param=0.5, embedding="separate",
-        embedding_size=5, n_sample=0, dropout_p_hidden=0.2,
+        loss="bpr-max",
+        logq=0.0,
+        bpreg=1.5,
+        elu_param=0.5,
+        embedding="separate",
+        embedding_size=5,
+        n_sample=0,
+        dropout_p_hidden=0.2,
     ),
-}  # fmt: skip
+}
 
 
 def _train_both(
@@ -100,8 +143,15 @@ def _train_both(
     reference = copy.deepcopy(fast)
     fast_losses, reference_losses = _Losses(), _Losses()
     fit(fast, data, config, item_support=support, callbacks=[fast_losses], num_threads=1)
-    fit(reference, data, config, item_support=support, callbacks=[reference_losses],
-        num_threads=1, backward="autograd")  # fmt: skip
+    fit(
+        reference,
+        data,
+        config,
+        item_support=support,
+        callbacks=[reference_losses],
+        num_threads=1,
+        backward="autograd",
+    )
     return fast, reference, fast_losses.values, reference_losses.values
 
 
@@ -129,8 +179,9 @@ def test_both_steps_end_with_the_same_optimizer_state_and_carry_it(case: str) ->
     results = {}
     for backward in ("fast", "autograd"):
         model = GRU4Rec.from_config(N_ITEMS, config).double()
-        results[backward] = fit(model, data, config, item_support=support, num_threads=1,
-                                backward=backward)  # type: ignore[arg-type]  # fmt: skip
+        results[backward] = fit(
+            model, data, config, item_support=support, num_threads=1, backward=backward
+        )  # type: ignore[arg-type]
     fast, reference = results["fast"].optimizer_state, results["autograd"].optimizer_state
     assert fast is not None and reference is not None
     assert fast.keys() == reference.keys() == dict(model.named_parameters()).keys()
@@ -141,8 +192,15 @@ def test_both_steps_end_with_the_same_optimizer_state_and_carry_it(case: str) ->
     # Loaded into a new step, the state comes back as it went in (both steps).
     for backward in ("fast", "autograd"):
         model = GRU4Rec.from_config(N_ITEMS, config).double()
-        again = fit(model, data, dataclasses.replace(config, n_epochs=1), item_support=support,
-                    num_threads=1, backward=backward, optimizer_state=reference)  # type: ignore[arg-type]  # fmt: skip
+        again = fit(
+            model,
+            data,
+            dataclasses.replace(config, n_epochs=1),
+            item_support=support,
+            num_threads=1,
+            backward=backward,
+            optimizer_state=reference,
+        )  # type: ignore[arg-type]
         assert again.optimizer_state is not None
         for name, (acc, _) in reference.items():  # sums only grow from where they started
             assert bool((again.optimizer_state[name][0] >= acc - 1e-12).all()), name
@@ -153,8 +211,11 @@ BACKENDS = ["torch", *(f"compiled-{isa}" for isa in kernels.isa_levels())]
 
 def _use_backend(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make FastStep run on the kernel backend `name` (torch, compiled-<isa>)."""
-    backend = (kernels.TorchKernels() if name == "torch"
-               else kernels.compiled(name.removeprefix("compiled-")))  # fmt: skip
+    backend = (
+        kernels.TorchKernels()
+        if name == "torch"
+        else kernels.compiled(name.removeprefix("compiled-"))
+    )
     assert backend is not None
     monkeypatch.setattr(fast_step, "kernels_for", lambda device, dtype: backend)
 
@@ -173,9 +234,16 @@ def test_float32_agrees_within_float_tolerance(
         assert torch.allclose(fast.state_dict()[name], value, rtol=1e-3, atol=1e-4), name
 
 
-@pytest.mark.parametrize("case", ["xe-logq-shared-dropout", "bprmax-elu-bpreg-shared-2layers",
-                                  "xe-nologq-separate-2layers", "bprmax-plain-none-2layers",
-                                  "xe-logq-reset-after-dropout"])  # fmt: skip
+@pytest.mark.parametrize(
+    "case",
+    [
+        "xe-logq-shared-dropout",
+        "bprmax-elu-bpreg-shared-2layers",
+        "xe-nologq-separate-2layers",
+        "bprmax-plain-none-2layers",
+        "xe-logq-reset-after-dropout",
+    ],
+)
 def test_bf16_matmuls_learn_about_the_same(case: str) -> None:
     config, data = CASES[case], _data(2)
     support = np.bincount(data.item_idx, minlength=N_ITEMS)
@@ -197,8 +265,13 @@ def test_bf16_matmuls_learn_about_the_same(case: str) -> None:
 def test_weights_get_their_own_storage_back() -> None:
     config, data = CASES["bprmax-elu-bpreg-shared-2layers"], _data()
     model = GRU4Rec.from_config(N_ITEMS, config)
-    fit(model, data, config, item_support=np.bincount(data.item_idx, minlength=N_ITEMS),
-        num_threads=1)  # fmt: skip
+    fit(
+        model,
+        data,
+        config,
+        item_support=np.bincount(data.item_idx, minlength=N_ITEMS),
+        num_threads=1,
+    )
     pointers = [p.untyped_storage().data_ptr() for p in model.parameters()]
     assert len(set(pointers)) == len(pointers)  # no shared flat buffer left behind
 
@@ -222,21 +295,50 @@ def test_rows_that_get_no_gradient_do_not_move() -> None:
 LARGE_ITEMS = 3000
 LARGE_CASES = {
     "xe-logq-shared": _config(
-        layers=(64,), batch_size=32, n_sample=256, sample_cache_size=50, learning_rate=0.05,
-        momentum=0.2, loss="cross-entropy", logq=1.0, dropout_p_embed=0.1,
-        dropout_p_hidden=0.2, seed=3,
+        layers=(64,),
+        batch_size=32,
+        n_sample=256,
+        sample_cache_size=50,
+        learning_rate=0.05,
+        momentum=0.2,
+        loss="cross-entropy",
+        logq=1.0,
+        dropout_p_embed=0.1,
+        dropout_p_hidden=0.2,
+        seed=3,
     ),
     "xe-logq-shared-reset-after": _config(
-        layers=(64,), batch_size=32, n_sample=256, sample_cache_size=50, learning_rate=0.05,
-        momentum=0.2, loss="cross-entropy", logq=1.0, gru_form="reset_after",
-        dropout_p_embed=0.1, dropout_p_hidden=0.2, seed=3,
+        layers=(64,),
+        batch_size=32,
+        n_sample=256,
+        sample_cache_size=50,
+        learning_rate=0.05,
+        momentum=0.2,
+        loss="cross-entropy",
+        logq=1.0,
+        gru_form="reset_after",
+        dropout_p_embed=0.1,
+        dropout_p_hidden=0.2,
+        seed=3,
     ),
     "bprmax-elu-separate": _config(
-        layers=(64,), batch_size=32, n_sample=256, sample_cache_size=50, learning_rate=0.05,
-        momentum=0.2, loss="bpr-max", logq=0.0, elu_param=0.5, bpreg=1.0, embedding="separate",
-        embedding_size=32, dropout_p_embed=0.1, dropout_p_hidden=0.2, seed=3,
+        layers=(64,),
+        batch_size=32,
+        n_sample=256,
+        sample_cache_size=50,
+        learning_rate=0.05,
+        momentum=0.2,
+        loss="bpr-max",
+        logq=0.0,
+        elu_param=0.5,
+        bpreg=1.0,
+        embedding="separate",
+        embedding_size=32,
+        dropout_p_embed=0.1,
+        dropout_p_hidden=0.2,
+        seed=3,
     ),
-}  # fmt: skip
+}
 
 
 def _large_data() -> SessionData:
@@ -257,8 +359,15 @@ def _train_large(case: str, backward: str, dtype: torch.dtype) -> tuple[dict, np
     support = np.bincount(data.item_idx, minlength=LARGE_ITEMS)
     model = GRU4Rec.from_config(LARGE_ITEMS, config).to(dtype)
     losses = _Losses()
-    fit(model, data, config, item_support=support, callbacks=[losses], num_threads=1,
-        backward=backward)  # fmt: skip
+    fit(
+        model,
+        data,
+        config,
+        item_support=support,
+        callbacks=[losses],
+        num_threads=1,
+        backward=backward,
+    )
     return model.state_dict(), np.array(losses.values)
 
 

@@ -7,19 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from gru4rec.baselines import fit_baseline
-from gru4rec.data import SessionData
 from gru4rec.errors import ConfigError
-from gru4rec.evaluate import evaluate
-from gru4rec.hybrid import (
+from gru4rec.network.data import SessionData
+from gru4rec.network.model import GRU4Rec
+from gru4rec.scoring.baselines import fit_baseline
+from gru4rec.scoring.contract import session_batch
+from gru4rec.scoring.evaluate import evaluate
+from gru4rec.scoring.hybrid import (
     HybridScorer,
     MixtureWeights,
     choose_weights,
     evaluate_weights,
     session_distribution,
 )
-from gru4rec.model import GRU4Rec
-from gru4rec.scorers import GRU4RecScorer, session_batch
+from gru4rec.scoring.neural import GRU4RecScorer
 
 N_ITEMS = 30
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import gru4rec
-from gru4rec import kernels
-from gru4rec.kernels import CompiledKernels, Kernels, LossScratch, RowScratch
-from gru4rec.losses import sampled_loss_and_grad
-from gru4rec.optim import adagrad_momentum_dense_, adagrad_momentum_distinct_rows_
-from gru4rec.train import _threads
+import gru4rec.network
+from gru4rec.network import kernels
+from gru4rec.network.kernels import CompiledKernels, Kernels, LossScratch, RowScratch
+from gru4rec.network.losses import sampled_loss_and_grad
+from gru4rec.network.optim import adagrad_momentum_dense_, adagrad_momentum_distinct_rows_
+from gru4rec.network.train import _threads
 
 HYPER = {"lr": 0.1, "momentum": 0.3, "eps": 1e-6}
 COMPILED = [f"compiled-{isa}" for isa in kernels.isa_levels()]
@@ -143,10 +143,15 @@ def _loss_inputs(n_rows: int, n_cols: int, seed: int) -> tuple[torch.Tensor, ...
 
 @pytest.mark.parametrize(
     ("loss", "logq", "bpreg", "elu_param"),
-    [("cross-entropy", True, 0.0, 0.0), ("cross-entropy", False, 0.0, 0.5),
-     ("cross-entropy", True, 0.0, 1.0), ("bpr-max", False, 0.0, 0.0),
-     ("bpr-max", False, 0.9, 1.0), ("bpr-max", False, 1.95, 0.5)],
-)  # fmt: skip
+    [
+        ("cross-entropy", True, 0.0, 0.0),
+        ("cross-entropy", False, 0.0, 0.5),
+        ("cross-entropy", True, 0.0, 1.0),
+        ("bpr-max", False, 0.0, 0.0),
+        ("bpr-max", False, 0.9, 1.0),
+        ("bpr-max", False, 1.95, 0.5),
+    ],
+)
 def test_loss_over_rows_matches_the_torch_loss(
     backend: Kernels, loss: str, logq: bool, bpreg: float, elu_param: float
 ) -> None:
@@ -154,8 +159,12 @@ def test_loss_over_rows_matches_the_torch_loss(
     row_scores, row_bias, slot, shift = _loss_inputs(n_rows, n_cols, seed=2)
     # Rows are session slots: the target of row i is column i, an item of its own.
     scores = (row_scores + row_bias)[:, slot]
-    options = {"loss": loss, "logq_shift": shift if logq else None, "bpreg": bpreg,
-               "elu_param": elu_param}  # fmt: skip
+    options = {
+        "loss": loss,
+        "logq_shift": shift if logq else None,
+        "bpreg": bpreg,
+        "elu_param": elu_param,
+    }
     value, grad = sampled_loss_and_grad(scores, **options)  # type: ignore[arg-type]
     expected_rows = torch.zeros_like(row_scores).index_add_(1, slot, grad)
 
@@ -173,10 +182,16 @@ def test_loss_propagates_nan(backend: Kernels) -> None:
         row_scores, row_bias, slot, _ = _loss_inputs(3, 12, seed=3)
         row_scores[1, 4] = float("nan")
         value = backend.sampled_loss(
-            row_scores, row_bias, slot, loss=loss, logq_shift=None, bpreg=0.5, elu_param=1.0,
+            row_scores,
+            row_bias,
+            slot,
+            loss=loss,
+            logq_shift=None,
+            bpreg=0.5,
+            elu_param=1.0,
             grad_rows=torch.empty_like(row_scores),
             scratch=LossScratch.allocate(3, 12, row_scores.shape[1], *_CPU32),
-        )  # fmt: skip
+        )
         assert torch.isnan(value), loss
 
 
@@ -286,10 +301,16 @@ def test_elu_matches_torch_around_zero(backend: Kernels) -> None:
     # BPR-max with one row: only the ELU of each column enters; compare to torch's.
     value, grad = sampled_loss_and_grad(row_scores, loss="bpr-max", bpreg=1.0, elu_param=1.0)
     got = backend.sampled_loss(
-        row_scores.clone(), torch.zeros(n_cols), slot, loss="bpr-max", logq_shift=None,
-        bpreg=1.0, elu_param=1.0, grad_rows=grad_rows,
+        row_scores.clone(),
+        torch.zeros(n_cols),
+        slot,
+        loss="bpr-max",
+        logq_shift=None,
+        bpreg=1.0,
+        elu_param=1.0,
+        grad_rows=grad_rows,
         scratch=LossScratch.allocate(1, n_cols, n_cols, *_CPU32),
-    )  # fmt: skip
+    )
     torch.testing.assert_close(got, value)
     torch.testing.assert_close(grad_rows, grad, rtol=1e-5, atol=1e-8)
 
@@ -302,15 +323,21 @@ def test_guided_inverse_cdf_draws_what_searchsorted_draws(compiled: CompiledKern
     n_guide = 4 * len(weights)
     grid = torch.arange(n_guide + 1, dtype=torch.float64) / n_guide
     guide = torch.searchsorted(cumulative, grid, right=True)
-    uniform = torch.cat([torch.rand(100_000, generator=g, dtype=torch.float64),
-                         cumulative[:50], grid[:50], torch.tensor([0.0, 1.0 - 1e-16])])  # fmt: skip
+    uniform = torch.cat(
+        [
+            torch.rand(100_000, generator=g, dtype=torch.float64),
+            cumulative[:50],
+            grid[:50],
+            torch.tensor([0.0, 1.0 - 1e-16]),
+        ]
+    )
     expected = torch.searchsorted(cumulative, uniform, right=True).clamp_max_(len(weights) - 1)
     got = compiled.sample_inverse_cdf(cumulative, guide, uniform, torch.empty_like(expected))
     assert torch.equal(got, expected)
 
 
 def test_dropout_masks_have_the_same_bits_with_and_without_c(compiled: CompiledKernels) -> None:
-    from gru4rec.sampling import dropout_bits
+    from gru4rec.network.sampling import dropout_bits
 
     key, start, threshold, scale = 0x1234_5678_9ABC_DEF0, 987_654_321, 1_288_490_189, 1 / 0.7
     masks = compiled.dropout_mask(key, start, threshold, scale, torch.empty(70_000))
@@ -331,18 +358,19 @@ def test_top_k_rows_matches_torch_topk_and_merges_blocks(compiled: CompiledKerne
     merged_values, merged_indices = torch.empty_like(values), torch.empty_like(indices)
     for first in range(0, 1000, 300):
         block = scores[:, first : first + 300].contiguous()
-        compiled.top_k_rows(block, 20, merged_values, merged_indices, offset=first,
-                            merge=first > 0)  # fmt: skip
+        compiled.top_k_rows(block, 20, merged_values, merged_indices, offset=first, merge=first > 0)
     assert torch.equal(merged_values, values) and torch.equal(merged_indices, indices)
 
 
 def test_top_k_rows_ties_nan_and_short_rows(compiled: CompiledKernels) -> None:
     nan, inf = float("nan"), float("inf")
-    scores = torch.tensor([
-        [1.0, 3.0, 3.0, nan, 2.0, 3.0],  # ties: the lower column first; NaN never chosen
-        [nan, nan, nan, nan, nan, 0.5],  # one value that is not NaN: the rest stays empty
-        [-inf, 0.0, -inf, 0.0, 0.0, 0.0],  # -inf is a value like any other
-    ])  # fmt: skip
+    scores = torch.tensor(
+        [
+            [1.0, 3.0, 3.0, nan, 2.0, 3.0],  # ties: the lower column first; NaN never chosen
+            [nan, nan, nan, nan, nan, 0.5],  # one value that is not NaN: the rest stays empty
+            [-inf, 0.0, -inf, 0.0, 0.0, 0.0],  # -inf is a value like any other
+        ]
+    )
     values, indices = torch.empty(3, 4), torch.empty(3, 4, dtype=torch.int64)
     compiled.top_k_rows(scores, 4, values, indices)
     assert indices.tolist() == [[1, 2, 5, 4], [5, -1, -1, -1], [1, 3, 4, 5]]
@@ -367,10 +395,10 @@ def test_add_to_rows_matches_index_add(backend: Kernels) -> None:
 _MAPPED = """
 import numpy as np, torch
 from pathlib import Path
-from gru4rec.config import GRU4RecConfig
-from gru4rec.data import SessionData
-from gru4rec.model import GRU4Rec
-from gru4rec.train import fit
+from gru4rec.network.config import GRU4RecConfig
+from gru4rec.network.data import SessionData
+from gru4rec.network.model import GRU4Rec
+from gru4rec.network.train import fit
 data = SessionData.from_sessions([[1, 2, 3, 4], [2, 3, 5], [4, 5, 6, 1, 2]] * 20)
 config = GRU4RecConfig(layers=(8,), batch_size=4, n_sample=5, n_epochs=1, seed=1)
 fit(GRU4Rec.from_config(7, config), data, config, num_threads=1,
@@ -386,7 +414,7 @@ def test_kernels_are_loaded_from_the_package_and_nowhere_else(tmp_path: Path) ->
     # The old loader took any `native-*.so` in $TMPDIR/gru4rec-<uid> (or $GRU4REC_CACHE),
     # whoever had put it there. Plant such files and train: only the package's own
     # extension may be mapped into the process.
-    package = Path(gru4rec.__file__).resolve().parent
+    package = Path(gru4rec.network.__file__).resolve().parent
     extension = package / f"_kernels{sysconfig.get_config_var('EXT_SUFFIX')}"
     for cache in (tmp_path / f"gru4rec-{os.getuid()}", tmp_path / "cache"):
         cache.mkdir()
@@ -394,8 +422,14 @@ def test_kernels_are_loaded_from_the_package_and_nowhere_else(tmp_path: Path) ->
             shutil.copy(extension, cache / name)
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRU4REC_CACHE": str(tmp_path / "cache")}
     env.pop("GRU4REC_KERNELS", None)
-    done = subprocess.run([sys.executable, "-c", _MAPPED], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _MAPPED],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert set(done.stdout.split()) == {str(extension)}
 
@@ -404,18 +438,19 @@ def test_kernels_are_loaded_from_the_package_and_nowhere_else(tmp_path: Path) ->
 def test_an_extension_outside_the_package_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stray = types.ModuleType("gru4rec._kernels")
-    stray.__file__ = str(tmp_path / "gru4rec" / "_kernels.so")
+    stray = types.ModuleType("gru4rec.network._kernels")
+    stray.__file__ = str(tmp_path / "gru4rec" / "network" / "_kernels.so")
     try:
         with monkeypatch.context() as patch:
-            patch.setitem(sys.modules, "gru4rec._kernels", stray)
-            patch.setattr(gru4rec, "_kernels", stray, raising=False)
+            patch.setitem(sys.modules, "gru4rec.network._kernels", stray)
+            patch.setattr(gru4rec.network, "_kernels", stray, raising=False)
             kernels._load.cache_clear()
             kernels.compiled.cache_clear()
             assert kernels.compiled() is None
             assert "is not inside the package" in kernels.unavailable_reason()
-            assert isinstance(kernels.kernels_for(torch.device("cpu"), torch.float32),
-                              kernels.TorchKernels)  # fmt: skip
+            assert isinstance(
+                kernels.kernels_for(torch.device("cpu"), torch.float32), kernels.TorchKernels
+            )
     finally:
         kernels._load.cache_clear()
         kernels.compiled.cache_clear()
@@ -429,7 +464,7 @@ def test_torch_fallback_is_announced_once_with_its_cost(
     monkeypatch.setattr(kernels, "unavailable_reason", lambda: "the extension is not built")
     kernels._warn_torch_fallback.cache_clear()
     try:
-        with caplog.at_level("WARNING", logger="gru4rec.kernels"):
+        with caplog.at_level("WARNING", logger="gru4rec.network.kernels"):
             for _ in range(3):
                 backend = kernels.kernels_for(torch.device("cpu"), torch.float32)
                 assert isinstance(backend, kernels.TorchKernels)

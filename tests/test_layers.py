@@ -1,11 +1,16 @@
-"""The layers of docs/architecture.md hold: imports point down, and only down.
+"""The layers of the README's development section hold: imports point down, never in a circle.
 
-    gru4rec.pipelines   the Polars ETL: its own modules, gru4rec.errors and gru4rec.fileio
-    gru4rec (library)   never the ETL, the jobs or the commands
-    gru4rec.jobs        the ETL and the library, never the commands
-    gru4rec.commands    everything (thin Typer commands)
+    gru4rec.pipelines  (pipelines/)  the Polars ETL: itself and the leaf helpers only
+    gru4rec.network                   the network and its training
+    gru4rec.scoring                   the scoring contract, families, evaluation
+    gru4rec.serving                   model directories, retrieval, recommendation, tracking
+    gru4rec.jobs                      the ETL and the library, never the commands
+    gru4rec.commands, gru4rec.cli     everything (thin Typer commands)
 
-Every import counts, also those inside functions (deferred imports are still imports).
+Each library room imports only the rooms below it (and `gru4rec.errors`, `gru4rec.fileio`,
+the leaf helpers). Every import counts, also those inside functions and under
+TYPE_CHECKING (deferred imports are still imports), and no modules import each other in
+a circle.
 """
 
 from __future__ import annotations
@@ -15,19 +20,28 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "gru4rec"
-ETL_MAY_USE = {"gru4rec.errors", "gru4rec.fileio"}  # leaf helpers: no imports of their own
-PURE = {"gru4rec.model", "gru4rec.losses", "gru4rec.optim", "gru4rec.kernels"}
+ROOT = Path(__file__).resolve().parents[1]
+# Where each package's sources are: pipelines/ installs as gru4rec.pipelines (setup.py).
+SOURCES = {"gru4rec": ROOT / "gru4rec", "gru4rec.pipelines": ROOT / "pipelines"}
+LEAVES = {"gru4rec.errors", "gru4rec.fileio"}  # leaf helpers: no imports of their own
+ROOMS = ("network", "scoring", "serving")  # the library, bottom up
+PURE = {
+    "gru4rec.network.model",
+    "gru4rec.network.losses",
+    "gru4rec.network.optim",
+    "gru4rec.network.kernels",
+}
 NOT_IN_PURE = ("mlflow", "polars", "typer", "optuna", "faiss")
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _imports(path: Path) -> set[str]:
-    return _imports_of(path, _module_name(path))
+def _module_name(path: Path, sources: dict[str, Path]) -> str:
+    """The dotted name of the module at `path`; the deepest package folder holding it wins."""
+    package, folder = max(
+        ((package, folder) for package, folder in sources.items() if path.is_relative_to(folder)),
+        key=lambda entry: len(entry[1].parts),
+    )
+    name = ".".join([package, *path.relative_to(folder).with_suffix("").parts])
+    return name.removesuffix(".__init__")
 
 
 def _imports_of(path: Path, module: str) -> set[str]:
@@ -48,53 +62,109 @@ def _imports_of(path: Path, module: str) -> set[str]:
     return found
 
 
-MODULES = {_module_name(path): _imports(path) for path in sorted(PACKAGE.rglob("*.py"))}
+def _scan(sources: dict[str, Path]) -> dict[str, set[str]]:
+    """Module name -> the names it imports, for every module under `sources`."""
+    paths = {path for folder in sources.values() for path in folder.rglob("*.py")}
+    names = {path: _module_name(path, sources) for path in paths}
+    return {names[path]: _imports_of(path, names[path]) for path in sorted(paths)}
+
+
+MODULES = _scan(SOURCES)
 
 
 def _layer(module: str) -> str:
     if module.startswith("gru4rec.pipelines"):
         return "etl"
-    if module.startswith("gru4rec.jobs"):
-        return "jobs"
-    if module.startswith(("gru4rec.commands", "gru4rec.cli", "gru4rec.__main__")):
+    if module in LEAVES:
+        return "leaf"
+    for room in (*ROOMS, "jobs", "commands"):
+        if module.startswith(f"gru4rec.{room}"):
+            return room
+    if module.startswith(("gru4rec.cli", "gru4rec.__main__")):
         return "commands"
-    return "library"
+    return "root"
 
 
-def _ours(imports: set[str]) -> set[str]:
-    return {name for name in imports if name == "gru4rec" or name.startswith("gru4rec.")}
+def _ours(imports: set[str], modules: dict[str, set[str]] = MODULES) -> set[str]:
+    """The imported names that are modules of this project."""
+    return {name for name in imports if name in modules}
 
 
-def _is_module(name: str) -> bool:
-    relative = Path(*name.split("."))
-    return (PACKAGE.parent / relative).with_suffix(".py").exists() or (
-        PACKAGE.parent / relative / "__init__.py"
-    ).exists()
+def _allowed(layer: str) -> set[str]:
+    """The layers a module of `layer` may import."""
+    if layer == "etl":
+        return {"etl", "leaf"}
+    if layer in ROOMS:
+        return {"leaf", *ROOMS[: ROOMS.index(layer) + 1]}
+    if layer == "jobs":
+        return {"leaf", "etl", "jobs", *ROOMS}
+    return {"leaf", "etl", "jobs", "commands", "root", *ROOMS}
 
 
-def _etl_violations(imports: set[str]) -> set[str]:
-    return {
-        name for name in _ours(imports)
-        if _is_module(name) and _layer(name) != "etl" and name not in ETL_MAY_USE | {"gru4rec"}
-    }  # fmt: skip
+def _violations(module: str, imports: set[str], modules: dict[str, set[str]] = MODULES) -> set[str]:
+    allowed = _allowed(_layer(module))
+    return {name for name in _ours(imports, modules) if _layer(name) not in allowed}
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if _layer(m) == "etl"])
-def test_the_etl_imports_only_itself_and_the_leaf_helpers(module: str) -> None:
-    bad = _etl_violations(MODULES[module])
-    assert not bad, f"{module} imports {sorted(bad)}"
+def _circles(modules: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of two or more modules (each holds a circle), and
+    modules that import themselves; Tarjan's algorithm."""
+    graph = {
+        module: sorted(_ours(imports, modules) - {module}) for module, imports in modules.items()
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in graph[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return groups
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if _layer(m) == "library"])
-def test_the_library_never_imports_the_etl_the_jobs_or_the_commands(module: str) -> None:
-    bad = {name for name in _ours(MODULES[module]) if _layer(name) != "library"}
-    assert not bad, f"{module} imports {sorted(bad)}"
+def test_the_scan_sees_every_room() -> None:
+    for module in (
+        "gru4rec.pipelines.prepare",
+        "gru4rec.network.model",
+        "gru4rec.scoring.contract",
+        "gru4rec.serving.recommend",
+        "gru4rec.jobs.nightly",
+        "gru4rec.commands.model_commands",
+    ):
+        assert module in MODULES, module
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if _layer(m) == "jobs"])
-def test_the_jobs_never_import_the_commands(module: str) -> None:
-    bad = {name for name in _ours(MODULES[module]) if _layer(name) == "commands"}
-    assert not bad, f"{module} imports {sorted(bad)}"
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_import_points_down(module: str) -> None:
+    bad = _violations(module, MODULES[module])
+    assert not bad, f"{module} ({_layer(module)}) imports {sorted(bad)}"
+
+
+def test_no_modules_import_each_other_in_a_circle() -> None:
+    assert _circles(MODULES) == []
 
 
 @pytest.mark.parametrize("module", sorted(PURE))
@@ -103,10 +173,54 @@ def test_model_losses_optimiser_and_kernels_import_no_service_library(module: st
     assert not bad, f"{module} imports {sorted(bad)}"
 
 
-def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
-    # The rules must be able to fail: the old batch recommendation job sat in the ETL
-    # package and imported the model's recommender, deferred inside a function.
-    module = tmp_path / "job.py"
-    module.write_text("def run():\n    from gru4rec.recommend import Recommender\n")
-    assert _etl_violations(_imports_of(module, "gru4rec.pipelines.job")) == {"gru4rec.recommend"}
-    assert "gru4rec.pipelines.prepare" in MODULES  # the ETL is where the rules look
+def _write(folder: Path, files: dict[str, str]) -> dict[str, Path]:
+    for relative, text in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return {"gru4rec": folder / "gru4rec", "gru4rec.pipelines": folder / "pipelines"}
+
+
+def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
+    # A batch recommendation job in the ETL that imports the recommender, deferred inside
+    # a function; the network importing the serving room's checkpoints.
+    sources = _write(
+        tmp_path,
+        {
+            "pipelines/job.py": "def run():\n    from gru4rec.serving.recommend import Recommender\n",
+            "gru4rec/serving/recommend.py": "",
+            "gru4rec/serving/checkpoint.py": "",
+            "gru4rec/network/train.py": "from gru4rec.serving import checkpoint\n",
+        },
+    )
+    modules = _scan(sources)
+    assert _violations("gru4rec.pipelines.job", modules["gru4rec.pipelines.job"], modules) == {
+        "gru4rec.serving.recommend"
+    }
+    assert _violations("gru4rec.network.train", modules["gru4rec.network.train"], modules) == {
+        "gru4rec.serving.checkpoint"
+    }
+
+
+def test_the_checker_sees_a_circle(tmp_path: Path) -> None:
+    # The base network's factory importing its repeat-aware subclass, whose scorer imported
+    # the scoring contract, which imported the subclass back (deferred imports all); and
+    # two ETL modules importing each other, one only for type checking.
+    sources = _write(
+        tmp_path,
+        {
+            "gru4rec/model.py": "def from_config():\n    from gru4rec.repeat import RepeatGRU4Rec\n",
+            "gru4rec/repeat.py": "from gru4rec.model import GRU4Rec\nfrom gru4rec.scorers import x\n",
+            "gru4rec/scorers.py": "def as_scorer():\n    from gru4rec.repeat import RepeatScorer\n",
+            "gru4rec/retrieval.py": "from gru4rec.model import GRU4Rec\n",
+            "pipelines/buckets.py": (
+                "from typing import TYPE_CHECKING\n"
+                "if TYPE_CHECKING:\n    from gru4rec.pipelines.prepare import PrepareOptions\n"
+            ),
+            "pipelines/prepare.py": "from gru4rec.pipelines import buckets\n",
+        },
+    )
+    assert _circles(_scan(sources)) == [
+        ["gru4rec.model", "gru4rec.repeat", "gru4rec.scorers"],
+        ["gru4rec.pipelines.buckets", "gru4rec.pipelines.prepare"],
+    ]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gru4rec.errors import ConfigError
-from gru4rec.losses import (
+from gru4rec.network.losses import (
     LossName,
     bpr_max,
     cross_entropy,

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from gru4rec.config import GRU4RecConfig
-from gru4rec.model import GRU4Rec, GRULayer
+from gru4rec.network.config import GRU4RecConfig
+from gru4rec.network.model import GRU4Rec, GRULayer
 
 N_ITEMS = 40
 

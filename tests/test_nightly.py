@@ -32,16 +32,28 @@ def write_config(
 ) -> Path:
     log = tmp_path / "clicks.tsv"
     if not log.exists():
-        write_click_log(generate_clicks(SyntheticLog(n_sessions=1200, n_items=50, days=6, seed=9)),
-                        log, "gru4rec-tsv")  # fmt: skip
+        write_click_log(
+            generate_clicks(SyntheticLog(n_sessions=1200, n_items=50, days=6, seed=9)),
+            log,
+            "gru4rec-tsv",
+        )
     lines = [
-        'experiment = "nightly-tests"', 'registered_model = "tiny"', 'work_dir = "work"',
+        'experiment = "nightly-tests"',
+        'registered_model = "tiny"',
+        'work_dir = "work"',
         *([f'tracking_uri = "{tracking_uri}"'] if tracking_uri else []),
-        "[data]", 'inputs = ["clicks.tsv"]', "valid_days = 0",
-        "[model]", 'preset = "rsc15"', 'device = "cpu"', *model, "[model.set]",
+        "[data]",
+        'inputs = ["clicks.tsv"]',
+        "valid_days = 0",
+        "[model]",
+        'preset = "rsc15"',
+        'device = "cpu"',
+        *model,
+        "[model.set]",
         *(f"{key} = {value}" for key, value in settings.items()),
-        "[serving]", "k = 5",
-    ]  # fmt: skip
+        "[serving]",
+        "k = 5",
+    ]
     path = tmp_path / name
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -143,11 +155,21 @@ def selection_config(tmp_path: Path, candidates: list[str], uri: str, name: str)
         write_click_log(generate_clicks(spec), log, "gru4rec-tsv")
     tiny = {"n_epochs": 1, "layers": 8, "n_sample": 16, "batch_size": 16}
     lines = [
-        'experiment = "nightly-select"', 'registered_model = "tiny"', f'work_dir = "{name}"',
-        f'tracking_uri = "{uri}"', "[data]", 'inputs = ["revisits.tsv"]', "valid_days = 1",
-        "[model]", 'device = "cpu"', f"candidates = {json.dumps(candidates)}", "[model.set]",
-        *(f"{key} = {value}" for key, value in tiny.items()), "[serving]", "k = 5",
-    ]  # fmt: skip
+        'experiment = "nightly-select"',
+        'registered_model = "tiny"',
+        f'work_dir = "{name}"',
+        f'tracking_uri = "{uri}"',
+        "[data]",
+        'inputs = ["revisits.tsv"]',
+        "valid_days = 1",
+        "[model]",
+        'device = "cpu"',
+        f"candidates = {json.dumps(candidates)}",
+        "[model.set]",
+        *(f"{key} = {value}" for key, value in tiny.items()),
+        "[serving]",
+        "k = 5",
+    ]
     path = tmp_path / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -162,8 +184,10 @@ def test_nightly_selects_among_three_families_and_serves_the_winner(tmp_path: Pa
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["nightly-select"])
     parent = runs[runs["tags.mlflow.runName"].str.startswith("nightly")].iloc[0]
-    valid = {name: parent[f"metrics.candidate_{name}_valid_mrr_at_20"]
-             for name in ("spop", "gru4rec_rsc15", "hybrid_rsc15")}  # fmt: skip
+    valid = {
+        name: parent[f"metrics.candidate_{name}_valid_mrr_at_20"]
+        for name in ("spop", "gru4rec_rsc15", "hybrid_rsc15")
+    }
     assert summary["chosen"].replace(":", "_") == max(valid, key=valid.__getitem__)
     assert parent["tags.chosen"] == summary["chosen"]
     assert valid["hybrid_rsc15"] >= valid["gru4rec_rsc15"]  # the hybrid holds plain GRU4Rec
@@ -186,9 +210,19 @@ def test_nightly_serves_a_baseline_that_wins_on_valid(tmp_path: Path) -> None:
 
     answer = served.predict(pd.DataFrame({"items": [session]}), params={"k": 5})
     assert answer["item_id"].tolist() == first
-    recommended = runner.invoke(app, ["recommend", "models:/tiny@champion", "--input",
-                                      str(tmp_path / "base" / "current" / "data" / "test.parquet"),
-                                      "--output", str(tmp_path / "r.parquet"), "--k", "5"])  # fmt: skip
+    recommended = runner.invoke(
+        app,
+        [
+            "recommend",
+            "models:/tiny@champion",
+            "--input",
+            str(tmp_path / "base" / "current" / "data" / "test.parquet"),
+            "--output",
+            str(tmp_path / "r.parquet"),
+            "--k",
+            "5",
+        ],
+    )
     assert recommended.exit_code == 0, recommended.output
     assert pl.read_parquet(tmp_path / "r.parquet").equals(recs)
 

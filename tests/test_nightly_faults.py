@@ -40,10 +40,14 @@ def _state(tmp_path: Path, uri: str) -> tuple[str, Path, int]:
 def _kill_in(stage: str, config: Path) -> None:
     """Run the job in a process of its own and SIGKILL it once `stage` has started."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "gru4rec", "nightly", str(config)], cwd=config.parent,
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, bufsize=1,
+        [sys.executable, "-m", "gru4rec", "nightly", str(config)],
+        cwd=config.parent,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
         env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    )
     assert process.stderr is not None
     seen = []
     for line in process.stderr:

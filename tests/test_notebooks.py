@@ -34,10 +34,25 @@ def tracking_uri(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("runs")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     for name, extra in RUNS.items():
-        result = CliRunner().invoke(app, [
-            "train", str(tiny_prepared), "--out", str(root / name), *TINY, *extra,
-            "--tracking-uri", uri, "--experiment", EXPERIMENT, "--run-name", name, "--threads", "1",
-        ])  # fmt: skip
+        result = CliRunner().invoke(
+            app,
+            [
+                "train",
+                str(tiny_prepared),
+                "--out",
+                str(root / name),
+                *TINY,
+                *extra,
+                "--tracking-uri",
+                uri,
+                "--experiment",
+                EXPERIMENT,
+                "--run-name",
+                name,
+                "--threads",
+                "1",
+            ],
+        )
         assert result.exit_code == 0, result.output
     return uri
 
@@ -46,9 +61,11 @@ def execute(name: str) -> Any:
     """Run a notebook from its own folder, as Jupyter would; raises on the first failing cell."""
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, timeout=300, kernel_name="python3",
+        notebook,
+        timeout=300,
+        kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
-    )  # fmt: skip
+    )
     client.execute()
     return notebook
 

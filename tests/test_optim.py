@@ -10,13 +10,29 @@ import torch
 import torch.nn.functional as F
 
 from gru4rec.errors import ConfigError
-from gru4rec.optim import (
-    SparseAdagradMomentum,
-    adagrad_momentum_dense_,
-    adagrad_momentum_rows_,
-)
+from gru4rec.network.optim import SparseAdagradMomentum, adagrad_momentum_dense_
 
 LR, MOMENTUM, EPS = 0.1, 0.5, 1e-6
+
+
+def adagrad_momentum_rows_(
+    param: torch.Tensor,
+    rows: torch.Tensor,
+    grad_rows: torch.Tensor,
+    acc: torch.Tensor,
+    velocity: torch.Tensor,
+    *,
+    lr: float,
+    momentum: float,
+) -> None:
+    """One step of the optimiser on the row-sparse gradient `grad_rows` (R, ...) of `rows`
+    (R,) (duplicates summed, as in autograd's sparse gradients), in place on `param` and
+    its state `acc`, `velocity`."""
+    leaf = torch.nn.Parameter(param)  # shares param's storage: the update lands in it
+    optimizer = SparseAdagradMomentum([leaf], lr=lr, momentum=momentum, eps=EPS)
+    optimizer.state[leaf] = {"acc": acc, "velocity": velocity}
+    leaf.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), grad_rows, param.shape)
+    optimizer.step()
 
 
 def f64(values: list) -> torch.Tensor:

@@ -21,7 +21,8 @@ except ModuleNotFoundError:  # plain `pytest` does not put the project root on s
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.pandas_prepare import prepare_pandas
 
-from gru4rec.pipelines.prepare import PrepareOptions, prepare
+from gru4rec.pipelines.options import PrepareOptions
+from gru4rec.pipelines.prepare import prepare
 from gru4rec.pipelines.sources import resolve_spec
 from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
@@ -76,25 +77,38 @@ def test_pandas_baseline_matches_on_boundaries_and_ties(tmp_path: Path) -> None:
     # kept) and a repeat; session 4 is written out of time order; item 99 is only in
     # test (unknown: session 10 becomes too short), item 77 only in valid.
     rows = [
-        (1, "03-30T01:00:00.000", 11), (1, "03-30T01:01:00.000", 12),
-        (1, "03-30T01:02:00.000", 13), (1, "03-30T01:03:00.000", 14),
-        (2, "03-30T02:00:00.000", 12), (2, "03-30T02:01:00.000", 13),
-        (2, "03-30T02:02:00.000", 14), (2, "03-30T02:03:00.000", 11),
+        (1, "03-30T01:00:00.000", 11),
+        (1, "03-30T01:01:00.000", 12),
+        (1, "03-30T01:02:00.000", 13),
+        (1, "03-30T01:03:00.000", 14),
+        (2, "03-30T02:00:00.000", 12),
+        (2, "03-30T02:01:00.000", 13),
+        (2, "03-30T02:02:00.000", 14),
+        (2, "03-30T02:03:00.000", 11),
         *[(3, "03-30T03:00:00.000", item) for item in (14, 11, 13, 13, 12)],
         (7, "03-30T05:00:00.000", 11),
-        (9, "04-01T06:00:00.000", 77), (9, "04-01T06:01:00.000", 13),
-        (9, "04-01T06:02:00.000", 77), (9, "04-01T06:03:00.000", 14),
+        (9, "04-01T06:00:00.000", 77),
+        (9, "04-01T06:01:00.000", 13),
+        (9, "04-01T06:02:00.000", 77),
+        (9, "04-01T06:03:00.000", 14),
         (9, "04-01T06:04:00.000", 77),
-        (4, "04-02T06:00:00.000", 12), (4, "04-01T23:59:59.999", 11),
-        (4, "04-02T05:00:00.000", 77), (4, "04-02T06:00:00.000", 77),
-        (5, "04-02T00:00:00.000", 11), (5, "04-02T00:01:00.000", 12),
+        (4, "04-02T06:00:00.000", 12),
+        (4, "04-01T23:59:59.999", 11),
+        (4, "04-02T05:00:00.000", 77),
+        (4, "04-02T06:00:00.000", 77),
+        (5, "04-02T00:00:00.000", 11),
+        (5, "04-02T00:01:00.000", 12),
         (5, "04-02T00:02:00.000", 13),
-        *[(6, f"04-02T{12 + i:02d}:00:00.000", item)
-          for i, item in enumerate((99, 11, 99, 12, 99, 13, 99, 14))],
+        *[
+            (6, f"04-02T{12 + i:02d}:00:00.000", item)
+            for i, item in enumerate((99, 11, 99, 12, 99, 13, 99, 14))
+        ],
         (6, "04-03T01:00:00.000", 99),
-        (8, "04-03T00:00:00.000", 11), (8, "04-03T00:01:00.000", 12),
-        (10, "04-02T01:00:00.000", 99), (10, "04-02T01:01:00.000", 11),
-    ]  # fmt: skip
+        (8, "04-03T00:00:00.000", 11),
+        (8, "04-03T00:01:00.000", 12),
+        (10, "04-02T01:00:00.000", 99),
+        (10, "04-02T01:01:00.000", 11),
+    ]
     log = tmp_path / "clicks.dat"
     log.write_text("".join(f"{s},2014-{t}Z,{item},0\n" for s, t, item in rows))
     polars_manifest, pandas_manifest = _run_both(log, tmp_path)
@@ -107,14 +121,24 @@ def test_pandas_baseline_matches_on_boundaries_and_ties(tmp_path: Path) -> None:
         for name, frame in tables.items()
         if name != "items"
     }
-    assert sessions == {"train": [1, 2, 3, 9, 4], "test": [5, 6, 8], "train_tr": [1, 2, 3],
-                        "valid": [9, 4]}  # fmt: skip
+    assert sessions == {
+        "train": [1, 2, 3, 9, 4],
+        "test": [5, 6, 8],
+        "train_tr": [1, 2, 3],
+        "valid": [9, 4],
+    }
     assert tables["train"].filter(pl.col("session_id") == 3)["item_id"].to_list() == [
-        14, 11, 13, 12
-    ]  # fmt: skip
+        14,
+        11,
+        13,
+        12,
+    ]
     assert tables["train"].filter(pl.col("session_id") == 4)["item_id"].to_list() == [
-        11, 77, 12, 77
-    ]  # fmt: skip
+        11,
+        77,
+        12,
+        77,
+    ]
     assert tables["valid"]["item_id"].to_list() == [13, 14, 11, 12]
     _assert_same_tables(tmp_path)
     manifest = json.loads((tmp_path / "pandas" / "manifest.json").read_text())
@@ -126,8 +150,15 @@ def test_item_map_follows_the_order_of_train_parquet(tmp_path: Path) -> None:
     # item_idx did not follow the first appearance of items in train.parquet.
     # Session 1 starts first, but only with rare item 99: once that is filtered out it
     # starts after session 2, so train.parquet has session 2 (item 20) first.
-    rows = [(1, "00:00:00", 99), (1, "00:01:40", 10), (1, "00:01:50", 20),
-            (2, "00:00:50", 20), (2, "00:01:00", 10), (3, "10:00:00", 10), (3, "10:01:00", 20)]  # fmt: skip
+    rows = [
+        (1, "00:00:00", 99),
+        (1, "00:01:40", 10),
+        (1, "00:01:50", 20),
+        (2, "00:00:50", 20),
+        (2, "00:01:00", 10),
+        (3, "10:00:00", 10),
+        (3, "10:01:00", 20),
+    ]
     log = tmp_path / "clicks.dat"
     log.write_text("".join(f"{s},2014-04-0{1 + 8 * (s == 3)}T{t}.000Z,{i},0\n" for s, t, i in rows))
     spec = resolve_spec("yoochoose")

@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from gru4rec.errors import InputDataError
-from gru4rec.pipelines.prepare import PrepareOptions, prepare
+from gru4rec.pipelines.options import PrepareOptions
+from gru4rec.pipelines.prepare import prepare
 from gru4rec.pipelines.sources import read_events, resolve_spec
 from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 from tests.conftest import shared_file
@@ -39,9 +40,13 @@ def test_synthetic_log_through_the_whole_pipeline(tmp_path: Path) -> None:
     out = tmp_path / "data"
     manifest = prepare([log], out, resolve_spec("gru4rec-tsv"))
     assert sorted(p.name for p in out.iterdir()) == [
-        "items.parquet", "manifest.json", "test.parquet", "train.parquet",
-        "train_tr.parquet", "valid.parquet",
-    ]  # fmt: skip
+        "items.parquet",
+        "manifest.json",
+        "test.parquet",
+        "train.parquet",
+        "train_tr.parquet",
+        "valid.parquet",
+    ]
     assert json.loads((out / "manifest.json").read_text()) == manifest
     train, test, items = read_split(out, "train"), read_split(out, "test"), read_split(out, "items")
     assert train.schema == pl.Schema(
@@ -80,8 +85,9 @@ def test_generic_mapping_with_ms_times_events_and_user_sessions(tmp_path: Path) 
             rows.append(f"{start + 5 * 60_000},{user},addtocart,{9}")
     log = write(tmp_path / "events.csv", "\n".join(rows) + "\n")
     out = tmp_path / "rr"
-    manifest = prepare([log], out, resolve_spec("retailrocket", test_days=1.0),
-                       PrepareOptions(valid_days=0))  # fmt: skip
+    manifest = prepare(
+        [log], out, resolve_spec("retailrocket", test_days=1.0), PrepareOptions(valid_days=0)
+    )
     steps = manifest["steps"]
     assert steps[0]["events"] == 3 * 8 * 5
     assert steps[1]["events"] == 3 * 8 * 4 and steps[1]["sessions"] == 24
@@ -114,8 +120,12 @@ def test_diginetica_raw_sample(tmp_path: Path) -> None:
 
 def test_trivago_keeps_item_actions_only(tmp_path: Path) -> None:
     path = shared_file("trivago_rsc19_val_100k.parquet")
-    manifest = prepare([path], tmp_path / "tv", resolve_spec("trivago", test_days=0.2),
-                       PrepareOptions(valid_days=0))  # fmt: skip
+    manifest = prepare(
+        [path],
+        tmp_path / "tv",
+        resolve_spec("trivago", test_days=0.2),
+        PrepareOptions(valid_days=0),
+    )
     raw = pl.read_parquet(path)
     item_actions = raw.filter(pl.col("action_type").str.contains("item")).height
     assert manifest["steps"][0]["events"] == raw.height
@@ -124,8 +134,9 @@ def test_trivago_keeps_item_actions_only(tmp_path: Path) -> None:
 
 def test_diginetica_published_split_is_kept_exactly(tmp_path: Path) -> None:
     path = shared_file("diginetica_srgnn.tsv.gz")
-    spec = resolve_spec("generic", session_col="SessionId", item_col="ItemId",
-                        order_col="Pos", split_col="Split")  # fmt: skip
+    spec = resolve_spec(
+        "generic", session_col="SessionId", item_col="ItemId", order_col="Pos", split_col="Split"
+    )
     manifest = prepare([path], tmp_path / "dg", spec, PrepareOptions(valid_fraction=0.1))
     splits = manifest["splits"]
     assert splits["train"] == {"events": 906_140, "sessions": 186_670, "items": 43_097}
@@ -145,8 +156,12 @@ def test_yoochoose_100k_published_split(tmp_path: Path) -> None:
     assert splits["test"] == {"events": 13_568, "sessions": 3_416, "items": 1_771}
     # Re-running the session-length filter drops nothing. (Item support >= 5 does drop
     # 135 items: the sample was drawn after filtering the whole YOOCHOOSE log.)
-    again = prepare([train, test], tmp_path / "yc2", resolve_spec("gru4rec-tsv"),
-                    PrepareOptions(apply_filter=True, min_item_support=1))  # fmt: skip
+    again = prepare(
+        [train, test],
+        tmp_path / "yc2",
+        resolve_spec("gru4rec-tsv"),
+        PrepareOptions(apply_filter=True, min_item_support=1),
+    )
     assert again["splits"] == {
         **splits,
         "train_tr": again["splits"]["train_tr"],
@@ -214,8 +229,12 @@ def test_bad_input_is_explained(
     log = write(tmp_path / "log.tsv", text)
     out = tmp_path / "out"
     if message is None:
-        prepare([log], out, resolve_spec("gru4rec-tsv"),
-                PrepareOptions(apply_filter=False, test_days=0.5, valid_days=0))  # fmt: skip
+        prepare(
+            [log],
+            out,
+            resolve_spec("gru4rec-tsv"),
+            PrepareOptions(apply_filter=False, test_days=0.5, valid_days=0),
+        )
         assert read_split(out, "train")["item_id"].to_list() == ["5", "x"]  # text ids kept
         return
     with pytest.raises(InputDataError, match=re.escape(message)) as error:
@@ -276,8 +295,12 @@ def test_late_clicks_do_not_empty_the_test_split(tmp_path: Path) -> None:
     # Regression (issue 19): the last days were counted back from the last click, which
     # a straggler put weeks after the last session start: the test split came out empty.
     log = _straggler_log(tmp_path)
-    manifest = prepare([log], tmp_path / "out", resolve_spec("generic", **NEWS),
-                       PrepareOptions(test_days=1, valid_days=1))  # fmt: skip
+    manifest = prepare(
+        [log],
+        tmp_path / "out",
+        resolve_spec("generic", **NEWS),
+        PrepareOptions(test_days=1, valid_days=1),
+    )
     test = read_split(tmp_path / "out", "test")
     starts = test.group_by("session_id").agg(pl.col("time").min())["time"]
     assert starts.min() >= 14 * DAY and starts.max() < 16 * DAY
@@ -295,8 +318,12 @@ def test_late_clicks_do_not_empty_the_test_split(tmp_path: Path) -> None:
 
 def test_test_start_places_the_boundary_explicitly(tmp_path: Path) -> None:
     log = _straggler_log(tmp_path)
-    manifest = prepare([log], tmp_path / "out", resolve_spec("generic", **NEWS),
-                       PrepareOptions(test_start="1970-01-13", valid_days=0))  # fmt: skip
+    manifest = prepare(
+        [log],
+        tmp_path / "out",
+        resolve_spec("generic", **NEWS),
+        PrepareOptions(test_start="1970-01-13", valid_days=0),
+    )
     test = read_split(tmp_path / "out", "test")
     assert test["session_id"].n_unique() == 4 * 40  # days 12-15 (the 13th of January on)
     assert manifest["time_splits"]["test"]["boundary"] == "1970-01-13 00:00:00"
@@ -308,8 +335,12 @@ def test_test_start_places_the_boundary_explicitly(tmp_path: Path) -> None:
 def test_an_empty_split_shows_the_counts_up_to_the_failure(tmp_path: Path) -> None:
     log = _straggler_log(tmp_path)
     with pytest.raises(InputDataError) as raised:
-        prepare([log], tmp_path / "out", resolve_spec("generic", **NEWS),
-                PrepareOptions(test_start="1971-01-01", valid_days=0))  # fmt: skip
+        prepare(
+            [log],
+            tmp_path / "out",
+            resolve_spec("generic", **NEWS),
+            PrepareOptions(test_start="1971-01-01", valid_days=0),
+        )
     message = str(raised.value)
     assert message.startswith("the test split is empty after these steps:")
     assert re.search(r"read\s+all\s+2,560\s+640", message)  # 640 sessions of 4 clicks

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from gru4rec.cli import app
 from gru4rec.pipelines.buckets import auto_buckets
-from gru4rec.pipelines.prepare import PrepareOptions, prepare
+from gru4rec.pipelines.options import PrepareOptions
+from gru4rec.pipelines.prepare import prepare
 from gru4rec.pipelines.sources import resolve_spec
 from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks
 
@@ -28,13 +29,20 @@ def clicks() -> pl.DataFrame:
     clicks = generate_clicks(SyntheticLog(n_sessions=3_000, n_items=300, days=20, seed=5))
     minutes = ((pl.col("time") // 60) * 60).cast(pl.Float64)
     return clicks.select(
-        pl.col("session_id").alias("SessionId"), pl.col("item_id").alias("ItemId"),
+        pl.col("session_id").alias("SessionId"),
+        pl.col("item_id").alias("ItemId"),
         minutes.alias("Time"),
-    )  # fmt: skip
+    )
 
 
-def _both(tmp_path: Path, inputs: list[Path], fmt: str, options: PrepareOptions,
-          buckets: int = 5, **columns: object) -> tuple[Path, Path]:  # fmt: skip
+def _both(
+    tmp_path: Path,
+    inputs: list[Path],
+    fmt: str,
+    options: PrepareOptions,
+    buckets: int = 5,
+    **columns: object,
+) -> tuple[Path, Path]:
     spec = resolve_spec(fmt, **columns)  # type: ignore[arg-type]
     whole, parts = tmp_path / "memory", tmp_path / "buckets"
     prepare(inputs, whole, spec, options, format_name=fmt, buckets=1)
@@ -88,9 +96,11 @@ def test_sessions_built_from_users_with_an_event_filter(
         (pl.col("SessionId") % 700).alias("visitorid"),  # users with many sessions
         pl.Series("event", rng.choice(["view", "view", "view", "addtocart"], clicks.height)),
     ).select(
-        (pl.col("Time") * 1000).cast(pl.Int64).alias("timestamp"), "visitorid", "event",
+        (pl.col("Time") * 1000).cast(pl.Int64).alias("timestamp"),
+        "visitorid",
+        "event",
         pl.col("ItemId").alias("itemid"),
-    )  # fmt: skip
+    )
     log = tmp_path / "events.csv"
     users.write_csv(log)
     whole, parts = _both(tmp_path, [log], "retailrocket", PrepareOptions(test_days=3), buckets=4)
@@ -120,8 +130,10 @@ def test_more_buckets_than_sessions(tmp_path: Path) -> None:
 def test_cli_buckets_option(clicks: pl.DataFrame, tmp_path: Path) -> None:
     log = tmp_path / "clicks.tsv"
     clicks.write_csv(log, separator="\t")
-    result = runner.invoke(app, ["prepare", str(log), "--out", str(tmp_path / "out"),
-                                 "--buckets", "3", "--test-days", "2"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        ["prepare", str(log), "--out", str(tmp_path / "out"), "--buckets", "3", "--test-days", "2"],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["buckets"] == 3
     assert "prepared in 3 buckets of sessions" in " ".join(result.output.split())
@@ -178,10 +190,14 @@ def test_cgroup_limits_count_as_memory(tmp_path: Path, monkeypatch: pytest.Monke
     (v2 / "job" / "1" / "memory.max").write_text("max\n")
     (v2 / "job" / "1" / "memory.current").write_text("5\n")
     monkeypatch.setattr(buckets, "PROC_CGROUP", proc)
-    monkeypatch.setattr(buckets, "CGROUP_FILES", {
-        2: (v2, "memory.max", "memory.current"),
-        1: (v1, "memory.limit_in_bytes", "memory.usage_in_bytes"),
-    })  # fmt: skip
+    monkeypatch.setattr(
+        buckets,
+        "CGROUP_FILES",
+        {
+            2: (v2, "memory.max", "memory.current"),
+            1: (v1, "memory.limit_in_bytes", "memory.usage_in_bytes"),
+        },
+    )
     assert buckets._cgroup_room() == [2 << 30]
     assert buckets.available_memory() <= 2 << 30
     (v2 / "job" / "1" / "memory.max").write_text(str(1 << 30))
@@ -192,15 +208,26 @@ def test_cgroup_limits_count_as_memory(tmp_path: Path, monkeypatch: pytest.Monke
 def test_order_only_log_with_a_split_column(clicks: pl.DataFrame, tmp_path: Path) -> None:
     """SR-GNN's layout: no time, a position inside the session, a published split column;
     validation by fraction."""
-    ordered = clicks.with_columns(
-        pl.int_range(pl.len()).over("SessionId").alias("Pos"),
-        pl.when(pl.col("SessionId") % 9 == 0).then(pl.lit("test")).otherwise(pl.lit("train"))
-        .alias("Split"),
-    ).select("SessionId", "ItemId", "Pos", "Split").sample(fraction=1.0, shuffle=True, seed=1)  # fmt: skip
+    ordered = (
+        clicks.with_columns(
+            pl.int_range(pl.len()).over("SessionId").alias("Pos"),
+            pl.when(pl.col("SessionId") % 9 == 0)
+            .then(pl.lit("test"))
+            .otherwise(pl.lit("train"))
+            .alias("Split"),
+        )
+        .select("SessionId", "ItemId", "Pos", "Split")
+        .sample(fraction=1.0, shuffle=True, seed=1)
+    )
     log = tmp_path / "srgnn.tsv"
     ordered.write_csv(log, separator="\t")
-    columns = {"session_col": "SessionId", "item_col": "ItemId", "order_col": "Pos",
-               "split_col": "Split", "time_col": None}  # fmt: skip
+    columns = {
+        "session_col": "SessionId",
+        "item_col": "ItemId",
+        "order_col": "Pos",
+        "split_col": "Split",
+        "time_col": None,
+    }
     options = PrepareOptions(valid_fraction=0.1)
     _assert_same(*_both(tmp_path, [log], "generic", options, buckets=3, **columns))
 

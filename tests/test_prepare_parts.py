@@ -21,8 +21,11 @@ runner = CliRunner()
 def parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """One generated log, whole and cut by day into four files (plus files to skip)."""
     root = tmp_path_factory.mktemp("parts")
-    whole = write_click_log(generate_clicks(SyntheticLog(n_sessions=800, n_items=40, days=4,
-                                                         seed=3)), root / "all.tsv", "gru4rec-tsv")  # fmt: skip
+    whole = write_click_log(
+        generate_clicks(SyntheticLog(n_sessions=800, n_items=40, days=4, seed=3)),
+        root / "all.tsv",
+        "gru4rec-tsv",
+    )
     events = pl.read_csv(whole, separator="\t")
     day = ((pl.col("Time") - pl.col("Time").min()) // 86400).cast(pl.Int64)
     folder = root / "clicks"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from gru4rec.cli import app
 from gru4rec.jobs.batch_recommend import recommend_file
 from gru4rec.pipelines.sources import resolve_spec
-from gru4rec.recommend import Recommender
+from gru4rec.serving.recommend import Recommender
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra gru4rec[ray]")
 from gru4rec.jobs.ray_recommend import SessionScorer, recommend_on_ray  # noqa: E402
@@ -39,10 +39,14 @@ def sessions(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """The test sessions, plus unknown items in some and a session of unknown items only."""
     events = pl.read_parquet(tiny_prepared / "test.parquet").select("session_id", "item_id", "time")
     first = events["session_id"][0]
-    extra = pl.DataFrame({
-        "session_id": [first, -1, -1], "item_id": [10**9, 10**9 + 1, 10**9 + 2],
-        "time": [float(events["time"].max()) + 1.0] * 3,
-    }, schema=events.schema)  # fmt: skip
+    extra = pl.DataFrame(
+        {
+            "session_id": [first, -1, -1],
+            "item_id": [10**9, 10**9 + 1, 10**9 + 2],
+            "time": [float(events["time"].max()) + 1.0] * 3,
+        },
+        schema=events.schema,
+    )
     path = tmp_path_factory.mktemp("ray") / "sessions.parquet"
     pl.concat([events, extra]).write_parquet(path)
     return path
@@ -56,11 +60,17 @@ def _read(output: Path) -> pl.DataFrame:
 def test_ray_writes_the_rows_the_single_process_path_writes(
     local_ray: None, tiny_model: Path, sessions: Path, tmp_path: Path
 ) -> None:
-    local = recommend_file(Recommender.from_path(tiny_model, device="cpu"), sessions, PREPARED,
-                           tmp_path / "local.parquet", k=7)  # fmt: skip
+    local = recommend_file(
+        Recommender.from_path(tiny_model, device="cpu"),
+        sessions,
+        PREPARED,
+        tmp_path / "local.parquet",
+        k=7,
+    )
     # Buckets of about 40 sessions over 2 actors: the sessions spread over many buckets.
-    summary = recommend_on_ray(str(tiny_model), sessions, PREPARED, tmp_path / "ray", k=7,
-                               batch_size=40, actors=2)  # fmt: skip
+    summary = recommend_on_ray(
+        str(tiny_model), sessions, PREPARED, tmp_path / "ray", k=7, batch_size=40, actors=2
+    )
     expected, got = _read(tmp_path / "local.parquet"), _read(tmp_path / "ray")
     assert len(list((tmp_path / "ray").glob("*.parquet"))) > 2
     assert got.columns == expected.columns == ["session_id", "rank", "item_id", "score"]
@@ -97,16 +107,27 @@ def test_a_failure_mid_way_leaves_no_output(
     local_ray: None, tiny_model: Path, sessions: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(Exception, match="scoring failed mid-way"):
-        recommend_on_ray(str(tiny_model), sessions, PREPARED, tmp_path / "ray", k=5,
-                         batch_size=20, actors=1, scorer=FailingScorer)  # fmt: skip
+        recommend_on_ray(
+            str(tiny_model),
+            sessions,
+            PREPARED,
+            tmp_path / "ray",
+            k=5,
+            batch_size=20,
+            actors=1,
+            scorer=FailingScorer,
+        )
     assert list(tmp_path.iterdir()) == []  # neither the output nor its staging folder
 
 
 def test_a_registered_model_by_its_mlflow_uri(
-    local_ray: None, tiny_model: Path, sessions: Path, tmp_path: Path,
+    local_ray: None,
+    tiny_model: Path,
+    sessions: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    from gru4rec import tracking
+) -> None:
+    from gru4rec.serving import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with tracking.start_run(uri, "ray", "log"):
@@ -120,12 +141,39 @@ def test_a_registered_model_by_its_mlflow_uri(
 
 def test_cli_engine_ray(local_ray: None, tiny_model: Path, sessions: Path, tmp_path: Path) -> None:
     out = tmp_path / "recs"
-    result = runner.invoke(app, ["recommend", str(tiny_model), "--input", str(sessions),
-                                 "--output", str(out), "--engine", "ray", "--actors", "2",
-                                 "--batch-size", "64", "--k", "5"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "recommend",
+            str(tiny_model),
+            "--input",
+            str(sessions),
+            "--output",
+            str(out),
+            "--engine",
+            "ray",
+            "--actors",
+            "2",
+            "--batch-size",
+            "64",
+            "--k",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "on 2 Ray actors" in result.output and "1 skipped" in result.output
     assert _read(out)["rank"].max() == 5
-    again = runner.invoke(app, ["recommend", str(tiny_model), "--input", str(sessions),
-                                "--output", str(out), "--engine", "spark"])  # fmt: skip
+    again = runner.invoke(
+        app,
+        [
+            "recommend",
+            str(tiny_model),
+            "--input",
+            str(sessions),
+            "--output",
+            str(out),
+            "--engine",
+            "spark",
+        ],
+    )
     assert again.exit_code == 2 and "choose local or ray" in again.output

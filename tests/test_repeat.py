@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from gru4rec.config import apply_overrides, get_preset
-from gru4rec.data import load_items, load_split
 from gru4rec.errors import ConfigError
-from gru4rec.jobs.workflow import evaluate_split, train_model
-from gru4rec.model import GRU4Rec
-from gru4rec.repeat import RepeatGRU4Rec, RepeatGRU4RecScorer
-from gru4rec.saved_models import load_scorer, model_family
-from gru4rec.scorers import as_scorer, session_batch
+from gru4rec.jobs.train_evaluate import evaluate_split, train_model
+from gru4rec.network.config import apply_overrides, get_preset
+from gru4rec.network.data import load_items, load_split
+from gru4rec.network.families import build_network
+from gru4rec.network.repeat import RepeatGRU4Rec
+from gru4rec.scoring.contract import session_batch
+from gru4rec.scoring.neural import RepeatGRU4RecScorer, as_scorer
+from gru4rec.serving.saved_models import load_scorer, model_family
 
 
 def hand_model() -> RepeatGRU4Rec:
@@ -101,8 +102,8 @@ def test_scores_are_a_distribution_over_every_item() -> None:
 
 def test_config_checks_and_model_choice() -> None:
     config = apply_overrides(get_preset("rsc15"), {"repeat_window": "5"})
-    assert isinstance(GRU4Rec.from_config(10, config), RepeatGRU4Rec)
-    assert not isinstance(GRU4Rec.from_config(10, get_preset("rsc15")), RepeatGRU4Rec)
+    assert isinstance(build_network(10, config), RepeatGRU4Rec)
+    assert not isinstance(build_network(10, get_preset("rsc15")), RepeatGRU4Rec)
     with pytest.raises(ConfigError, match="cross-entropy"):
         apply_overrides(get_preset("diginetica"), {"repeat_window": "5"})  # BPR-max
     with pytest.raises(ConfigError, match="repeat_window"):
@@ -115,10 +116,22 @@ def test_training_adds_what_plain_gru4rec_misses_on_repeat_targets(
     settings = {"n_epochs": "3", "layers": "24", "n_sample": "32", "batch_size": "16"}
     plain_config = apply_overrides(get_preset("rsc15"), settings)
     repeat_config = apply_overrides(plain_config, {"repeat_window": "8"})
-    plain, items, _ = train_model(tiny_revisits, plain_config, tmp_path / "plain", device="cpu",
-                                  num_threads=1, split="train_tr")  # fmt: skip
-    repeat, _, _ = train_model(tiny_revisits, repeat_config, tmp_path / "repeat", device="cpu",
-                               num_threads=1, split="train_tr")  # fmt: skip
+    plain, items, _ = train_model(
+        tiny_revisits,
+        plain_config,
+        tmp_path / "plain",
+        device="cpu",
+        num_threads=1,
+        split="train_tr",
+    )
+    repeat, _, _ = train_model(
+        tiny_revisits,
+        repeat_config,
+        tmp_path / "repeat",
+        device="cpu",
+        num_threads=1,
+        split="train_tr",
+    )
     plain_metrics = evaluate_split(plain, items, tiny_revisits, split="valid")
     repeat_metrics = evaluate_split(repeat, items, tiny_revisits, split="valid")
     assert repeat_metrics["repeat_mrr@20"] > plain_metrics["repeat_mrr@20"] + 0.05
@@ -134,7 +147,8 @@ def test_training_adds_what_plain_gru4rec_misses_on_repeat_targets(
 
 @pytest.fixture(scope="module")
 def tiny_revisits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gru4rec.pipelines.prepare import PrepareOptions, prepare
+    from gru4rec.pipelines.options import PrepareOptions
+    from gru4rec.pipelines.prepare import prepare
     from gru4rec.pipelines.sources import resolve_spec
     from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 

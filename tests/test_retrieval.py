@@ -11,13 +11,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gru4rec import recommend as recommend_module
-from gru4rec.checkpoint import load_checkpoint
 from gru4rec.cli import app
 from gru4rec.errors import CheckpointError, ConfigError
-from gru4rec.jobs.workflow import evaluate_split
-from gru4rec.recommend import Recommender, exact_top_k
-from gru4rec.retrieval import IndexOptions, ItemIndex, item_vectors, query_vectors
+from gru4rec.jobs.train_evaluate import evaluate_split
+from gru4rec.scoring.neural import item_vectors, query_vectors
+from gru4rec.serving import recommend as recommend_module
+from gru4rec.serving.checkpoint import load_checkpoint
+from gru4rec.serving.recommend import Recommender, exact_top_k
+from gru4rec.serving.retrieval import IndexOptions, ItemIndex
 
 runner = CliRunner()
 
@@ -57,8 +58,13 @@ def test_recommendations_for_test_prefixes_reproduce_the_evaluation(
         pl.DataFrame({"session": range(len(targets)), "item_id": targets}),
         on=["session", "item_id"],
     )
-    metrics = evaluate_split(recommender.scorer, load_checkpoint(tiny_model, "cpu")[2], tiny_prepared,
-                             cutoffs=(20,), ties="standard")  # fmt: skip
+    metrics = evaluate_split(
+        recommender.scorer,
+        load_checkpoint(tiny_model, "cpu")[2],
+        tiny_prepared,
+        cutoffs=(20,),
+        ties="standard",
+    )
     assert metrics["n_events"] == len(targets)
     assert hit_table.height / len(targets) == pytest.approx(metrics["recall@20"], abs=1e-9)
     assert (1 / hit_table["rank"]).sum() / len(targets) == pytest.approx(
@@ -88,8 +94,10 @@ def test_approximate_indexes_measure_their_recall(
 ) -> None:
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model, model_dir)
-    result = runner.invoke(app, ["index", str(model_dir), "--kind", kind, "--no-track", "--nlist", "4",
-                                 "--nprobe", "4"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        ["index", str(model_dir), "--kind", kind, "--no-track", "--nlist", "4", "--nprobe", "4"],
+    )
     assert result.exit_code == 0, result.output
     loaded = ItemIndex.load(model_dir)
     assert loaded.options.kind == kind and 0.5 <= loaded.meta["recall_at_20"] <= 1.0
@@ -133,8 +141,20 @@ def test_recommend_cli_writes_long_parquet(
     tiny_model: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "recs.parquet"
-    result = runner.invoke(app, ["recommend", str(tiny_model), "--input", str(tiny_prepared / "test.parquet"),
-                                 "--output", str(out), "--k", "5", "--exclude-seen"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "recommend",
+            str(tiny_model),
+            "--input",
+            str(tiny_prepared / "test.parquet"),
+            "--output",
+            str(out),
+            "--k",
+            "5",
+            "--exclude-seen",
+        ],
+    )
     assert result.exit_code == 0, result.output
     recs = pl.read_parquet(out)
     assert recs.columns == ["session_id", "rank", "item_id", "score"]
@@ -145,8 +165,20 @@ def test_recommend_cli_writes_long_parquet(
     assert recs.group_by("session_id").agg(pl.col("rank").max())["rank"].max() == 5
     assert "sessions served" in result.output
     again = tmp_path / "again.parquet"
-    runner.invoke(app, ["recommend", str(tiny_model), "--input", str(tiny_prepared / "test.parquet"),
-                        "--output", str(again), "--k", "5", "--exclude-seen"])  # fmt: skip
+    runner.invoke(
+        app,
+        [
+            "recommend",
+            str(tiny_model),
+            "--input",
+            str(tiny_prepared / "test.parquet"),
+            "--output",
+            str(again),
+            "--k",
+            "5",
+            "--exclude-seen",
+        ],
+    )
     assert pl.read_parquet(again).equals(recs)  # deterministic
 
 
@@ -155,9 +187,27 @@ def test_recommend_csv_input_with_column_options(tiny_model: Path, tmp_path: Pat
     path = tmp_path / "in.csv"
     path.write_text(f"s,i,pos\na,{items[0]},0\na,{items[1]},1\nb,999999999,0\n")
     out = tmp_path / "recs.parquet"
-    result = runner.invoke(app, ["recommend", str(tiny_model), "--input", str(path), "--output", str(out),
-                                 "--format", "generic", "--session-col", "s", "--item-col", "i",
-                                 "--order-col", "pos", "--k", "3"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "recommend",
+            str(tiny_model),
+            "--input",
+            str(path),
+            "--output",
+            str(out),
+            "--format",
+            "generic",
+            "--session-col",
+            "s",
+            "--item-col",
+            "i",
+            "--order-col",
+            "pos",
+            "--k",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(out)["session_id"].unique().to_list() == ["a"]
     assert "1 skipped" in result.output and "1 unknown" in result.output
@@ -192,8 +242,9 @@ def test_recommend_bad_input(
         "missing-dir": tmp_path / "nope" / "r.parquet",
         "read-only": Path("/proc/r.parquet"),
     }.get(setup, tmp_path / "r.parquet")
-    result = runner.invoke(app, ["recommend", str(tiny_model), "--input", str(source), "--output", str(out),
-                                 *args])  # fmt: skip
+    result = runner.invoke(
+        app, ["recommend", str(tiny_model), "--input", str(source), "--output", str(out), *args]
+    )
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists() and not list(tmp_path.glob(".r.parquet.tmp-*"))
@@ -207,9 +258,25 @@ def test_recommend_from_an_mlflow_alias(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     model = tmp_path / "model"
-    result = runner.invoke(app, ["train", str(tiny_prepared), "--out", str(model), "--set", "n_epochs=1",
-                                 "--set", "layers=16", "--set", "n_sample=32", "--register", "recs",
-                                 "--test-split", "none"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(tiny_prepared),
+            "--out",
+            str(model),
+            "--set",
+            "n_epochs=1",
+            "--set",
+            "layers=16",
+            "--set",
+            "n_sample=32",
+            "--register",
+            "recs",
+            "--test-split",
+            "none",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["index", str(model)]).exit_code == 0
     mlflow.set_tracking_uri(uri)
@@ -221,17 +288,50 @@ def test_recommend_from_an_mlflow_alias(
         "index/index.json",
     }
     out = tmp_path / "recs.parquet"
-    result = runner.invoke(app, ["recommend", "models:/recs@champion", "--input",
-                                 str(tiny_prepared / "test.parquet"), "--output", str(out), "--k", "3"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "recommend",
+            "models:/recs@champion",
+            "--input",
+            str(tiny_prepared / "test.parquet"),
+            "--output",
+            str(out),
+            "--k",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     direct = tmp_path / "direct.parquet"
-    runner.invoke(app, ["recommend", str(model), "--input", str(tiny_prepared / "test.parquet"),
-                        "--output", str(direct), "--k", "3", "--index", "none"])  # fmt: skip
+    runner.invoke(
+        app,
+        [
+            "recommend",
+            str(model),
+            "--input",
+            str(tiny_prepared / "test.parquet"),
+            "--output",
+            str(direct),
+            "--k",
+            "3",
+            "--index",
+            "none",
+        ],
+    )
     assert (
         pl.read_parquet(out)
         .select("session_id", "item_id")
         .equals(pl.read_parquet(direct).select("session_id", "item_id"))
     )
-    bad = runner.invoke(app, ["recommend", "models:/nope@champion", "--input", str(tiny_prepared / "test.parquet"),
-                              "--output", str(tmp_path / "x.parquet")])  # fmt: skip
+    bad = runner.invoke(
+        app,
+        [
+            "recommend",
+            "models:/nope@champion",
+            "--input",
+            str(tiny_prepared / "test.parquet"),
+            "--output",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
     assert bad.exit_code == 2 and "cannot be fetched from MLflow" in bad.output

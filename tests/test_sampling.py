@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gru4rec.sampling import (
+from gru4rec.network.sampling import (
     DropoutMasks,
     NegativeSampler,
     log_probabilities,
@@ -96,8 +96,8 @@ def test_dropout_masks_reject_bad_sites() -> None:
 def test_logq_shifts_of_both_forms_by_hand() -> None:
     import dataclasses
 
-    from gru4rec.config import GRU4RecConfig
-    from gru4rec.sampling import logq_shifts
+    from gru4rec.network.config import GRU4RecConfig
+    from gru4rec.network.sampling import logq_shifts
 
     support = np.array([1.0, 3.0, 4.0, 0.0])
     config = GRU4RecConfig(logq=0.5, sample_alpha=0.5, logq_form="normalised")

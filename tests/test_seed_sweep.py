@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.seed_sweep import main, parse_seeds
-from gru4rec.config import apply_overrides, get_preset
-from gru4rec.jobs.workflow import evaluate_split, train_model
+from gru4rec.jobs.train_evaluate import evaluate_split, train_model
+from gru4rec.network.config import apply_overrides, get_preset
 
 TINY = {"n_epochs": "1", "layers": "16", "n_sample": "32", "batch_size": "16"}
 TINY_ARGS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
@@ -29,8 +29,22 @@ def test_sweep_reports_each_seed_and_the_spread(
     tiny_prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "sweep.json"
-    main([str(tiny_prepared), "--seeds", "1-2", "--jobs", "1", *TINY_ARGS,
-          "--bar", "recall@20=0", "--bar", "mrr@20=1.01", "--json", str(out)])  # fmt: skip
+    main(
+        [
+            str(tiny_prepared),
+            "--seeds",
+            "1-2",
+            "--jobs",
+            "1",
+            *TINY_ARGS,
+            "--bar",
+            "recall@20=0",
+            "--bar",
+            "mrr@20=1.01",
+            "--json",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text())
     assert [run["seed"] for run in result["seeds"]] == [1, 2]
     # Each seed's metrics are those of a plain training run with that seed.
@@ -54,8 +68,12 @@ def test_parallel_jobs_give_the_same_results(tiny_prepared: Path, tmp_path: Path
     for jobs in ("1", "2"):
         out = tmp_path / f"jobs{jobs}.json"
         main([str(tiny_prepared), "--seeds", "3,4", "--jobs", jobs, *TINY_ARGS, "--json", str(out)])
-        outputs.append([{k: v for k, v in run.items() if k != "train_s"}
-                        for run in json.loads(out.read_text())["seeds"]])  # fmt: skip
+        outputs.append(
+            [
+                {k: v for k, v in run.items() if k != "train_s"}
+                for run in json.loads(out.read_text())["seeds"]
+            ]
+        )
     assert outputs[0] == outputs[1]
 
 

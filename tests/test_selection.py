@@ -13,27 +13,37 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gru4rec.baselines import fit_baseline
-from gru4rec.checkpoint import load_checkpoint
 from gru4rec.cli import app
-from gru4rec.data import load_items, load_split
 from gru4rec.errors import CheckpointError, ConfigError
-from gru4rec.hybrid import HybridScorer, MixtureWeights
 from gru4rec.jobs.selection import Candidate, parse_candidates, select_model
-from gru4rec.jobs.workflow import evaluate_split
-from gru4rec.recommend import Recommender
-from gru4rec.saved_models import load_scorer, model_family, save_scorer
-from gru4rec.scorers import GRU4RecScorer, SessionScorer, session_batch
+from gru4rec.jobs.train_evaluate import evaluate_split
+from gru4rec.network.data import load_items, load_split
+from gru4rec.scoring.baselines import fit_baseline
+from gru4rec.scoring.contract import SessionScorer, session_batch
+from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights
+from gru4rec.scoring.neural import GRU4RecScorer
+from gru4rec.serving.checkpoint import load_checkpoint
+from gru4rec.serving.recommend import Recommender
+from gru4rec.serving.saved_models import load_scorer, model_family, save_scorer
 
 runner = CliRunner()
-TINY_GRU = ["--set", "n_epochs=1", "--set", "layers=16", "--set", "n_sample=32",
-            "--set", "batch_size=16"]  # fmt: skip
+TINY_GRU = [
+    "--set",
+    "n_epochs=1",
+    "--set",
+    "layers=16",
+    "--set",
+    "n_sample=32",
+    "--set",
+    "batch_size=16",
+]
 
 
 @pytest.fixture(scope="module")
 def revisit_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A log where most clicks return to an earlier item of the session, with a valid split."""
-    from gru4rec.pipelines.prepare import PrepareOptions, prepare
+    from gru4rec.pipelines.options import PrepareOptions
+    from gru4rec.pipelines.prepare import prepare
     from gru4rec.pipelines.sources import resolve_spec
     from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
@@ -94,7 +104,7 @@ def test_a_damaged_model_directory_is_named(tiny_prepared: Path, tmp_path: Path)
 
 
 def test_recommend_and_pyfunc_serve_a_baseline(tiny_prepared: Path, tmp_path: Path) -> None:
-    from gru4rec.mlflow_model import GRU4RecPyfunc
+    from gru4rec.serving.mlflow_model import GRU4RecPyfunc
 
     items = load_items(tiny_prepared)
     train, _ = load_split(tiny_prepared, "train")
@@ -114,9 +124,11 @@ def test_recommend_and_pyfunc_serve_a_baseline(tiny_prepared: Path, tmp_path: Pa
 
 def test_candidates_are_parsed_and_checked() -> None:
     assert parse_candidates("spop, gru4rec ,hybrid:diginetica,repeat", "rsc15") == [
-        Candidate("spop"), Candidate("gru4rec", "rsc15"), Candidate("hybrid", "diginetica"),
+        Candidate("spop"),
+        Candidate("gru4rec", "rsc15"),
+        Candidate("hybrid", "diginetica"),
         Candidate("repeat", "rsc15"),
-    ]  # fmt: skip
+    ]
     for bad in ("spop:x", "transformer", "gru4rec:nope", " , "):
         with pytest.raises(ConfigError):
             parse_candidates(bad)
@@ -128,8 +140,14 @@ def test_select_serves_the_baseline_that_wins_on_valid(
     """On a log of revisits a barely trained GRU4Rec loses to S-POP: S-POP is chosen,
     refitted on train, saved, and what `recommend` serves is S-POP's ranking."""
     overrides = dict(s.split("=") for s in TINY_GRU[1::2])
-    result = select_model(revisit_prepared, tmp_path / "best", parse_candidates("gru4rec,spop"),
-                          overrides=overrides, device="cpu", num_threads=1)  # fmt: skip
+    result = select_model(
+        revisit_prepared,
+        tmp_path / "best",
+        parse_candidates("gru4rec,spop"),
+        overrides=overrides,
+        device="cpu",
+        num_threads=1,
+    )
     valid = result.candidates
     assert valid["spop"]["mrr@20"] > valid["gru4rec:rsc15"]["mrr@20"]
     assert result.chosen == "spop" and model_family(tmp_path / "best") == "spop"
@@ -141,9 +159,23 @@ def test_select_serves_the_baseline_that_wins_on_valid(
 
 def test_select_command_end_to_end(revisit_prepared: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "model", tmp_path / "select.json"
-    result = runner.invoke(app, ["select", str(revisit_prepared), "--out", str(out),
-                                 "--candidates", "spop,vsknn,gru4rec,hybrid", *TINY_GRU,
-                                 "--json", str(report), "--no-track", "--device", "cpu"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "select",
+            str(revisit_prepared),
+            "--out",
+            str(out),
+            "--candidates",
+            "spop,vsknn,gru4rec,hybrid",
+            *TINY_GRU,
+            "--json",
+            str(report),
+            "--no-track",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(report.read_text())
     assert set(summary["candidates"]) == {"spop", "vsknn", "gru4rec:rsc15", "hybrid:rsc15"}
@@ -154,8 +186,10 @@ def test_select_command_end_to_end(revisit_prepared: Path, tmp_path: Path) -> No
     assert hybrid["mrr@20"] >= plain["mrr@20"]
     assert summary["test"]["family"] == model_family(out)
     assert "(chosen)" in result.output
-    evaluated = runner.invoke(app, ["evaluate", str(out), "--data", str(revisit_prepared),
-                                    "--json", str(tmp_path / "m.json")])  # fmt: skip
+    evaluated = runner.invoke(
+        app,
+        ["evaluate", str(out), "--data", str(revisit_prepared), "--json", str(tmp_path / "m.json")],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["mrr@20"] == pytest.approx(summary["test"]["mrr@20"])
@@ -163,34 +197,76 @@ def test_select_command_end_to_end(revisit_prepared: Path, tmp_path: Path) -> No
 
 def test_select_without_a_valid_split_says_how_to_make_one(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    result = runner.invoke(app, ["select", str(tmp_path / "data"), "--out", str(tmp_path / "m"),
-                                 "--no-track"])  # fmt: skip
+    result = runner.invoke(
+        app, ["select", str(tmp_path / "data"), "--out", str(tmp_path / "m"), "--no-track"]
+    )
     assert result.exit_code == 2 and "--valid-days" in result.output
 
 
 @pytest.mark.parametrize("family", ["vsknn", "hybrid", "repeat"])
 def test_train_any_family_from_the_cli(revisit_prepared: Path, tmp_path: Path, family: str) -> None:
     out, metrics = tmp_path / family, tmp_path / f"{family}.json"
-    result = runner.invoke(app, ["train", str(revisit_prepared), "--model", family, "--out",
-                                 str(out), *TINY_GRU, "--json", str(metrics), "--no-track"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(revisit_prepared),
+            "--model",
+            family,
+            "--out",
+            str(out),
+            *TINY_GRU,
+            "--json",
+            str(metrics),
+            "--no-track",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert model_family(out) == family
     written = json.loads(metrics.read_text())
-    again = runner.invoke(app, ["evaluate", str(out), "--data", str(revisit_prepared),
-                                "--json", str(tmp_path / "again.json")])  # fmt: skip
+    again = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(out),
+            "--data",
+            str(revisit_prepared),
+            "--json",
+            str(tmp_path / "again.json"),
+        ],
+    )
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "again.json").read_text())["mrr@20"] == pytest.approx(
         written["mrr@20"]
     )
     recs = tmp_path / "recs.parquet"
-    served = runner.invoke(app, ["recommend", str(out), "--input",
-                                 str(revisit_prepared / "test.parquet"), "--output", str(recs)])  # fmt: skip
+    served = runner.invoke(
+        app,
+        [
+            "recommend",
+            str(out),
+            "--input",
+            str(revisit_prepared / "test.parquet"),
+            "--output",
+            str(recs),
+        ],
+    )
     assert served.exit_code == 0, served.output and recs.exists()
 
 
 def test_train_refuses_an_unknown_family(revisit_prepared: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["train", str(revisit_prepared), "--model", "transformer",
-                                 "--out", str(tmp_path / "m"), "--no-track"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(revisit_prepared),
+            "--model",
+            "transformer",
+            "--out",
+            str(tmp_path / "m"),
+            "--no-track",
+        ],
+    )
     assert result.exit_code == 2 and "unknown model family" in result.output
 
 
@@ -200,9 +276,21 @@ def test_select_tracks_a_parent_run_and_a_run_per_candidate(
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = runner.invoke(app, ["select", str(revisit_prepared), "--out", str(tmp_path / "m"),
-                                 "--candidates", "spop,vsknn", "--tracking-uri", uri,
-                                 "--register", "best"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "select",
+            str(revisit_prepared),
+            "--out",
+            str(tmp_path / "m"),
+            "--candidates",
+            "spop,vsknn",
+            "--tracking-uri",
+            uri,
+            "--register",
+            "best",
+        ],
+    )
     assert result.exit_code == 0, result.output
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["gru4rec-select"])

@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 
 from benchmarks.local_server import free_port, running_server
-from gru4rec import tracking
-from gru4rec.recommend import Recommender
+from gru4rec.serving import tracking
+from gru4rec.serving.recommend import Recommender
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,21 @@ def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         info = tracking.log_model(tiny_model)
     model = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "model"))
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager",
-               "local", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     # the server runs `uvicorn` from PATH: this environment's
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     url = f"http://127.0.0.1:{port}"
@@ -60,12 +73,14 @@ def _rows(answer: dict) -> list[dict]:
 def test_every_request_form_with_session_ids(served: str, ids: list[int]) -> None:
     a, b = ids, ids[:2]  # sessions of different lengths
     forms = {
-        "dataframe_split": {"dataframe_split": {"columns": ["session_id", "items"],
-                                                "data": [["a", a], ["b", b]]}},
-        "dataframe_records": {"dataframe_records": [{"session_id": "a", "items": a},
-                                                    {"session_id": "b", "items": b}]},
+        "dataframe_split": {
+            "dataframe_split": {"columns": ["session_id", "items"], "data": [["a", a], ["b", b]]}
+        },
+        "dataframe_records": {
+            "dataframe_records": [{"session_id": "a", "items": a}, {"session_id": "b", "items": b}]
+        },
         "inputs": {"inputs": {"session_id": ["a", "b"], "items": [a, b]}},
-    }  # fmt: skip
+    }
     answers = {}
     for name, body in forms.items():
         status, answer = _post(served, {**body, "params": {"k": 3}})
@@ -75,8 +90,9 @@ def test_every_request_form_with_session_ids(served: str, ids: list[int]) -> Non
         assert max(row["rank"] for row in answers[name]) == 3
     assert answers["dataframe_split"] == answers["dataframe_records"] == answers["inputs"]
     # `instances`: MLflow's parser makes arrays of this form, so sessions of one length.
-    status, answer = _post(served, {"instances": [{"session_id": 7, "items": a},
-                                                  {"session_id": 8, "items": a}]})  # fmt: skip
+    status, answer = _post(
+        served, {"instances": [{"session_id": 7, "items": a}, {"session_id": 8, "items": a}]}
+    )
     assert status == 200, answer
     assert {row["session_id"] for row in _rows(answer)} == {7, 8}
     # Without session ids: sessions by position; the default k is 20 (capped by the catalogue).
@@ -90,9 +106,10 @@ def test_bad_requests_get_400_and_what_to_send(served: str, ids: list[int]) -> N
     status, answer = _post(served, {"inputs": {"item": [ids]}})
     assert status == 400 and "missing inputs ['items']" in answer["message"], answer
     # Ids that are not lists, and a k below 1: the model's check says what to send.
-    for body in ({"inputs": {"items": [1, 2]}},
-                 {"dataframe_split": {"columns": ["items"], "data": [[ids]]},
-                  "params": {"k": 0}}):  # fmt: skip
+    for body in (
+        {"inputs": {"items": [1, 2]}},
+        {"dataframe_split": {"columns": ["items"], "data": [[ids]]}, "params": {"k": 0}},
+    ):
         status, answer = _post(served, body)
         assert status == 400, (body, answer)
         assert "bad request" in answer["message"] and "dataframe_split" in answer["message"]
@@ -108,9 +125,22 @@ def test_generated_dockerfile_installs_the_pinned_cpu_environment(
         tracking.log_model(tiny_model, registered_name="tiny")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     done = subprocess.run(
-        [sys.executable, "-m", "mlflow", "models", "generate-dockerfile", "-m", "models:/tiny/1",
-         "-d", str(tmp_path / "docker")], env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "generate-dockerfile",
+            "-m",
+            "models:/tiny/1",
+            "-d",
+            str(tmp_path / "docker"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     dockerfile = (tmp_path / "docker" / "Dockerfile").read_text()
     assert "_install_pyfunc_deps('/opt/ml/model'" in dockerfile
@@ -134,12 +164,27 @@ def test_default_environment_manager_serves_from_the_registry(
         version = tracking.log_model(tiny_model, registered_name="tiny").registered_model_version
     mlflow.MlflowClient(uri).set_registered_model_alias("tiny", "champion", version)
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny@champion",
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        "models:/tiny@champion",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     # PIP_RETRIES=0: where PyPI comes from a local mirror and PyTorch's index cannot be
     # reached (a sandbox), pip falls back at once instead of retrying each package.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PIP_RETRIES": "0",
-           "MLFLOW_ENV_ROOT": str(tmp_path / "envs")}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PIP_RETRIES": "0",
+        "MLFLOW_ENV_ROOT": str(tmp_path / "envs"),
+    }
     url = f"http://127.0.0.1:{port}"
     items = pl.read_parquet(tiny_model / "items.parquet")["item_id"].head(3).to_list()
     with running_server(command, f"{url}/ping", tmp_path / "serve.log", env, timeout=1500):

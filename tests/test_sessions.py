@@ -38,15 +38,23 @@ def test_order_events_by_session_start_then_time() -> None:
     result = steps.order_events(log)
     # session 2 starts at 3 (tie with 3: lower id first), session 1 at 8.
     assert result.select("session_id", "item_id").rows() == [
-        (2, 21), (2, 20), (3, 30), (1, 11), (1, 10)
-    ]  # fmt: skip
+        (2, 21),
+        (2, 20),
+        (3, 30),
+        (1, 11),
+        (1, 10),
+    ]
 
 
 def test_order_events_uses_the_order_column_for_equal_times() -> None:
     log = pl.DataFrame(
-        {"session_id": [1, 1, 1], "item_id": [5, 6, 7], "time": [0.0, 0.0, 0.0],
-         "order": [3.0, 1.0, 2.0]}
-    )  # fmt: skip
+        {
+            "session_id": [1, 1, 1],
+            "item_id": [5, 6, 7],
+            "time": [0.0, 0.0, 0.0],
+            "order": [3.0, 1.0, 2.0],
+        }
+    )
     assert steps.order_events(log)["item_id"].to_list() == [6, 7, 5]
 
 
@@ -62,9 +70,17 @@ def test_filter_support_needs_several_rounds() -> None:
     # (support 1); round 2 drops session 3 (now length 1); round 3 drops item 8 (now
     # support 1); round 4 drops session 2 (now length 1); round 5 changes nothing.
     log = events(
-        [(1, 1, 0.0), (1, 2, 1.0), (2, 1, 0.0), (2, 8, 1.0), (3, 8, 0.0), (3, 9, 1.0),
-         (4, 1, 0.0), (4, 2, 1.0)]
-    )  # fmt: skip
+        [
+            (1, 1, 0.0),
+            (1, 2, 1.0),
+            (2, 1, 0.0),
+            (2, 8, 1.0),
+            (3, 8, 0.0),
+            (3, 9, 1.0),
+            (4, 1, 0.0),
+            (4, 2, 1.0),
+        ]
+    )
     kept, rounds = steps.filter_support(log, min_session_length=2, min_item_support=2)
     assert kept["session_id"].unique().sort().to_list() == [1, 4]
     assert rounds == 4
@@ -75,16 +91,23 @@ def test_filter_support_needs_several_rounds() -> None:
 def test_split_by_time_uses_session_start_and_an_inclusive_boundary() -> None:
     day = steps.DAY
     log = events(
-        [(1, 1, 0.0), (1, 2, 1.5 * day),  # starts before the boundary, ends after: train
-         (2, 1, 1.0 * day), (2, 2, 1.2 * day),  # starts exactly on the boundary: test
-         (3, 1, 0.5 * day), (3, 2, 2.5 * day),  # a late click: the last click, still train
-         (4, 1, 2.0 * day), (4, 2, 2.1 * day)]  # the last session start: 2 days
-    )  # fmt: skip
+        [
+            (1, 1, 0.0),
+            (1, 2, 1.5 * day),  # starts before the boundary, ends after: train
+            (2, 1, 1.0 * day),
+            (2, 2, 1.2 * day),  # starts exactly on the boundary: test
+            (3, 1, 0.5 * day),
+            (3, 2, 2.5 * day),  # a late click: the last click, still train
+            (4, 1, 2.0 * day),
+            (4, 2, 2.1 * day),
+        ]  # the last session start: 2 days
+    )
     train, test, where = steps.split_by_time(log, days=1.0)
     assert train["session_id"].unique().sort().to_list() == [1, 3]
     assert test["session_id"].unique().sort().to_list() == [2, 4]
-    assert where == steps.TimeSplit(1.0 * day, "last session start", (0.0, 2.5 * day),
-                                    (0.0, 2.0 * day))  # fmt: skip
+    assert where == steps.TimeSplit(
+        1.0 * day, "last session start", (0.0, 2.5 * day), (0.0, 2.0 * day)
+    )
     # An explicit boundary instead of the last days.
     train, test, where = steps.split_by_time(log, days=1.0, start=0.5 * day)
     assert test["session_id"].unique().sort().to_list() == [2, 3, 4]
@@ -98,11 +121,17 @@ def test_split_by_time_goes_by_each_sessions_start_whatever_the_row_order() -> N
     # is now day 3) the order no longer holds, and the cut put every session on one side.
     day = steps.DAY
     log = events(
-        [(1, 2, 3.0 * day), (1, 3, 3.1 * day),  # first in the rows, starts last
-         (2, 1, 0.5 * day), (2, 2, 0.6 * day),
-         (3, 1, 1.0 * day), (3, 3, 1.1 * day),
-         (4, 2, 2.5 * day), (4, 1, 2.6 * day)]
-    )  # fmt: skip
+        [
+            (1, 2, 3.0 * day),
+            (1, 3, 3.1 * day),  # first in the rows, starts last
+            (2, 1, 0.5 * day),
+            (2, 2, 0.6 * day),
+            (3, 1, 1.0 * day),
+            (3, 3, 1.1 * day),
+            (4, 2, 2.5 * day),
+            (4, 1, 2.6 * day),
+        ]
+    )
     train, test, where = steps.split_by_time(log, days=1.0, ordered=True)
     assert where.boundary == 2.0 * day
     assert train["session_id"].unique().sort().to_list() == [2, 3]
@@ -131,15 +160,20 @@ def test_item_map_is_dense_in_first_appearance_order_with_support() -> None:
     items = steps.item_map(train)
     assert items.rows() == [(50, 0, 2), (40, 1, 2), (60, 2, 1)]
     assert items.schema["item_idx"] == pl.Int32
-    mapped = steps.attach_item_idx(train, items)
+    mapped = train.join(items, on="item_id", how="left", maintain_order="left")
     assert mapped["item_idx"].to_list() == [0, 1, 1, 2, 0]
 
 
-@pytest.mark.parametrize("frame, expected", [
-    (events([(1, 5, 0.0), (1, 6, 1.0), (2, 5, 0.0)]), {"events": 3, "sessions": 2, "items": 2}),
-    (events([]).cast({"session_id": pl.Int64, "item_id": pl.Int64, "time": pl.Float64}),
-     {"events": 0, "sessions": 0, "items": 0}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "frame, expected",
+    [
+        (events([(1, 5, 0.0), (1, 6, 1.0), (2, 5, 0.0)]), {"events": 3, "sessions": 2, "items": 2}),
+        (
+            events([]).cast({"session_id": pl.Int64, "item_id": pl.Int64, "time": pl.Float64}),
+            {"events": 0, "sessions": 0, "items": 0},
+        ),
+    ],
+)
 def test_count(frame: pl.DataFrame, expected: dict[str, int]) -> None:
     assert steps.count(frame) == expected
 
@@ -152,11 +186,14 @@ def test_group_sessions_sorts_only_when_needed() -> None:
     assert result.select("session_id", "item_id").rows() == [(1, 11), (1, 10), (2, 20)]
 
 
-@pytest.mark.parametrize("item_ids", [[50, 40, 50, 60], [5 * 10**12, 7, 5 * 10**12, 0], ["b", "a", "b", "c"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "item_ids", [[50, 40, 50, 60], [5 * 10**12, 7, 5 * 10**12, 0], ["b", "a", "b", "c"]]
+)
 def test_encode_items_gives_dense_codes_that_decode(item_ids: list) -> None:
     # Dense integer ids are looked up in an array, others (sparse, text) by hashing.
-    log = events([(1, item_ids[0], 0.0), (1, item_ids[1], 1.0), (2, item_ids[2], 2.0),
-                  (2, item_ids[3], 3.0)])  # fmt: skip
+    log = events(
+        [(1, item_ids[0], 0.0), (1, item_ids[1], 1.0), (2, item_ids[2], 2.0), (2, item_ids[3], 3.0)]
+    )
     coded, ids = steps.encode_items(log)
     assert coded["item_id"].to_list() == [0, 1, 0, 2]
     assert ids.gather(coded["item_id"]).to_list() == item_ids
@@ -184,8 +221,16 @@ def test_taking_kept_events_orders_sessions_by_their_new_start() -> None:
 
 def test_split_by_time_of_ordered_events_gives_the_same_slices() -> None:
     day = steps.DAY
-    log = events([(3, 1, 0.0), (3, 2, 0.1 * day), (1, 1, 0.5 * day), (1, 2, 2.0 * day),
-                  (2, 1, 1.0 * day), (2, 2, 1.5 * day)])  # fmt: skip
+    log = events(
+        [
+            (3, 1, 0.0),
+            (3, 2, 0.1 * day),
+            (1, 1, 0.5 * day),
+            (1, 2, 2.0 * day),
+            (2, 1, 1.0 * day),
+            (2, 2, 1.5 * day),
+        ]
+    )
     ordered = steps.order_events(log)
     general, sliced = steps.split_by_time(log, 0.6), steps.split_by_time(ordered, 0.6, ordered=True)
     for one, other in zip(general[:2], sliced[:2], strict=True):

@@ -10,15 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gru4rec.batching import session_parallel_steps
-from gru4rec.config import GRU4RecConfig
-from gru4rec.data import SessionData
 from gru4rec.errors import TrainingDivergedError
-from gru4rec.evaluate import evaluate
-from gru4rec.fast_step import FastStep
-from gru4rec.model import GRU4Rec
-from gru4rec.sampling import NegativeSampler
-from gru4rec.train import AutogradStep, Callback, EpochStats, FitResult, fit
+from gru4rec.network.batching import session_parallel_steps
+from gru4rec.network.config import GRU4RecConfig
+from gru4rec.network.data import SessionData
+from gru4rec.network.fast_step import FastStep
+from gru4rec.network.model import GRU4Rec
+from gru4rec.network.sampling import NegativeSampler
+from gru4rec.network.train import AutogradStep, Callback, EpochStats, FitResult, fit
+from gru4rec.scoring.evaluate import evaluate
 
 N_ITEMS = 12
 
@@ -176,8 +176,13 @@ def test_callbacks_and_epoch_stats() -> None:
         callbacks=[recorder],
     )
     assert recorder.events == [
-        "train_start", "epoch_start 0 4", "epoch_end 0 7", "epoch_start 1 4", "epoch_end 1 7", "train_end 2",
-    ]  # fmt: skip
+        "train_start",
+        "epoch_start 0 4",
+        "epoch_end 0 7",
+        "epoch_start 1 4",
+        "epoch_end 1 7",
+        "train_end 2",
+    ]
     assert len(recorder.losses) == 8
     # The epoch loss is per event: steps weighted by their rows (2, 2, 2, 1).
     weights = np.array([2, 2, 2, 1])
@@ -200,10 +205,17 @@ def test_learns_a_next_item_rule(loss: str) -> None:
     n_items = 60
     train, test = _walks(rng, 1500, n_items), _walks(rng, 200, n_items)
     config = _config(
-        layers=(32,), batch_size=32, n_sample=32, n_epochs=2, learning_rate=0.1, momentum=0.2,
-        loss=loss, bpreg=0.5 if loss == "bpr-max" else 0.0, logq=1.0 if loss == "cross-entropy" else 0.0,
+        layers=(32,),
+        batch_size=32,
+        n_sample=32,
+        n_epochs=2,
+        learning_rate=0.1,
+        momentum=0.2,
+        loss=loss,
+        bpreg=0.5 if loss == "bpr-max" else 0.0,
+        logq=1.0 if loss == "cross-entropy" else 0.0,
         elu_param=0.5 if loss == "bpr-max" else 0.0,
-    )  # fmt: skip
+    )
     support = np.bincount(train.item_idx, minlength=n_items)
     model = GRU4Rec.from_config(n_items, config)
     before = evaluate(model, test, cutoffs=(5,), ties="conservative")["recall@5"]
@@ -223,10 +235,17 @@ def test_every_model_option_trains_and_moves_only_touched_rows(
     rng = np.random.default_rng(1)
     data = SessionData.from_sessions([list(rng.integers(0, 10, 4)) for _ in range(12)])
     config = _config(
-        layers=(8, 6), embedding=embedding, embedding_size=4 if embedding == "separate" else 0,
-        loss=loss, n_sample=n_sample, dropout_p_embed=0.2, dropout_p_hidden=0.2, n_epochs=2,
-        bpreg=1.0, elu_param=0.5 if loss == "bpr-max" else 0.0,
-    )  # fmt: skip
+        layers=(8, 6),
+        embedding=embedding,
+        embedding_size=4 if embedding == "separate" else 0,
+        loss=loss,
+        n_sample=n_sample,
+        dropout_p_embed=0.2,
+        dropout_p_hidden=0.2,
+        n_epochs=2,
+        bpreg=1.0,
+        elu_param=0.5 if loss == "bpr-max" else 0.0,
+    )
     model = GRU4Rec.from_config(N_ITEMS, config)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     result = fit(model, data, config, item_support=SUPPORT, num_threads=1)
@@ -246,7 +265,7 @@ def test_thread_count_is_restored() -> None:
 
 
 def test_default_threads_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gru4rec.train as train
+    import gru4rec.network.train as train
 
     monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     for busy, expected in [(0.0, 4), (0.3, 4), (1.0, 3), (2.9, 1), (7.5, 1)]:
@@ -255,7 +274,7 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_busy_cores_reads_proc_stat() -> None:
-    from gru4rec.train import _busy_cores
+    from gru4rec.network.train import _busy_cores
 
     busy = _busy_cores(0.05)
     assert 0.0 <= busy <= (os.cpu_count() or 1) + 0.5

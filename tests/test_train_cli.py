@@ -13,8 +13,18 @@ from typer.testing import CliRunner
 from gru4rec.cli import app
 
 runner = CliRunner()
-TINY = ["--preset", "rsc15", "--set", "n_epochs=2", "--set", "layers=32", "--set", "n_sample=64",
-        "--set", "batch_size=16"]  # fmt: skip
+TINY = [
+    "--preset",
+    "rsc15",
+    "--set",
+    "n_epochs=2",
+    "--set",
+    "layers=32",
+    "--set",
+    "n_sample=64",
+    "--set",
+    "batch_size=16",
+]
 
 
 @pytest.fixture()
@@ -24,24 +34,29 @@ def data_dir(tiny_prepared: Path) -> Path:
 
 def train(data_dir: Path, out: Path, *extra: str) -> dict:
     json_path = out.with_suffix(".json")
-    result = runner.invoke(app, ["train", str(data_dir), "--out", str(out), *TINY,
-                                 "--json", str(json_path), *extra])  # fmt: skip
+    result = runner.invoke(
+        app, ["train", str(data_dir), "--out", str(out), *TINY, "--json", str(json_path), *extra]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(json_path.read_text()) if json_path.exists() else {}
 
 
 def evaluate(model: Path | str, data_dir: Path, tmp_path: Path, *extra: str) -> dict:
     json_path = tmp_path / "eval.json"
-    result = runner.invoke(app, ["evaluate", str(model), "--data", str(data_dir),
-                                 "--json", str(json_path), *extra])  # fmt: skip
+    result = runner.invoke(
+        app, ["evaluate", str(model), "--data", str(data_dir), "--json", str(json_path), *extra]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(json_path.read_text())
 
 
 def check_run(
-    tracking_uri: str, metrics: dict, model_dir: Path, tmp_path: Path,
+    tracking_uri: str,
+    metrics: dict,
+    model_dir: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     import mlflow
     import pandas as pd
 
@@ -65,7 +80,7 @@ def check_run(
     # The registered model, through an alias, recommends the same as the model directory.
     client.set_registered_model_alias("tiny", "champion", "1")
     pyfunc = mlflow.pyfunc.load_model("models:/tiny@champion")
-    from gru4rec.recommend import Recommender
+    from gru4rec.serving.recommend import Recommender
 
     items = Recommender.from_path(model_dir, device="cpu").item_ids.head(3).to_list()
     served = pyfunc.predict(pd.DataFrame({"items": [items]}), params={"k": 5})
@@ -93,8 +108,18 @@ def test_train_and_track_in_the_embedded_sqlite_store(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     model = tmp_path / "model"
-    metrics = train(data_dir, model, "--tracking-uri", uri, "--experiment", "gru4rec-tests",
-                    "--register", "tiny", "--valid-split", "valid")  # fmt: skip
+    metrics = train(
+        data_dir,
+        model,
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "gru4rec-tests",
+        "--register",
+        "tiny",
+        "--valid-split",
+        "valid",
+    )
     assert metrics["ties"] == "conservative" and metrics["n_events"] > 0
     assert {"recall@20", "mrr@20", "ndcg@20", "coverage@20", "n_events", "ties"} <= set(metrics)
     # The model learned the synthetic successor structure far beyond popularity.
@@ -118,8 +143,16 @@ def test_train_against_a_real_mlflow_server(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # the environment variable route
     model = tmp_path / "model"
-    metrics = train(data_dir, model, "--experiment", "gru4rec-tests", "--register", "tiny",
-                    "--valid-split", "valid")  # fmt: skip
+    metrics = train(
+        data_dir,
+        model,
+        "--experiment",
+        "gru4rec-tests",
+        "--register",
+        "tiny",
+        "--valid-split",
+        "valid",
+    )
     check_run(mlflow_server, metrics, model, tmp_path, monkeypatch)
 
 
@@ -139,8 +172,9 @@ def test_train_against_a_real_mlflow_server(
     ],
 )
 def test_bad_settings(data_dir: Path, tmp_path: Path, extra: list[str], message: str) -> None:
-    result = runner.invoke(app, ["train", str(data_dir), "--out", str(tmp_path / "m"), "--no-track",
-                                 *extra])  # fmt: skip
+    result = runner.invoke(
+        app, ["train", str(data_dir), "--out", str(tmp_path / "m"), "--no-track", *extra]
+    )
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m").exists()
@@ -148,8 +182,9 @@ def test_bad_settings(data_dir: Path, tmp_path: Path, extra: list[str], message:
 
 def test_data_directory_missing_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    result = runner.invoke(app, ["train", str(tmp_path / "empty"), "--out", str(tmp_path / "m"),
-                                 "--no-track"])  # fmt: skip
+    result = runner.invoke(
+        app, ["train", str(tmp_path / "empty"), "--out", str(tmp_path / "m"), "--no-track"]
+    )
     assert result.exit_code == 2 and "items.parquet" in result.output
 
 
@@ -181,7 +216,7 @@ def test_logging_the_model_prints_no_mlflow_advice(data_dir: Path, tmp_path: Pat
 
     import mlflow
 
-    from gru4rec import tracking
+    from gru4rec.serving import tracking
 
     model = tmp_path / "model"
     train(data_dir, model, "--no-track", "--test-split", "none")
@@ -205,7 +240,7 @@ def test_the_logged_model_pins_a_cpu_serving_environment(data_dir: Path, tmp_pat
     import mlflow
     import torch
 
-    from gru4rec import tracking
+    from gru4rec.serving import tracking
 
     model = tmp_path / "model"
     train(data_dir, model, "--no-track", "--test-split", "none")

@@ -12,11 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from gru4rec.cli import app
-from gru4rec.config import GRU4RecConfig
-from gru4rec.data import load_items, load_split
 from gru4rec.errors import ConfigError, InputDataError
-from gru4rec.model import GRU4Rec
-from gru4rec.warm_start import (
+from gru4rec.network.config import GRU4RecConfig
+from gru4rec.network.data import load_items, load_split
+from gru4rec.network.model import GRU4Rec
+from gru4rec.network.warm_start import (
     check_structure,
     warm_items,
     warm_optimizer_state,
@@ -28,10 +28,14 @@ CONFIG = GRU4RecConfig(layers=(6,), embedding="separate", embedding_size=4, seed
 
 
 def _items(ids: list[str], support: list[int] | None = None) -> pl.DataFrame:
-    return pl.DataFrame({
-        "item_id": ids, "item_idx": list(range(len(ids))),
-        "support": support or [5] * len(ids),
-    }, schema={"item_id": pl.String, "item_idx": pl.Int64, "support": pl.Int64})  # fmt: skip
+    return pl.DataFrame(
+        {
+            "item_id": ids,
+            "item_idx": list(range(len(ids))),
+            "support": support or [5] * len(ids),
+        },
+        schema={"item_id": pl.String, "item_idx": pl.Int64, "support": pl.Int64},
+    )
 
 
 def _trained_like(config: GRU4RecConfig, n_items: int) -> GRU4Rec:
@@ -89,8 +93,11 @@ def test_missing_items_can_be_kept_with_support_zero() -> None:
     assert torch.equal(model.item_weight[3], old.item_weight[1])  # b
     assert torch.equal(model.item_weight[4], old.item_weight[3])  # d
     assert (report.n_carried, report.n_new, report.n_dropped, report.n_kept_missing) == (
-        4, 1, 0, 2,
-    )  # fmt: skip
+        4,
+        1,
+        0,
+        2,
+    )
 
 
 def test_integer_item_ids_match_across_maps() -> None:
@@ -109,8 +116,11 @@ def test_the_architecture_must_not_change(key: str, value: object) -> None:
     changed = GRU4RecConfig(**{**CONFIG.to_dict(), "layers": CONFIG.layers, key: value})
     with pytest.raises(ConfigError, match=f"{key} is .* there and .* here"):
         check_structure(CONFIG, changed, "models:/x@champion")
-    check_structure(CONFIG, GRU4RecConfig(**{**CONFIG.to_dict(), "layers": (6,),
-                                            "n_epochs": 1, "learning_rate": 0.01}), "m")  # fmt: skip
+    check_structure(
+        CONFIG,
+        GRU4RecConfig(**{**CONFIG.to_dict(), "layers": (6,), "n_epochs": 1, "learning_rate": 0.01}),
+        "m",
+    )
 
 
 def test_window_keeps_the_last_days_sessions(tiny_prepared: Path) -> None:
@@ -119,8 +129,9 @@ def test_window_keeps_the_last_days_sessions(tiny_prepared: Path) -> None:
     events = pl.read_parquet(tiny_prepared / "train.parquet")
     starts = events.group_by("session_id").agg(pl.col("time").min())
     cutoff = events["time"].max() - 2 * 86400
-    expected = events.filter(pl.col("session_id").is_in(
-        starts.filter(pl.col("time") >= cutoff)["session_id"].implode()))  # fmt: skip
+    expected = events.filter(
+        pl.col("session_id").is_in(starts.filter(pl.col("time") >= cutoff)["session_id"].implode())
+    )
     assert report.n_events_read == expected.height
     assert 0 < recent.n_sessions < everything.n_sessions
     with pytest.raises(InputDataError, match="> 0 days"):
@@ -143,11 +154,24 @@ def test_train_warm_start_from_a_directory(
     tiny_prepared: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "warm"
-    result = runner.invoke(app, [
-        "train", str(tiny_prepared), "--out", str(out), "--warm-start", str(tiny_model),
-        "--set", "n_epochs=1", "--window-days", "3", "--no-track", "--json",
-        str(tmp_path / "m.json"),
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(tiny_prepared),
+            "--out",
+            str(out),
+            "--warm-start",
+            str(tiny_model),
+            "--set",
+            "n_epochs=1",
+            "--window-days",
+            "3",
+            "--no-track",
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "config.json").read_text())
     old_meta = json.loads((tiny_model / "config.json").read_text())
@@ -165,8 +189,9 @@ def test_train_warm_start_refuses_what_it_cannot_do(
     tiny_prepared: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
     def train(*extra: str) -> str:
-        result = runner.invoke(app, ["train", str(tiny_prepared), "--out",
-                                     str(tmp_path / "m"), "--no-track", *extra])  # fmt: skip
+        result = runner.invoke(
+            app, ["train", str(tiny_prepared), "--out", str(tmp_path / "m"), "--no-track", *extra]
+        )
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
         return " ".join(result.output.split())

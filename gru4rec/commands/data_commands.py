@@ -174,27 +174,45 @@ def prepare(
     """Clean a click log into session data: filter events, build sessions, drop repeats,
     filter support, split by time, map items; writes Parquet + manifest.json to OUT.
     """
-    from gru4rec.pipelines.prepare import PrepareOptions
+    from gru4rec.pipelines.options import PrepareOptions
     from gru4rec.pipelines.prepare import prepare as run_prepare
     from gru4rec.pipelines.sources import resolve_spec
 
     spec = resolve_spec(
         log_format,
-        session_col=session_col, item_col=item_col, time_col=time_col, time_unit=time_unit,
-        user_col=user_col, event_col=event_col, event_filter=event_filter or None,
-        order_col=order_col, split_col=split_col, separator=separator,
-    )  # fmt: skip
+        session_col=session_col,
+        item_col=item_col,
+        time_col=time_col,
+        time_unit=time_unit,
+        user_col=user_col,
+        event_col=event_col,
+        event_filter=event_filter or None,
+        order_col=order_col,
+        split_col=split_col,
+        separator=separator,
+    )
     options = PrepareOptions(
-        idle_gap=idle_gap, remove_repeats=remove_repeats, apply_filter=apply_filter,
-        min_session_length=min_session_length, min_item_support=min_item_support,
-        test_days=test_days, test_start=test_start, valid_days=valid_days,
+        idle_gap=idle_gap,
+        remove_repeats=remove_repeats,
+        apply_filter=apply_filter,
+        min_session_length=min_session_length,
+        min_item_support=min_item_support,
+        test_days=test_days,
+        test_start=test_start,
+        valid_days=valid_days,
         valid_fraction=valid_fraction,
-    )  # fmt: skip
+    )
     with err_console.status("preparing") as status:
         manifest = run_prepare(
-            inputs, out, spec, options, format_name=log_format, overwrite=overwrite,
-            buckets=buckets, report=lambda step: status.update(f"done: {step}"),
-        )  # fmt: skip
+            inputs,
+            out,
+            spec,
+            options,
+            format_name=log_format,
+            overwrite=overwrite,
+            buckets=buckets,
+            report=lambda step: status.update(f"done: {step}"),
+        )
     out_console.print(summary_table(manifest))
     if manifest["buckets"] > 1:
         out_console.print(
@@ -215,8 +233,14 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     table = Table(title="prepare: counts after every step")
     table.add_column("scope", no_wrap=True)
     table.add_column("step", no_wrap=True)
-    for column in ("events", "sessions", "items", "dropped events", "dropped sessions",
-                   "dropped items"):  # fmt: skip
+    for column in (
+        "events",
+        "sessions",
+        "items",
+        "dropped events",
+        "dropped sessions",
+        "dropped items",
+    ):
         table.add_column(column, justify="right", no_wrap=True)
 
     def show(value: object) -> str:
@@ -224,8 +248,18 @@ def summary_table(manifest: dict[str, Any]) -> Table:
 
     for row in manifest["steps"]:
         table.add_row(
-            row["scope"], row["step"],
-            *(show(row[key]) for key in ("events", "sessions", "items", "dropped_events",
-                                          "dropped_sessions", "dropped_items")),
-        )  # fmt: skip
+            row["scope"],
+            row["step"],
+            *(
+                show(row[key])
+                for key in (
+                    "events",
+                    "sessions",
+                    "items",
+                    "dropped_events",
+                    "dropped_sessions",
+                    "dropped_items",
+                )
+            ),
+        )
     return table

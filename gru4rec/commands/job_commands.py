@@ -51,7 +51,7 @@ def compare(
 
     from rich.table import Table
 
-    from gru4rec.compare import by_data, load_runs, plot_runs, table_rows
+    from gru4rec.commands.compare import by_data, load_runs, plot_runs, table_rows
 
     runs = load_runs(experiment, metric, tracking_uri)
     screen = Console(width=None if sys.stdout.isatty() else 200)
@@ -121,10 +121,10 @@ def tune(
 
     from rich.table import Table
 
-    from gru4rec.commands.model_commands import parse_sets
-    from gru4rec.config import apply_overrides, get_preset
-    from gru4rec.jobs.runs import tune_run
+    from gru4rec.commands.options import parse_sets
+    from gru4rec.jobs.tracked_runs import tune_run
     from gru4rec.jobs.tuning import authors_space, parse_dimension
+    from gru4rec.network.config import apply_overrides, get_preset
 
     base = apply_overrides(get_preset(preset), parse_sets(set_ or []))
     dimensions = [parse_dimension(text) for text in space] if space else list(authors_space(base))
@@ -132,17 +132,34 @@ def tune(
     if unknown:
         apply_overrides(base, {unknown[0]: "0"})  # raises the usual unknown-key error
     done = tune_run(
-        data_dir, base, dimensions, preset=preset, trials=trials, metric=metric, jobs=jobs,
-        storage=storage, study=study, seed=seed, prune=prune, device=device,
-        tracking_uri=tracking_uri, experiment=experiment, report=console.print,
-    )  # fmt: skip
+        data_dir,
+        base,
+        dimensions,
+        preset=preset,
+        trials=trials,
+        metric=metric,
+        jobs=jobs,
+        storage=storage,
+        study=study,
+        seed=seed,
+        prune=prune,
+        device=device,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        report=console.print,
+    )
     results, seconds, best = done.trials, done.seconds, done.trials[0]
     table = Table(title=f"tune {preset}: {len(results)} trials on valid, best first")
     for name in ("trial", "state", "epochs", metric, *best.overrides):
         table.add_column(name, justify="right")
     for trial in results:
-        table.add_row(str(trial.number + 1), trial.state, str(trial.epochs),
-                      f"{trial.metrics[metric]:.4f}", *trial.overrides.values())  # fmt: skip
+        table.add_row(
+            str(trial.number + 1),
+            trial.state,
+            str(trial.epochs),
+            f"{trial.metrics[metric]:.4f}",
+            *trial.overrides.values(),
+        )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     pruned = sum(t.state == "PRUNED" for t in results)
     console.print(f"tune: {len(results)} trials ({pruned} pruned) in {seconds:.1f} s")
@@ -189,10 +206,10 @@ def baselines(
 
     from rich.table import Table
 
-    from gru4rec import tracking
-    from gru4rec.baselines import BASELINES
     from gru4rec.errors import ConfigError
-    from gru4rec.jobs.workflow import evaluate_baseline, evaluate_model_dir
+    from gru4rec.jobs.train_evaluate import evaluate_baseline, evaluate_model_dir
+    from gru4rec.scoring.baselines import BASELINES
+    from gru4rec.serving import tracking
 
     names = [n.strip() for n in models.split(",") if n.strip()]
     unknown = [n for n in names if n not in BASELINES]
@@ -220,11 +237,25 @@ def baselines(
         extra = json.loads((model_dir / "config.json").read_text()).get("extra", {})
         seconds = sum(epoch["seconds"] for epoch in extra.get("epochs", [])) or None
         rows.append((f"GRU4Rec ({model_dir.name})", metrics, seconds))
-    header = ["model", "recall@20", "mrr@20", "ndcg@20", "coverage@20", "repeat mrr@20",
-              "new mrr@20", "train s"]  # fmt: skip
+    header = [
+        "model",
+        "recall@20",
+        "mrr@20",
+        "ndcg@20",
+        "coverage@20",
+        "repeat mrr@20",
+        "new mrr@20",
+        "train s",
+    ]
     keys = [key.replace(" ", "_") for key in header[1:7]]
-    lines = [[name, *(f"{m.get(key, float('nan')):.4f}" for key in keys), "" if s is None else f"{s:,.1f}"]
-             for name, m, s in rows]  # fmt: skip
+    lines = [
+        [
+            name,
+            *(f"{m.get(key, float('nan')):.4f}" for key in keys),
+            "" if s is None else f"{s:,.1f}",
+        ]
+        for name, m, s in rows
+    ]
     table = Table(title=f"{data_dir}: {rows[0][1]['n_events']:,} test events, {ties} ties")
     for column in header:
         table.add_column(column, justify="left" if column == "model" else "right")
@@ -237,7 +268,7 @@ def baselines(
         markdown.write_text(text)
         console.print(f"wrote {markdown}")
     if json_out:
-        from gru4rec.commands.model_commands import write_json
+        from gru4rec.fileio import write_json
 
         write_json(json_out, {name: metrics for name, metrics, _seconds in rows})
         console.print(f"wrote {json_out}")
@@ -294,18 +325,29 @@ def select(
 
     from rich.table import Table
 
-    from gru4rec.commands.model_commands import _ties, metrics_table, parse_sets, write_json
-    from gru4rec.jobs.runs import select_run
+    from gru4rec.commands.display import EpochProgress, metrics_table, progress_bar
+    from gru4rec.commands.options import parse_sets, tie_mode
+    from gru4rec.fileio import write_json
     from gru4rec.jobs.selection import parse_candidates
-    from gru4rec.progress import EpochProgress, progress_bar
+    from gru4rec.jobs.tracked_runs import select_run
 
     with progress_bar(console) as progress:
         result, model_uri = select_run(
-            data_dir, out, parse_candidates(candidates, preset), overrides=parse_sets(set_ or []),
-            metric=metric, ties=_ties(ties), device=device, threads=threads,
-            callbacks=lambda label: [EpochProgress(progress)], report=console.print,
-            track=track, tracking_uri=tracking_uri, experiment=experiment, register=register,
-        )  # fmt: skip
+            data_dir,
+            out,
+            parse_candidates(candidates, preset),
+            overrides=parse_sets(set_ or []),
+            metric=metric,
+            ties=tie_mode(ties),
+            device=device,
+            threads=threads,
+            callbacks=lambda label: [EpochProgress(progress)],
+            report=console.print,
+            track=track,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            register=register,
+        )
     if model_uri is not None:
         console.print(f"logged to MLflow: {model_uri}")
     table = Table(title=f"{data_dir}: candidates on valid, {ties} ties")
@@ -313,9 +355,14 @@ def select(
         table.add_column(column, justify="left" if column == "candidate" else "right")
     for name, values in result.candidates.items():
         mark = " (chosen)" if name == result.chosen else ""
-        table.add_row(name + mark, *(f"{values.get(k, float('nan')):.4f}" for k in
-                      ("recall@20", "mrr@20", "repeat_mrr@20", "new_mrr@20")),
-                      f"{result.seconds.get(name, 0.0):,.1f}")  # fmt: skip
+        table.add_row(
+            name + mark,
+            *(
+                f"{values.get(k, float('nan')):.4f}"
+                for k in ("recall@20", "mrr@20", "repeat_mrr@20", "new_mrr@20")
+            ),
+            f"{result.seconds.get(name, 0.0):,.1f}",
+        )
     screen = Console(width=None if sys.stdout.isatty() else 200)
     screen.print(table)
     screen.print(metrics_table(result.test, title=f"test: {result.chosen} saved to {out}"))

@@ -4,49 +4,25 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from gru4rec.commands.options import Device, Threads, Ties, TrackingUri
-from gru4rec.errors import ConfigError
+from gru4rec.commands.display import metrics_table
+from gru4rec.commands.options import (
+    Device,
+    Threads,
+    Ties,
+    TrackingUri,
+    parse_cutoffs,
+    parse_sets,
+    tie_mode,
+)
 from gru4rec.fileio import write_json
 
 console = Console(stderr=True)
 out_console = Console(width=None if sys.stdout.isatty() else 160)
-TIES = ("standard", "conservative", "median")
-
-
-def parse_cutoffs(first: str, extra: list[str]) -> tuple[int, ...]:
-    """`--cutoffs 1 5 10 20` (values after the first arrive as extra arguments) or `1,5,10,20`."""
-    values = [v for text in [first, *extra] for v in text.replace(",", " ").split()]
-    try:
-        cutoffs = tuple(sorted({int(v) for v in values}))
-    except ValueError:
-        raise ConfigError(
-            f"--cutoffs takes positive integers, e.g. --cutoffs 1 5 10 20; got {values}."
-        ) from None
-    if not cutoffs or cutoffs[0] < 1:
-        raise ConfigError(f"--cutoffs must be positive integers; got {values}.")
-    return cutoffs
-
-
-def parse_sets(pairs: list[str]) -> dict[str, str]:
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set takes key=value (e.g. --set n_epochs=5); got {pair!r}.")
-        overrides[key.strip()] = value.strip()
-    return overrides
-
-
-def _ties(ties: str) -> Any:
-    if ties not in TIES:
-        raise ConfigError(f"--ties must be one of {', '.join(TIES)}; got {ties!r}.")
-    return ties
 
 
 def train(
@@ -130,19 +106,33 @@ def train(
 ) -> None:
     """Train a model (GRU4Rec by default) on a prepared directory, save it, evaluate, log to
     MLflow."""
-    from gru4rec.jobs.runs import train_run
-    from gru4rec.progress import EpochProgress, progress_bar
+    from gru4rec.commands.display import EpochProgress, progress_bar
+    from gru4rec.jobs.tracked_runs import train_run
 
-    evaluation = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": _ties(ties)}
+    evaluation = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": tie_mode(ties)}
     with progress_bar(console) as progress:
         done = train_run(
-            data_dir, out, family=model, preset=preset, overrides=parse_sets(set_ or []),
-            split=train_split, test_split=test_split, valid_split=valid_split,
-            evaluation=evaluation, device=device, threads=threads,
-            callbacks=[EpochProgress(progress)], track=track, tracking_uri=tracking_uri,
-            experiment=experiment, run_name=run_name, register=register,
-            warm_start=warm_start, keep_missing=keep_missing_items, window_days=window_days,
-        )  # fmt: skip
+            data_dir,
+            out,
+            family=model,
+            preset=preset,
+            overrides=parse_sets(set_ or []),
+            split=train_split,
+            test_split=test_split,
+            valid_split=valid_split,
+            evaluation=evaluation,
+            device=device,
+            threads=threads,
+            callbacks=[EpochProgress(progress)],
+            track=track,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=run_name,
+            register=register,
+            warm_start=warm_start,
+            keep_missing=keep_missing_items,
+            window_days=window_days,
+        )
     if done.train_seconds is not None:
         console.print(f"saved the model to {out} ({done.train_seconds:.1f} s of training)")
     else:
@@ -186,38 +176,24 @@ def evaluate(
     """Rank every next item of every test session against ALL items; print Recall, MRR, NDCG,
     coverage and popularity at each cutoff. Test items unknown to the model are counted, not fatal.
     """
-    from gru4rec.jobs.workflow import evaluate_model_dir, n_test_events
-    from gru4rec.progress import progress_bar
-    from gru4rec.tracking import fetch_checkpoint
+    from gru4rec.commands.display import progress_bar
+    from gru4rec.jobs.train_evaluate import evaluate_model_dir, n_test_events
+    from gru4rec.serving.tracking import fetch_checkpoint
 
-    options = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": _ties(ties)}
+    options = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": tie_mode(ties)}
     model_dir = fetch_checkpoint(model)
     with progress_bar(console) as progress:
         task = progress.add_task(f"evaluating {split}", total=n_test_events(data, split), info="")
         metrics = evaluate_model_dir(
-            model_dir, data, device=device, split=split, batch_size=batch_size,
-            progress=lambda done: progress.update(task, completed=done), **options,
-        )  # fmt: skip
+            model_dir,
+            data,
+            device=device,
+            split=split,
+            batch_size=batch_size,
+            progress=lambda done: progress.update(task, completed=done),
+            **options,
+        )
     out_console.print(metrics_table(metrics, title=f"{split}: {model}"))
     if json_out:
         write_json(json_out, metrics)
         console.print(f"wrote {json_out}")
-
-
-def metrics_table(metrics: dict[str, Any], title: str) -> Table:
-    """Recall/MRR/NDCG/coverage/popularity by cutoff, then the counts."""
-    table = Table(title=f"{title} ({metrics['ties']} ties, {metrics['n_events']:,} events)")
-    table.add_column("cutoff", justify="right")
-    names = ("recall", "mrr", "ndcg", "coverage", "popularity", "repeat_recall", "new_recall")
-    for name in names:
-        table.add_column(name.replace("_", " "), justify="right")
-    for k in metrics["cutoffs"]:
-        table.add_row(
-            str(k), *(f"{metrics.get(f'{name}@{k}', float('nan')):.4f}" for name in names)
-        )
-    table.caption = (
-        f"unknown test events dropped: {metrics.get('n_unknown_events', 0):,}; "
-        f"sessions left too short: {metrics.get('n_short_sessions_dropped', 0):,}; "
-        f"targets seen earlier in their session (repeat): {metrics.get('n_repeat_events', 0):,}"
-    )
-    return table

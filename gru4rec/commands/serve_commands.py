@@ -50,10 +50,16 @@ def index(
 ) -> None:
     """Index the model's item vectors (bias as an extra dimension) in FAISS, beside the model."""
     from gru4rec.jobs.indexing import build_index
-    from gru4rec.retrieval import IndexOptions
+    from gru4rec.serving.retrieval import IndexOptions
 
-    options = IndexOptions(kind=kind, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                           ef_search=ef_search, nlist=nlist, nprobe=nprobe)  # fmt: skip
+    options = IndexOptions(
+        kind=kind,
+        hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
+        ef_search=ef_search,
+        nlist=nlist,
+        nprobe=nprobe,
+    )
     with console.status(f"building a {kind} index"):
         item_index, folder = build_index(model_dir, options, data=data)
     meta = item_index.meta
@@ -73,7 +79,7 @@ def _log_index_to_run(model_dir: Path, folder: Path, meta: dict[str, Any], uri: 
         return
     import mlflow
 
-    from gru4rec.tracking import numeric_metrics
+    from gru4rec.serving.tracking import numeric_metrics
 
     run = json.loads(run_file.read_text())
     mlflow.set_tracking_uri(uri or run["tracking_uri"])
@@ -169,24 +175,37 @@ def recommend(
     score` (original ids), ordered by session start then rank. Unknown items are skipped and
     counted; sessions without any known item are reported.
     """
+    from gru4rec.commands.display import progress_bar
     from gru4rec.jobs.batch_recommend import recommend_file
     from gru4rec.pipelines.sources import resolve_spec
-    from gru4rec.progress import progress_bar
-    from gru4rec.recommend import Recommender
-    from gru4rec.tracking import fetch_checkpoint
+    from gru4rec.serving.recommend import Recommender
+    from gru4rec.serving.tracking import fetch_checkpoint
 
     spec = resolve_spec(
-        log_format, session_col=session_col, item_col=item_col, time_col=time_col,
-        time_unit=time_unit, order_col=order_col, separator=separator,
-    )  # fmt: skip
+        log_format,
+        session_col=session_col,
+        item_col=item_col,
+        time_col=time_col,
+        time_unit=time_unit,
+        order_col=order_col,
+        separator=separator,
+    )
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine {engine!r}: choose local or ray.")
     if engine == "ray":
         summary = _recommend_on_ray(
-            model, input_path, spec, output, k=k, exclude_seen=exclude_seen,
-            batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
-            address=ray_address, device=device,
-        )  # fmt: skip
+            model,
+            input_path,
+            spec,
+            output,
+            k=k,
+            exclude_seen=exclude_seen,
+            batch_size=batch_size,
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            address=ray_address,
+            device=device,
+        )
         _report(output, summary)
         return
     model_dir = fetch_checkpoint(model)
@@ -198,9 +217,15 @@ def recommend(
             progress.update(task, completed=done, total=total)
 
         summary = recommend_file(
-            recommender, input_path, spec, output, k=k, exclude_seen=exclude_seen,
-            batch_size=batch_size, progress=advance,
-        )  # fmt: skip
+            recommender,
+            input_path,
+            spec,
+            output,
+            k=k,
+            exclude_seen=exclude_seen,
+            batch_size=batch_size,
+            progress=advance,
+        )
     _report(output, summary)
 
 

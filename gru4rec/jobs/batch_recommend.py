@@ -14,7 +14,7 @@ import polars as pl
 from gru4rec.errors import ConfigError, InputDataError
 from gru4rec.pipelines.sessions import order_events
 from gru4rec.pipelines.sources import SourceSpec, expand_inputs, read_events
-from gru4rec.recommend import Recommender
+from gru4rec.serving.recommend import Recommender
 
 
 def recommend_file(
@@ -42,9 +42,13 @@ def recommend_file(
         grouped = read_sessions(input_path, spec)
         started = time.perf_counter()
         recs, counts = score_sessions(
-            recommender, grouped, k, exclude_seen=exclude_seen, batch_size=batch_size,
+            recommender,
+            grouped,
+            k,
+            exclude_seen=exclude_seen,
+            batch_size=batch_size,
             progress=progress,
-        )  # fmt: skip
+        )
         seconds = time.perf_counter() - started
         if counts["sessions_served"] == 0:
             raise InputDataError(
@@ -54,8 +58,11 @@ def recommend_file(
         os.replace(staging, output)
     finally:
         staging.unlink(missing_ok=True)
-    return {**counts, "seconds": seconds,
-            "sessions_per_s": counts["sessions_served"] / seconds if seconds > 0 else 0.0}  # fmt: skip
+    return {
+        **counts,
+        "seconds": seconds,
+        "sessions_per_s": counts["sessions_served"] / seconds if seconds > 0 else 0.0,
+    }
 
 
 def score_sessions(
@@ -86,10 +93,17 @@ def score_sessions(
     recs = pl.concat(parts) if parts else recommender.recommend([], k)[0]
     recs = recs.select(
         session_ids.gather(recs["session"].to_numpy()).alias("session_id"),
-        "rank", "item_id", "score",
-    )  # fmt: skip
-    counts = {"sessions": len(sessions), "sessions_served": len(sessions) - skipped,
-              "sessions_skipped": skipped, "unknown_item_events": unknown, "rows": recs.height}  # fmt: skip
+        "rank",
+        "item_id",
+        "score",
+    )
+    counts = {
+        "sessions": len(sessions),
+        "sessions_served": len(sessions) - skipped,
+        "sessions_skipped": skipped,
+        "unknown_item_events": unknown,
+        "rows": recs.height,
+    }
     return recs, counts
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import polars as pl
 
 from gru4rec.errors import ConfigError
-from gru4rec.recommend import Recommender
-from gru4rec.retrieval import IndexOptions, ItemIndex, query_vectors, weights_fingerprint
-from gru4rec.saved_models import load_scorer
-from gru4rec.scorers import GRU4RecScorer
+from gru4rec.scoring.neural import GRU4RecScorer, query_vectors
+from gru4rec.serving.recommend import Recommender
+from gru4rec.serving.retrieval import IndexOptions, ItemIndex, weights_fingerprint
+from gru4rec.serving.saved_models import load_scorer
 
 RECALL_QUERIES = 2000
 RECALL_CUTOFF = 20
@@ -55,9 +55,12 @@ def _recall_queries(
     """Query vectors for measuring recall: test-session states, else the items' own vectors."""
     if data is not None and (data / "test.parquet").exists():
         sessions = (
-            pl.read_parquet(data / "test.parquet").group_by("session_id", maintain_order=True)
-            .agg("item_id").head(RECALL_QUERIES)["item_id"].to_list()
-        )  # fmt: skip
+            pl.read_parquet(data / "test.parquet")
+            .group_by("session_id", maintain_order=True)
+            .agg("item_id")
+            .head(RECALL_QUERIES)["item_id"]
+            .to_list()
+        )
         recommender = Recommender(scorer, items)
         mapped = [s for s in recommender.to_indices(sessions)[0] if s]
         if mapped:

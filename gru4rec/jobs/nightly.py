@@ -1,16 +1,20 @@
 """`gru4rec nightly CONFIG`: prepare, train, evaluate against the champion, index, recommend,
 and only then move the registry alias and publish the outputs.
 
+The job is the table `STAGES`: each stage is a function of the `Night` it runs in, which
+carries what the stages hand on (the run directory, the summary, the model to serve), and
+one wrapper (`_tracked`) gives every stage its nested MLflow run, its timing and its error.
+
 With `[model] candidates`, the train stage is model selection (`gru4rec.jobs.selection`): every
 candidate family is fitted on train_tr and scored on valid, the best is refitted on train;
 the champion alias can then hold any family, and every later stage serves whichever it holds.
 
-One parent MLflow run with a nested run per stage. Every stage writes into a fresh run
-directory (`<work_dir>/runs/<stamp>/`); the published outputs are `<work_dir>/current`, a
-symlink swapped atomically at the very end. So a failed stage leaves the alias and the
-previous outputs as they were: the parent and that stage's run are marked FAILED and the
-error propagates (the CLI exits non-zero). Running twice on the same inputs is safe: the
-second model is not strictly better, so the alias stays and the outputs are rewritten.
+Every stage writes into a fresh run directory (`<work_dir>/runs/<stamp>/`); the published
+outputs are `<work_dir>/current`, a symlink swapped atomically at the very end. So a failed
+stage leaves the alias and the previous outputs as they were: the parent and that stage's
+run are marked FAILED and the error propagates (the CLI exits non-zero). Running twice on
+the same inputs is safe: the second model is not strictly better, so the alias stays and
+the outputs are rewritten.
 """
 
 from __future__ import annotations
@@ -21,308 +25,208 @@ import json
 import logging
 import os
 import shutil
-import tomllib
+import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from gru4rec.config import GRU4RecConfig, apply_overrides, get_preset
-from gru4rec.errors import ConfigError, Gru4RecError, StageError
-from gru4rec.evaluate import TIE_MODES
+from gru4rec.errors import Gru4RecError, StageError
 from gru4rec.jobs.batch_recommend import recommend_file
 from gru4rec.jobs.indexing import build_index
+from gru4rec.jobs.nightly_config import NightlyConfig
+from gru4rec.jobs.nightly_faults import (
+    TRACKING_DOWN,
+    chained_error,
+    connect,
+    first_line,
+    is_tracking_failure,
+    recover,
+)
 from gru4rec.jobs.run_lock import RunLock
 from gru4rec.jobs.selection import parse_candidates, select_model
-from gru4rec.jobs.workflow import WarmStart, evaluate_split, load_warm_start, train_tracked
-from gru4rec.pipelines.prepare import PrepareOptions, prepare
-from gru4rec.pipelines.sources import SourceSpec, resolve_spec
-from gru4rec.recommend import Recommender
-from gru4rec.retrieval import IndexOptions
-from gru4rec.saved_models import load_scorer
-from gru4rec.warm_start import check_structure
+from gru4rec.jobs.tracked_training import train_tracked
+from gru4rec.jobs.train_evaluate import WarmStartSource, evaluate_split, load_warm_start
+from gru4rec.network.config import GRU4RecConfig, apply_overrides, get_preset
+from gru4rec.network.warm_start import check_structure
+from gru4rec.pipelines.options import PrepareOptions
+from gru4rec.pipelines.prepare import prepare
+from gru4rec.pipelines.sources import resolve_spec
+from gru4rec.serving.recommend import Recommender
+from gru4rec.serving.retrieval import IndexOptions
+from gru4rec.serving.saved_models import load_scorer
 
 logger = logging.getLogger(__name__)
 
-PREPARE_KEYS = {f.name for f in dataclasses.fields(PrepareOptions)}
-# test_days is in both: the SourceSpec one is only the format default, so prepare takes it.
-SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceSpec)} - PREPARE_KEYS
-WARM_KEYS = (
-    "warm_start",
-    "warm_epochs",
-    "warm_window_days",
-    "keep_missing_items",
-    "warm_scratch_every",
-)
+
+@dataclass
+class Night:
+    """One run of the job: its settings, and what each stage hands on to the next."""
+
+    config: NightlyConfig
+    run_dir: Path  # <work_dir>/runs/<stamp>/: everything this run writes
+    parent_id: str  # the parent MLflow run
+    report: Callable[[str], None]
+    summary: dict[str, Any] = field(default_factory=dict)  # summary.json
+    model_uri: str = ""  # the new model, logged (registered only when published)
+    new: dict[str, Any] = field(default_factory=dict)  # its test metrics
+    promote: bool = False  # whether it replaces the champion
+    champion_dir: Path | None = None  # the champion that can serve, if any
+    serving_dir: Path | None = None  # the model the index and recommendations are of
+    index_kind: str = "none"
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        return {"cutoffs": self.config.cutoffs, "ties": self.config.ties}
 
 
-@dataclass(frozen=True)
-class NightlyConfig:
-    """The nightly job, as read from a TOML or YAML file (see docs/nightly.example.toml)."""
+def prepare_stage(night: Night) -> None:
+    """Clean and split the log into `<run_dir>/data`."""
+    import mlflow
 
-    inputs: tuple[Path, ...]  # the click log (or a train + test pair)
-    work_dir: Path  # runs/<stamp>/ per run, `current` -> the published run
-    experiment: str = "gru4rec-nightly"
-    registered_model: str = "gru4rec"
-    alias: str = "champion"
-    metric: str = "mrr@20"  # higher is better; the alias moves only on a strict improvement
-    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
-    log_format: str = "gru4rec-tsv"
-    source: Mapping[str, Any] = field(default_factory=dict)  # SourceSpec overrides
-    prepare: Mapping[str, Any] = field(default_factory=dict)  # PrepareOptions
-    preset: str = "rsc15"
-    overrides: Mapping[str, str] = field(default_factory=dict)  # as `--set key=value`
-    # Model selection (as `gru4rec select`): candidate families fitted on train_tr and scored
-    # on valid, the best refitted on train; empty = train GRU4Rec with `preset` only.
-    candidates: tuple[str, ...] = ()
-    # Warm start (`gru4rec.warm_start`): train from the champion's weights for warm_epochs,
-    # on the last warm_window_days of train (None: all of it); from scratch when there is
-    # no champion yet or its architecture is not the configured one.
-    warm_start: bool = False
-    warm_epochs: int = 3
-    warm_window_days: float | None = None
-    keep_missing_items: bool = False
-    # One night in warm_scratch_every trains from scratch (a warm start trails a scratch
-    # run a little, README "Warm start"); 0: never.
-    warm_scratch_every: int = 7
-    device: str = "auto"
-    cutoffs: tuple[int, ...] = (1, 5, 10, 20)
-    ties: str = "conservative"
-    index: str = "flat"
-    k: int = 20
-    exclude_seen: bool = False
-    engine: str = "local"  # recommend stage: local, or ray (a local Ray instance or RAY_ADDRESS)
-    keep_runs: int = 3  # run directories kept (the published one always is)
-
-    @classmethod
-    def load(cls, path: Path) -> NightlyConfig:
-        """Read a .toml or .yaml/.yml file; relative paths are relative to its folder."""
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: no such nightly configuration file.")
-        try:
-            if path.suffix == ".toml":
-                raw = tomllib.loads(path.read_text())
-            elif path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                raw = yaml.safe_load(path.read_text()) or {}
-            else:
-                raise ConfigError(f"{path}: the configuration must be .toml, .yaml or .yml.")
-        except (tomllib.TOMLDecodeError, ValueError) as error:
-            raise ConfigError(f"{path}: cannot be parsed ({error}).") from None
-        return cls.from_dict(raw, base=path.parent, origin=str(path))
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], base: Path, origin: str = "config") -> NightlyConfig:
-        raw = dict(raw)
-        data = dict(raw.pop("data", {}))
-        model = dict(raw.pop("model", {}))
-        evaluation = dict(raw.pop("evaluation", {}))
-        serving = dict(raw.pop("serving", {}))
-        if "inputs" not in data:
-            raise ConfigError(f"{origin}: [data] needs `inputs`, the click-log file(s).")
-        values: dict[str, Any] = {
-            "inputs": tuple(_resolve(base, p) for p in _as_list(data.pop("inputs"))),
-            "work_dir": _resolve(base, raw.pop("work_dir", "nightly")),
-            "log_format": data.pop("format", "gru4rec-tsv"),
-            "source": {k: data.pop(k) for k in list(data) if k in SOURCE_KEYS},
-            "prepare": {k: data.pop(k) for k in list(data) if k in PREPARE_KEYS},
-            "preset": model.pop("preset", "rsc15"),
-            "candidates": tuple(_as_list(model.pop("candidates", []))),
-            "device": model.pop("device", "auto"),
-            **{k: model.pop(k) for k in WARM_KEYS if k in model},
-            "overrides": {k: _as_text(v) for k, v in dict(model.pop("set", {})).items()},
+    config = night.config
+    spec = resolve_spec(config.log_format, **config.source)
+    mlflow.log_params({"inputs": ",".join(map(str, config.inputs)), "format": config.log_format})
+    manifest = prepare(
+        config.inputs,
+        night.run_dir / "data",
+        spec,
+        PrepareOptions(**config.prepare),
+        format_name=config.log_format,
+    )
+    mlflow.log_dict(manifest, "manifest.json")
+    mlflow.log_metrics(
+        {
+            f"{split}_{key}": value
+            for split, counts in manifest["splits"].items()
+            for key, value in counts.items()
         }
-        if "cutoffs" in evaluation:
-            values["cutoffs"] = tuple(int(c) for c in _as_list(evaluation.pop("cutoffs")))
-        values.update({k: evaluation.pop(k) for k in ("ties", "metric") if k in evaluation})
-        values.update({k: serving.pop(k) for k in ("index", "k", "exclude_seen", "engine",
-                                                   "keep_runs") if k in serving})  # fmt: skip
-        known = {f.name for f in dataclasses.fields(cls)}
-        for section, rest in (("", raw), ("data", data), ("model", model),
-                              ("evaluation", evaluation), ("serving", serving)):  # fmt: skip
-            for key in rest:
-                if section or key not in known:
-                    where = f"[{section}] " if section else ""
-                    raise ConfigError(
-                        f"{origin}: unknown key {where}{key!r}; see docs/nightly.example.toml."
-                    )
-        values.update(raw)
-        config = cls(**values)
-        config.validate(origin)
-        return config
-
-    def validate(self, origin: str) -> None:
-        """Check everything that can be checked before any work starts."""
-        resolve_spec(self.log_format, **self.source)
-        PrepareOptions(**self.prepare)
-        apply_overrides(get_preset(self.preset), self.overrides)
-        if self.candidates:
-            parse_candidates(",".join(self.candidates), self.preset)
-            options = PrepareOptions(**self.prepare)
-            if not (options.valid_fraction or options.valid_days or options.valid_days is None):
-                raise ConfigError(
-                    f"{origin}: [model] candidates are chosen on a validation split, but "
-                    "[data] valid_days is 0; set valid_days (or valid_fraction) above 0."
-                )
-        if self.warm_start and self.candidates:
-            raise ConfigError(
-                f"{origin}: [model] warm_start trains GRU4Rec from the champion; it does not "
-                "combine with candidates (model selection trains every family afresh)."
-            )
-        if not isinstance(self.warm_epochs, int) or self.warm_epochs < 1:
-            raise ConfigError(f"{origin}: [model] warm_epochs must be an integer >= 1.")
-        if not isinstance(self.warm_scratch_every, int) or self.warm_scratch_every < 0:
-            raise ConfigError(f"{origin}: [model] warm_scratch_every must be an integer >= 0.")
-        if self.warm_window_days is not None and not self.warm_window_days > 0:
-            raise ConfigError(f"{origin}: [model] warm_window_days must be > 0 (days).")
-        IndexOptions(kind=self.index)
-        if self.ties not in TIE_MODES:
-            raise ConfigError(f"{origin}: ties must be one of {', '.join(TIE_MODES)}.")
-        name, _, cutoff = self.metric.partition("@")
-        if (
-            name not in ("recall", "mrr", "ndcg")
-            or not cutoff.isdigit()
-            or int(cutoff) not in self.cutoffs
-        ):
-            raise ConfigError(
-                f"{origin}: metric {self.metric!r} must be recall@k, mrr@k or ndcg@k with k in "
-                f"the cutoffs {list(self.cutoffs)}."
-            )
-        if self.engine not in ("local", "ray"):
-            raise ConfigError(f"{origin}: [serving] engine must be local or ray.")
-        if self.k < 1 or self.keep_runs < 1:
-            raise ConfigError(f"{origin}: [serving] k and keep_runs must be >= 1.")
+    )
 
 
-def _resolve(base: Path, path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
+def train_stage(night: Night) -> None:
+    """Train (or select) the new model into `<run_dir>/model` and log it, unregistered."""
+    from gru4rec.serving import tracking
+
+    config = night.config
+    selected = _train(config, night.run_dir, night.parent_id, night.report)
+    night.summary["family"] = selected.get("family", "gru4rec")
+    night.summary["chosen"] = selected.get("chosen", f"gru4rec:{config.preset}")
+    night.summary["warm_start"] = selected.get("warm_start")
+    # Logged, not registered yet: the registry changes only in the publish stage.
+    night.model_uri = tracking.log_model(night.run_dir / "model").model_uri
 
 
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ",".join(map(str, value))
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-@contextmanager
-def _stage(name: str, report: Callable[[str], None], tracking_uri: str) -> Iterator[None]:
-    """A nested MLflow run for one stage; an exception marks it (and the parent) FAILED
-    and comes out as a StageError naming the stage (and, from training, the epoch)."""
+def evaluate_stage(night: Night) -> None:
+    """Score the new model and the champion on this run's test split; decide."""
     import mlflow
 
-    try:
-        with mlflow.start_run(run_name=name, nested=True):
-            mlflow.set_tag("stage", name)
-            report(f"{name}: started")
-            yield
-    except Exception as error:
-        if _is_tracking_failure(error):
-            raise StageError(name, error, _TRACKING_DOWN.format(uri=tracking_uri)) from error
-        if isinstance(error, Gru4RecError | OSError | ValueError | RuntimeError):
-            raise StageError(name, error) from error
-        raise  # anything else is a bug: its traceback stays
-    report(f"{name}: done")
+    from gru4rec.serving import tracking
+
+    config = night.config
+    scorer, items = load_scorer(night.run_dir / "model", device=config.device)
+    night.new = evaluate_split(scorer, items, night.run_dir / "data", **night.evaluation)
+    tracking.log_test_metrics(night.new, prefix="new_")
+    champion_dir, champion_version, old = _evaluate_champion(
+        config, night.run_dir, night.evaluation, night.summary, night.report
+    )
+    night.champion_dir = champion_dir
+    night.promote = old is None or night.new[config.metric] > old[config.metric]
+    night.summary.update(
+        {
+            "metric": config.metric,
+            "new": night.new[config.metric],
+            "champion": None if old is None else old[config.metric],
+            "champion_version": champion_version,
+            "promote": night.promote,
+        }
+    )
+    mlflow.log_dict(night.summary, "decision.json")
 
 
-_TRACKING_DOWN = (
-    " (the MLflow tracking server at {uri} did not answer; rerun when it is back: the next "
-    "run marks this run's MLflow runs KILLED if they are left RUNNING)."
-)
-
-
-def _chained(error: BaseException | None, kind: type[StageError]) -> StageError | None:
-    """The first `kind` error in `error`'s chain of causes and contexts."""
-    while error is not None:
-        if isinstance(error, kind):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _is_tracking_failure(error: BaseException) -> bool:
-    """Whether `error` (or its cause) is MLflow failing to reach its tracking server."""
-    import mlflow
-    import requests
-
-    while error is not None:
-        if isinstance(error, requests.RequestException):
-            return True
-        if isinstance(error, mlflow.exceptions.MlflowException) and (
-            "API request" in str(error) or "Max retries" in str(error)
-        ):
-            return True
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    return False
-
-
-def _connect(config: NightlyConfig) -> str:
-    """Point MLflow at the tracking store and the experiment; a clear error if unreachable."""
+def index_stage(night: Night) -> None:
+    """The index of the model to serve: the new one if promoted, else the champion (a copy
+    beside this run); none for a family whose score is not an inner product."""
     import mlflow
 
-    from gru4rec import tracking
+    from gru4rec.serving import tracking
 
-    uri = tracking.resolve_tracking_uri(config.tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    try:
-        mlflow.set_experiment(config.experiment)
-    except Exception as error:
-        if not _is_tracking_failure(error):
-            raise
-        raise ConfigError(
-            f"nightly: cannot reach the MLflow tracking server at {uri} ({_first_line(error)}). "
-            "Start it, or point tracking_uri / MLFLOW_TRACKING_URI at a running one. Nothing "
-            "was run."
-        ) from error
-    return uri
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    config, run_dir = night.config, night.run_dir
+    serving_dir = run_dir / "model"
+    if not night.promote and night.champion_dir is not None:
+        serving_dir = run_dir / "champion_model"
+        shutil.copytree(night.champion_dir, serving_dir)
+    night.serving_dir = serving_dir
+    serving = Recommender.from_path(serving_dir, device="cpu", index="none")
+    night.index_kind = config.index if serving.scorer.inner_product else "none"
+    if night.index_kind == "none":
+        night.report(f"index: a {serving.scorer.family} model scores every item; no index")
+        return
+    index, folder = build_index(serving_dir, IndexOptions(kind=config.index), data=run_dir / "data")
+    night.report(f"index: {config.index}, recall@20 against exact {index.meta['recall_at_20']:.4f}")
+    mlflow.log_metrics(tracking.numeric_metrics({f"index_{k}": v for k, v in index.meta.items()}))
+    mlflow.log_artifacts(str(folder), "index")
 
 
-def _recover(
-    config: NightlyConfig, previous: dict[str, Any], report: Callable[[str], None]
-) -> None:
-    """Clean up after runs that were killed: their unpublished run directories and
-    temporary links, and their MLflow runs still RUNNING (marked KILLED)."""
-    work_dir = config.work_dir
-    current = (work_dir / "current").resolve() if (work_dir / "current").exists() else None
-    if previous:
-        report(f"recover: a run did not finish (pid {previous.get('pid', '?')}, started "
-               f"{previous.get('started', '?')}); cleaning up after it")  # fmt: skip
-    for stale in work_dir.glob(".current.tmp-*"):
-        stale.unlink(missing_ok=True)
-    runs = work_dir / "runs"
-    for run_dir in sorted(runs.iterdir()) if runs.exists() else []:
-        if run_dir.resolve() != current and not (run_dir / "summary.json").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-            report(f"recover: removed the unfinished run directory {run_dir}")
-    parent_id = previous.get("parent_run_id")
-    if parent_id:
-        import mlflow
+def recommend_stage(night: Night) -> None:
+    """Recommendations for the test sessions, by the served model (one process or Ray)."""
+    import mlflow
 
-        client = mlflow.MlflowClient()
-        try:
-            parent = client.get_run(parent_id)
-        except mlflow.exceptions.MlflowException:
-            return
-        children = client.search_runs(
-            [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
+    config, run_dir, serving_dir = night.config, night.run_dir, night.serving_dir
+    assert serving_dir is not None  # set by the index stage
+    sessions, prepared = run_dir / "data" / "test.parquet", resolve_spec("prepared")
+    if config.engine == "ray":
+        from gru4rec.jobs.ray_recommend import recommend_on_ray
+
+        output = run_dir / "recommendations"
+        counts = recommend_on_ray(
+            str(serving_dir),
+            sessions,
+            prepared,
+            output,
+            k=config.k,
+            exclude_seen=config.exclude_seen,
+            device=config.device,
         )
-        for run in [parent, *children]:
-            if run.info.status == "RUNNING":
-                client.set_terminated(run.info.run_id, "KILLED")
-                report(f"recover: marked MLflow run {run.info.run_id} "
-                       f"({run.data.tags.get('mlflow.runName', '')}) KILLED")  # fmt: skip
+    else:
+        recommender = Recommender.from_path(
+            serving_dir, device=config.device, index=night.index_kind
+        )
+        output = run_dir / "recommendations.parquet"
+        counts = recommend_file(
+            recommender, sessions, prepared, output, k=config.k, exclude_seen=config.exclude_seen
+        )
+    mlflow.log_metrics({f"recommend_{k}": float(v) for k, v in counts.items()})
+    night.summary["recommendations"] = str(output)
+
+
+def publish_stage(night: Night) -> None:
+    """The commit point: register the new version, write the summary, swap `current`, then
+    move the alias. A kill in between leaves `current` new and the alias old; the next run
+    compares against the champion again and decides afresh."""
+    import mlflow
+
+    config = night.config
+    version = mlflow.register_model(night.model_uri, config.registered_model).version
+    night.summary["new_version"] = str(version)
+    (night.run_dir / "summary.json").write_text(json.dumps(night.summary, indent=2) + "\n")
+    _publish(config.work_dir, night.run_dir)
+    if night.promote:
+        _move_alias(config, night.summary["new_version"])
+    _prune(config.work_dir, config.keep_runs)
+
+
+Stage = Callable[[Night], None]
+STAGES: tuple[tuple[str, Stage], ...] = (
+    ("prepare", prepare_stage),
+    ("train", train_stage),
+    ("evaluate", evaluate_stage),
+    ("index", index_stage),
+    ("recommend", recommend_stage),
+    ("publish", publish_stage),
+)
 
 
 def run_nightly(
@@ -334,8 +238,8 @@ def run_nightly(
     after a killed run, and checks that the tracking server answers before any work.
     """
     with RunLock(config.work_dir / "nightly.lock") as lock:
-        uri = _connect(config)
-        _recover(config, lock.previous, report)
+        uri = connect(config)
+        recover(config, lock.previous, report)
         return _run_stages(config, lock, uri, report)
 
 
@@ -344,129 +248,68 @@ def _run_stages(
 ) -> dict[str, Any]:
     import mlflow
 
-    from gru4rec import tracking
-
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     run_dir = config.work_dir / "runs" / stamp
     run_dir.mkdir(parents=True)
     lock.note(run_dir=str(run_dir))
-    evaluation = {"cutoffs": config.cutoffs, "ties": config.ties}
-    summary: dict[str, Any] = {"run_dir": str(run_dir)}
-
-    def stage(name: str) -> Any:
-        return _stage(name, report, tracking_uri)
-
     try:
-        with mlflow.start_run(run_name=f"nightly {stamp}"):
-            parent_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
-            lock.note(parent_run_id=parent_id)
+        with mlflow.start_run(run_name=f"nightly {stamp}") as parent:
+            lock.note(parent_run_id=parent.info.run_id)
             mlflow.set_tags({"job": "nightly", "registered_model": config.registered_model})
             mlflow.log_dict(_jsonable(dataclasses.asdict(config)), "nightly_config.json")
-
-            with stage("prepare"):
-                spec = resolve_spec(config.log_format, **config.source)
-                mlflow.log_params(
-                    {"inputs": ",".join(map(str, config.inputs)), "format": config.log_format}
-                )
-                manifest = prepare(config.inputs, run_dir / "data", spec,
-                                   PrepareOptions(**config.prepare), format_name=config.log_format)  # fmt: skip
-                mlflow.log_dict(manifest, "manifest.json")
-                mlflow.log_metrics({f"{split}_{key}": value for split, counts in manifest["splits"].items()
-                                    for key, value in counts.items()})  # fmt: skip
-
-            with stage("train"):
-                selected = _train(config, run_dir, parent_id, report)
-                summary["family"] = selected.get("family", "gru4rec")
-                summary["chosen"] = selected.get("chosen", f"gru4rec:{config.preset}")
-                summary["warm_start"] = selected.get("warm_start")
-                # Logged, not registered yet: the registry changes only in the publish stage.
-                model_uri = tracking.log_model(run_dir / "model").model_uri
-
-            with stage("evaluate"):
-                scorer, items = load_scorer(run_dir / "model", device=config.device)
-                new = evaluate_split(scorer, items, run_dir / "data", **evaluation)  # type: ignore[arg-type]
-                tracking.log_test_metrics(new, prefix="new_")
-                champion_dir, champion_version, old = _evaluate_champion(
-                    config, run_dir, evaluation, summary, report
-                )
-                promote = old is None or new[config.metric] > old[config.metric]
-                summary.update({
-                    "metric": config.metric, "new": new[config.metric],
-                    "champion": None if old is None else old[config.metric],
-                    "champion_version": champion_version, "promote": promote,
-                })  # fmt: skip
-                mlflow.log_dict(summary, "decision.json")
-
-            serving_dir = run_dir / "model" if promote or champion_dir is None else champion_dir
-            with stage("index"):
-                if serving_dir != run_dir / "model":  # serve the champion: a copy beside this run
-                    shutil.copytree(serving_dir, run_dir / "champion_model")
-                    serving_dir = run_dir / "champion_model"
-                serving = Recommender.from_path(serving_dir, device="cpu", index="none")
-                index_kind = config.index if serving.scorer.inner_product else "none"
-                if index_kind == "none":
-                    report(f"index: a {serving.scorer.family} model scores every item; no index")
-                else:
-                    index, folder = build_index(
-                        serving_dir, IndexOptions(kind=config.index), data=run_dir / "data"
-                    )
-                    report(f"index: {config.index}, recall@20 against exact "
-                           f"{index.meta['recall_at_20']:.4f}")  # fmt: skip
-                    mlflow.log_metrics(tracking.numeric_metrics(
-                        {f"index_{k}": v for k, v in index.meta.items()}))  # fmt: skip
-                    mlflow.log_artifacts(str(folder), "index")
-
-            with stage("recommend"):
-                sessions, prepared = run_dir / "data" / "test.parquet", resolve_spec("prepared")
-                if config.engine == "ray":
-                    from gru4rec.jobs.ray_recommend import recommend_on_ray
-
-                    output = run_dir / "recommendations"
-                    recs = recommend_on_ray(str(serving_dir), sessions, prepared, output,
-                                            k=config.k, exclude_seen=config.exclude_seen,
-                                            device=config.device)  # fmt: skip
-                else:
-                    recommender = Recommender.from_path(
-                        serving_dir, device=config.device, index=index_kind
-                    )
-                    output = run_dir / "recommendations.parquet"
-                    recs = recommend_file(recommender, sessions, prepared, output, k=config.k,
-                                          exclude_seen=config.exclude_seen)  # fmt: skip
-                mlflow.log_metrics({f"recommend_{k}": float(v) for k, v in recs.items()})
-                summary["recommendations"] = str(output)
-
-            # The commit point: register the new version, write the summary, swap `current`,
-            # then move the alias. A kill in between leaves `current` new and the alias old;
-            # the next run compares against the champion again and decides afresh.
-            with stage("publish"):
-                version = mlflow.register_model(model_uri, config.registered_model).version
-                summary["new_version"] = str(version)
-                (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-                _publish(config.work_dir, run_dir)
-                if promote:
-                    _move_alias(config, summary["new_version"])
-                _prune(config.work_dir, config.keep_runs)
-            mlflow.log_dict(summary, "summary.json")  # on the parent run
+            night = Night(config, run_dir, parent.info.run_id, report, {"run_dir": str(run_dir)})
+            for name, stage in STAGES:
+                with _tracked(name, report, tracking_uri):
+                    stage(night)
+            mlflow.log_dict(night.summary, "summary.json")  # on the parent run
+            metric_key = f"new_{config.metric.replace('@', '_at_')}"
             mlflow.log_metrics(
-                {
-                    "promoted": float(promote),
-                    f"new_{config.metric.replace('@', '_at_')}": new[config.metric],
-                }
+                {"promoted": float(night.promote), metric_key: night.new[config.metric]}
             )
     except BaseException as error:
-        if (config.work_dir / "current").resolve() != run_dir.resolve():
-            shutil.rmtree(run_dir, ignore_errors=True)  # never published
-        if _is_tracking_failure(error):  # its MLflow runs may be left RUNNING
-            lock.keep_record()
-        # Ending the MLflow runs as FAILED fails too when the server is gone: that error
-        # then hides the stage's own, which is the one to report.
-        stage_error = _chained(error, StageError)
-        if stage_error is not None and stage_error is not error:
-            raise stage_error from None
-        if _is_tracking_failure(error) and not isinstance(error, StageError):
-            raise StageError("nightly", error, _TRACKING_DOWN.format(uri=tracking_uri)) from error
-        raise
-    return summary
+        _fail(error, config, run_dir, lock, tracking_uri)
+    return night.summary
+
+
+@contextmanager
+def _tracked(name: str, report: Callable[[str], None], tracking_uri: str) -> Iterator[None]:
+    """A nested MLflow run for one stage, timed (`stage_seconds`); an exception marks it
+    (and the parent) FAILED and comes out as a StageError naming the stage (and, from
+    training, the epoch)."""
+    import mlflow
+
+    try:
+        with mlflow.start_run(run_name=name, nested=True):
+            mlflow.set_tag("stage", name)
+            report(f"{name}: started")
+            started = time.perf_counter()
+            yield
+            mlflow.log_metric("stage_seconds", time.perf_counter() - started)
+    except Exception as error:
+        if is_tracking_failure(error):
+            raise StageError(name, error, TRACKING_DOWN.format(uri=tracking_uri)) from error
+        if isinstance(error, Gru4RecError | OSError | ValueError | RuntimeError):
+            raise StageError(name, error) from error
+        raise  # anything else is a bug: its traceback stays
+    report(f"{name}: done")
+
+
+def _fail(
+    error: BaseException, config: NightlyConfig, run_dir: Path, lock: RunLock, tracking_uri: str
+) -> NoReturn:
+    """Clean up after a failed run and raise the error to report."""
+    if (config.work_dir / "current").resolve() != run_dir.resolve():
+        shutil.rmtree(run_dir, ignore_errors=True)  # never published
+    if is_tracking_failure(error):  # its MLflow runs may be left RUNNING
+        lock.keep_record()
+    # Ending the MLflow runs as FAILED fails too when the server is gone: that error
+    # then hides the stage's own, which is the one to report.
+    stage_error = chained_error(error, StageError)
+    if stage_error is not None and stage_error is not error:
+        raise stage_error from None
+    if is_tracking_failure(error) and not isinstance(error, StageError):
+        raise StageError("nightly", error, TRACKING_DOWN.format(uri=tracking_uri)) from error
+    raise error
 
 
 def _evaluate_champion(
@@ -484,7 +327,7 @@ def _evaluate_champion(
     """
     import mlflow
 
-    from gru4rec import tracking
+    from gru4rec.serving import tracking
 
     champion_version = _champion_version(config)
     if champion_version is None:
@@ -492,10 +335,9 @@ def _evaluate_champion(
     try:
         champion_dir = _fetch(config, champion_version)
         champion = Recommender.from_path(champion_dir, device=config.device)
-        old = evaluate_split(champion.scorer, _items(champion_dir), run_dir / "data",
-                             **evaluation)  # fmt: skip
+        old = evaluate_split(champion.scorer, _items(champion_dir), run_dir / "data", **evaluation)
     except (Gru4RecError, OSError, ValueError, RuntimeError) as error:
-        message = f"version {champion_version} cannot serve: {_first_line(error)}"
+        message = f"version {champion_version} cannot serve: {first_line(error)}"
         report(f"evaluate: the champion {message}; promoting the new model")
         summary["champion_error"] = message
         mlflow.set_tag("champion_error", message[:5000])
@@ -511,7 +353,7 @@ def _train(
     best family on valid (every candidate's valid metrics go to the parent run too)."""
     import mlflow
 
-    from gru4rec import tracking
+    from gru4rec.serving import tracking
 
     data_dir = run_dir / "data"
     tags = {"preset": config.preset}
@@ -524,8 +366,16 @@ def _train(
             model_config = apply_overrides(start.config, overrides)
             tags["warm_start"] = start.source
             window = config.warm_window_days
-        train_tracked(data_dir, model_config, run_dir / "model", track=True, tags=tags,
-                      device=config.device, warm_start=start, window_days=window)  # fmt: skip
+        train_tracked(
+            data_dir,
+            model_config,
+            run_dir / "model",
+            track=True,
+            tags=tags,
+            device=config.device,
+            warm_start=start,
+            window_days=window,
+        )
         return {"warm_start": None if start is None else start.source}
     tracking.log_inputs(data_dir, tags)
     client = mlflow.MlflowClient()
@@ -538,10 +388,15 @@ def _train(
             client.log_metric(parent_id, f"candidate_{safe}_{key}", value)  # and the parent's
 
     result = select_model(
-        data_dir, run_dir / "model", parse_candidates(",".join(config.candidates), config.preset),
-        overrides=config.overrides, metric=config.metric, ties=config.ties,  # type: ignore[arg-type]
-        device=config.device, on_candidate=on_candidate,
-    )  # fmt: skip
+        data_dir,
+        run_dir / "model",
+        parse_candidates(",".join(config.candidates), config.preset),
+        overrides=config.overrides,
+        metric=config.metric,
+        ties=config.ties,  # type: ignore[arg-type]
+        device=config.device,
+        on_candidate=on_candidate,
+    )
     mlflow.log_dict(_jsonable(result.to_json()), "selection.json")
     client.set_tag(parent_id, "chosen", result.chosen)
     report(f"train: chose {result.chosen} ({result.family}) on valid")
@@ -550,7 +405,7 @@ def _train(
 
 def _warm_start(
     config: NightlyConfig, wanted: GRU4RecConfig, report: Callable[[str], None]
-) -> WarmStart | None:
+) -> WarmStartSource | None:
     """The champion to start from, or None (reported): none yet, not a GRU4Rec model, or
     not the architecture the configuration asks for."""
     version = _champion_version(config)
@@ -562,12 +417,14 @@ def _warm_start(
         start = load_warm_start(source, config.keep_missing_items)
         check_structure(start.config, wanted, source)
     except Gru4RecError as error:
-        report(f"train: no warm start ({_first_line(error)}); training from scratch")
+        report(f"train: no warm start ({first_line(error)}); training from scratch")
         return None
     every = config.warm_scratch_every
     if every and start.chain + 1 >= every:
-        report(f"train: the champion is warm start {start.chain} in a row; training from "
-               f"scratch (one night in {every}: warm_scratch_every)")  # fmt: skip
+        report(
+            f"train: the champion is warm start {start.chain} in a row; training from "
+            f"scratch (one night in {every}: warm_scratch_every)"
+        )
         return None
     report(f"train: warm start from the champion, version {version}")
     return start
@@ -588,7 +445,7 @@ def _champion_version(config: NightlyConfig) -> str | None:
 
 def _fetch(config: NightlyConfig, version: str) -> Path:
     """The checkpoint directory of a registered version (downloaded)."""
-    from gru4rec.tracking import fetch_checkpoint
+    from gru4rec.serving.tracking import fetch_checkpoint
 
     return fetch_checkpoint(f"models:/{config.registered_model}/{version}")
 
@@ -625,3 +482,6 @@ def _prune(work_dir: Path, keep: int) -> None:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+__all__ = ["STAGES", "Night", "NightlyConfig", "run_nightly"]

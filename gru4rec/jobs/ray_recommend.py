@@ -36,7 +36,7 @@ from gru4rec.fileio import swap_into_place
 from gru4rec.jobs.batch_recommend import group_sessions, score_sessions, staging_beside
 from gru4rec.pipelines.buckets import count_events, partition
 from gru4rec.pipelines.sources import SourceSpec, expand_inputs
-from gru4rec.tracking import fetch_checkpoint, resolve_tracking_uri
+from gru4rec.serving.tracking import fetch_checkpoint, resolve_tracking_uri
 
 MEAN_SESSION_EVENTS = 5  # to size the buckets from the events (the sessions are not known)
 # Polars buffers every bucket's rows while it writes them: the driver's pass over a log of
@@ -52,7 +52,7 @@ class SessionScorer:
     def __init__(
         self, model: str, k: int, exclude_seen: bool, device: str, folder: str, batch_size: int
     ) -> None:
-        from gru4rec.recommend import Recommender
+        from gru4rec.serving.recommend import Recommender
 
         self.recommender = Recommender.from_path(fetch_checkpoint(model), device=device)
         self.k, self.exclude_seen, self.folder = k, exclude_seen, Path(folder)
@@ -61,8 +61,13 @@ class SessionScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         bucket = Path(batch["bucket"][0].as_py())
         grouped = group_sessions(pl.read_parquet(sorted(bucket.glob("*.parquet"))))
-        rows, counts = score_sessions(self.recommender, grouped, self.k,
-                                      exclude_seen=self.exclude_seen, batch_size=self.batch_size)  # fmt: skip
+        rows, counts = score_sessions(
+            self.recommender,
+            grouped,
+            self.k,
+            exclude_seen=self.exclude_seen,
+            batch_size=self.batch_size,
+        )
         part = self.folder / f"part-{bucket.name.rpartition('=')[2]:0>5}.parquet"
         rows.write_parquet(part.with_suffix(".tmp"))
         os.replace(part.with_suffix(".tmp"), part)
@@ -109,8 +114,13 @@ def recommend_on_ray(
         source = model if remote and not Path(model).exists() else str(model_dir)
         if started_ray:
             env = {"MLFLOW_TRACKING_URI": resolve_tracking_uri()} if source == model else {}
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, runtime_env={"env_vars": env})  # fmt: skip
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": env},
+            )
         pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
         read_started = time.perf_counter()
         files, _ = expand_inputs([input_path])  # a file, a directory of parts or a pattern
@@ -119,11 +129,18 @@ def recommend_on_ray(
         read_seconds = time.perf_counter() - read_started
         pool = min(pool, len(buckets))  # an actor without a bucket would only load the model
         started = time.perf_counter()
-        written = ray.data.from_items([{"bucket": str(bucket)} for bucket in buckets]).map_batches(
-            scorer, fn_constructor_args=(source, k, exclude_seen, device, str(staging), batch_size),
-            batch_size=1, batch_format="pyarrow", num_cpus=cpus_per_actor,
-            compute=ray.data.ActorPoolStrategy(size=pool),
-        ).take_all()  # fmt: skip
+        written = (
+            ray.data.from_items([{"bucket": str(bucket)} for bucket in buckets])
+            .map_batches(
+                scorer,
+                fn_constructor_args=(source, k, exclude_seen, device, str(staging), batch_size),
+                batch_size=1,
+                batch_format="pyarrow",
+                num_cpus=cpus_per_actor,
+                compute=ray.data.ActorPoolStrategy(size=pool),
+            )
+            .take_all()
+        )
         seconds = time.perf_counter() - started
         counts = {name: sum(int(row[name]) for row in written) for name in written[0]}
         if counts["sessions_served"] == 0:
@@ -137,8 +154,14 @@ def recommend_on_ray(
         if started_ray and ray.is_initialized():
             ray.shutdown()
     served = counts["sessions_served"]
-    return {**counts, "seconds": seconds, "sessions_per_s": served / seconds if seconds > 0 else 0.0,
-            "actors": pool, "buckets": len(buckets), "read_seconds": read_seconds}  # fmt: skip
+    return {
+        **counts,
+        "seconds": seconds,
+        "sessions_per_s": served / seconds if seconds > 0 else 0.0,
+        "actors": pool,
+        "buckets": len(buckets),
+        "read_seconds": read_seconds,
+    }
 
 
 def _staging_dir(output: Path) -> Path:

@@ -55,8 +55,11 @@ class RunLock:
             ) from None
         self._fd = fd
         self.previous = _read(fd)
-        self.note(pid=os.getpid(), host=socket.gethostname(),
-                  started=time.strftime("%Y-%m-%d %H:%M:%S %Z"))  # fmt: skip
+        self.note(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        )
         return self
 
     def note(self, **values: Any) -> None:
@@ -66,9 +69,11 @@ class RunLock:
         _write(self._fd, self.record)
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
         trace: TracebackType | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         assert self._fd is not None
         try:
             if not self._keep:

@@ -6,10 +6,10 @@ What `gru4rec select` and the nightly job run.
 
 Candidates (`parse_candidates`):
     gru4rec[:PRESET]   GRU4Rec with a preset (default: the `preset` argument)
-    repeat[:PRESET]    the repeat-aware GRU4Rec (`gru4rec.repeat`) with that preset and
+    repeat[:PRESET]    the repeat-aware GRU4Rec (`gru4rec.network.repeat`) with that preset and
                        repeat_window 10 (or the `repeat_window` override)
     hybrid[:PRESET]    that GRU4Rec mixed with the session's items and V-SKNN votes, the
-                       weights chosen on valid (`gru4rec.hybrid`); it reuses the GRU4Rec
+                       weights chosen on valid (`gru4rec.scoring.hybrid`); it reuses the GRU4Rec
                        trained for `gru4rec[:PRESET]`, so it costs no extra training
     pop, spop, iknn, sknn, vsknn   the baselines with their defaults
 
@@ -20,32 +20,33 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
-from gru4rec.baselines import BASELINES, Baseline, fit_baseline
-from gru4rec.config import GRU4RecConfig, apply_overrides, get_preset
-from gru4rec.data import SessionData, load_items, load_split
 from gru4rec.errors import ConfigError, InputDataError
-from gru4rec.evaluate import TieMode
-from gru4rec.hybrid import HybridScorer, MixtureWeights, choose_weights
-from gru4rec.jobs.workflow import evaluate_split, train_model
-from gru4rec.saved_models import save_scorer
-from gru4rec.scorers import GRU4RecScorer, SessionScorer, as_scorer
-from gru4rec.train import Callback
+from gru4rec.jobs.train_evaluate import evaluate_split, train_model
+from gru4rec.network.config import GRU4RecConfig, apply_overrides, get_preset
+from gru4rec.network.data import SessionData, load_items, load_split
+from gru4rec.network.train import Callback
+from gru4rec.scoring.baselines import BASELINES, Baseline, fit_baseline
+from gru4rec.scoring.contract import SessionScorer
+from gru4rec.scoring.evaluate import TieMode
+from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights, choose_weights
+from gru4rec.scoring.neural import GRU4RecScorer, as_scorer
+from gru4rec.serving.saved_models import save_scorer
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = "spop,sknn,vsknn,gru4rec,hybrid"
 HYBRID_KNN = "vsknn"  # the kNN component of hybrids: the best baseline on both public logs
-GRU_FAMILIES = ("gru4rec", "repeat", "hybrid")
 DEFAULT_REPEAT_WINDOW = "10"  # items of the session the repeat-aware GRU4Rec looks back on
 
 
@@ -60,6 +61,13 @@ class Candidate:
     def name(self) -> str:
         return self.family if self.preset is None else f"{self.family}:{self.preset}"
 
+    @property
+    def preset_name(self) -> str:
+        """The preset of a GRU4Rec family (an error for a baseline, which has none)."""
+        if self.preset is None:
+            raise ConfigError(f"candidate {self.name} has no GRU4Rec preset")
+        return self.preset
+
 
 def parse_candidates(text: str, preset: str = "rsc15") -> list[Candidate]:
     """'spop,gru4rec,hybrid:diginetica' -> candidates; `preset` for GRU families without one."""
@@ -68,10 +76,10 @@ def parse_candidates(text: str, preset: str = "rsc15") -> list[Candidate]:
         if not part:
             continue
         family, _, chosen = part.partition(":")
-        if family in GRU_FAMILIES:
+        if family in FAMILIES and FAMILIES[family].takes_preset:
             get_preset(chosen or preset)  # an unknown preset is an error now, not after training
             candidate = Candidate(family, chosen or preset)
-        elif family in BASELINES and not chosen:
+        elif family in FAMILIES and not chosen:
             candidate = Candidate(family)
         else:
             raise ConfigError(
@@ -113,6 +121,172 @@ class SelectionResult:
         }
 
 
+class Fitting:
+    """What the candidates of one selection share: the data, the protocol, and every fit
+    made so far, each made once (the GRU4Rec trained for `gru4rec:P` serves `hybrid:P`, the
+    V-SKNN candidate serves the hybrids' kNN part). A fit's cost in seconds is charged to
+    every candidate that uses it."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        items: pl.DataFrame,
+        scratch: Path,
+        *,
+        metric: str,
+        ties: TieMode,
+        overrides: Mapping[str, str] | None,
+        device: str,
+        num_threads: int | None,
+        callbacks: Callable[[str], Sequence[Callback]] | None,
+    ) -> None:
+        self.data_dir, self.items, self.scratch = data_dir, items, scratch
+        self.metric, self.ties, self.overrides = metric, ties, overrides
+        self.device, self.num_threads, self.callbacks = device, num_threads, callbacks
+        cutoff = int(metric.partition("@")[2])
+        self.evaluation: dict[str, Any] = {"ties": ties, "cutoffs": sorted({1, 5, 10, 20, cutoff})}
+        self._splits: dict[str, SessionData] = {}
+        self._fits: dict[tuple[str, ...], Any] = {}
+        self._cost: dict[tuple[str, ...], float] = {}
+        self._used: set[tuple[str, ...]] = set()
+        self._fitting_seconds = 0.0
+
+    def split(self, name: str) -> SessionData:
+        if name not in self._splits:
+            self._splits[name], _ = load_split(self.data_dir, name, item_ids=self.items["item_id"])
+        return self._splits[name]
+
+    def baseline(self, name: str, split: str) -> Baseline:
+        """The baseline `name` fitted on `split`."""
+        return self._fit(
+            ("baseline", name, split),
+            lambda: fit_baseline(name, self.split(split), self.items.height),
+        )
+
+    def network(self, preset: str, split: str, *, repeat: bool = False) -> GRU4RecScorer:
+        """GRU4Rec (or the repeat-aware one) with `preset` and the overrides, trained on `split`."""
+        family = "repeat" if repeat else "gru4rec"
+        config = _config(preset, self.overrides, repeat=repeat)
+        out = self.scratch / f"{family}-{preset}-{split}"
+        return self._fit((family, preset, split), lambda: self._train(config, out, split))
+
+    def score_on_valid(self, scorer: SessionScorer) -> dict[str, Any]:
+        return evaluate_split(scorer, self.items, self.data_dir, split="valid", **self.evaluation)
+
+    def charged(self, work: Callable[[], Any]) -> tuple[Any, float]:
+        """`work()` and its seconds, counting the full cost of every fit it used."""
+        self._used, self._fitting_seconds = set(), 0.0
+        started = time.perf_counter()
+        result = work()
+        own = time.perf_counter() - started - self._fitting_seconds
+        return result, own + sum(self._cost[key] for key in self._used)
+
+    def _fit(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+        if key not in self._fits:
+            started = time.perf_counter()
+            self._fits[key] = make()
+            self._cost[key] = time.perf_counter() - started
+            self._fitting_seconds += self._cost[key]
+        self._used.add(key)
+        return self._fits[key]
+
+    def _train(self, config: GRU4RecConfig, out: Path, split: str) -> GRU4RecScorer:
+        callbacks = self.callbacks(f"GRU4Rec on {split}") if self.callbacks else ()
+        model, _items, _result = train_model(
+            self.data_dir,
+            config,
+            out,
+            split=split,
+            device=self.device,
+            num_threads=self.num_threads,
+            callbacks=callbacks,
+        )
+        scorer = as_scorer(model.eval(), config)
+        assert isinstance(scorer, GRU4RecScorer)  # the neural families' scorers
+        return scorer
+
+
+class Family(Protocol):
+    """How the candidates of one family are fitted and scored."""
+
+    takes_preset: bool  # a GRU4Rec preset (`family:PRESET`)
+
+    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
+        """Fitted on train_tr, the metrics on valid (and what was chosen there)."""
+        ...
+
+    def fit_on_train(
+        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
+    ) -> SessionScorer:
+        """Fitted again on the whole train split, with what was chosen on valid."""
+        ...
+
+
+class BaselineFamily:
+    takes_preset = False
+
+    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
+        return fitting.score_on_valid(fitting.baseline(candidate.family, "train_tr"))
+
+    def fit_on_train(
+        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
+    ) -> SessionScorer:
+        return fitting.baseline(candidate.family, "train")
+
+
+@dataclass(frozen=True)
+class NetworkFamily:
+    repeat: bool  # the repeat-aware GRU4Rec
+    takes_preset = True
+
+    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
+        network = fitting.network(candidate.preset_name, "train_tr", repeat=self.repeat)
+        return fitting.score_on_valid(network)
+
+    def fit_on_train(
+        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
+    ) -> SessionScorer:
+        return fitting.network(candidate.preset_name, "train", repeat=self.repeat)
+
+
+class HybridFamily:
+    """GRU4Rec with the session's items and V-SKNN votes, the weights searched on valid
+    (the search's own metrics of the best weights: exact at the cutoffs, no coverage)."""
+
+    takes_preset = True
+
+    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
+        mixture = HybridScorer(
+            fitting.network(candidate.preset_name, "train_tr"),
+            MixtureWeights(),
+            fitting.baseline(HYBRID_KNN, "train_tr"),
+        )
+        search = choose_weights(
+            mixture, fitting.split("valid"), metric=fitting.metric, ties=fitting.ties
+        )
+        logger.info("%s: %d weightings tried on valid", candidate.name, len(search.trials))
+        metrics = dict(search.trials)[search.best]
+        return {**metrics, "weights": search.best.to_dict(), "n_weights_tried": len(search.trials)}
+
+    def fit_on_train(
+        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
+    ) -> SessionScorer:
+        return HybridScorer(
+            fitting.network(candidate.preset_name, "train"),
+            MixtureWeights(**on_valid["weights"]),
+            fitting.baseline(HYBRID_KNN, "train"),
+        )
+
+
+# Every family a candidate can name; a new family registers here.
+FAMILIES: dict[str, Family] = {
+    **{name: BaselineFamily() for name in BASELINES},
+    "gru4rec": NetworkFamily(repeat=False),
+    "repeat": NetworkFamily(repeat=True),
+    "hybrid": HybridFamily(),
+}
+
+
 def select_model(
     data_dir: Path,
     out_dir: Path,
@@ -142,92 +316,55 @@ def select_model(
                 "validation split (`gru4rec prepare ... --valid-days N` or --valid-fraction F)."
             )
     _check_metric(metric)
-    cutoff = int(metric.partition("@")[2])
-    evaluation: dict[str, Any] = {"ties": ties, "cutoffs": sorted({1, 5, 10, 20, cutoff})}
     items = load_items(data_dir)
-    fit_data, _ = load_split(data_dir, "train_tr", item_ids=items["item_id"])
-    result_metrics: dict[str, dict[str, Any]] = {}
-    weights: dict[str, MixtureWeights] = {}
+    on_valid: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
-
-    def record(name: str, metrics: dict[str, Any]) -> None:
-        result_metrics[name] = metrics
-        logger.info("candidate %s on valid: %s %.4f", name, metric, metrics[metric])
-        if on_candidate is not None:
-            on_candidate(name, metrics)
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".select-", dir=out_dir.parent) as scratch:
-        knn_cache: dict[str, Baseline] = {}
+        fitting = Fitting(
+            data_dir,
+            items,
+            Path(scratch),
+            metric=metric,
+            ties=ties,
+            overrides=overrides,
+            device=device,
+            num_threads=num_threads,
+            callbacks=callbacks,
+        )
         for candidate in candidates:
-            if candidate.family not in BASELINES:
-                continue
-            started = time.perf_counter()
-            model = fit_baseline(candidate.family, fit_data, items.height)
-            knn_cache[candidate.family] = model
-            record(
-                candidate.name, evaluate_split(model, items, data_dir, split="valid", **evaluation)
+            family = FAMILIES[candidate.family]
+            metrics, seconds[candidate.name] = fitting.charged(
+                functools.partial(family.score_on_valid, candidate, fitting)
             )
-            seconds[candidate.name] = time.perf_counter() - started
-        for candidate in candidates:
-            if candidate.family != "repeat":
-                continue
-            assert candidate.preset is not None
-            started = time.perf_counter()
-            repeat = _train_gru(data_dir, _config(candidate.preset, overrides, repeat=True),
-                                Path(scratch) / f"repeat-{candidate.preset}", "train_tr", device,
-                                num_threads, callbacks)  # fmt: skip
-            record(
-                candidate.name, evaluate_split(repeat, items, data_dir, split="valid", **evaluation)
-            )
-            seconds[candidate.name] = time.perf_counter() - started
-        plain_presets = [c.preset for c in candidates if c.family in ("gru4rec", "hybrid")]
-        for preset in dict.fromkeys(p for p in plain_presets if p is not None):
-            assert preset is not None
-            config = _config(preset, overrides)
-            started = time.perf_counter()
-            gru = _train_gru(data_dir, config, Path(scratch) / f"gru-{preset}", "train_tr",
-                             device, num_threads, callbacks)  # fmt: skip
-            trained = time.perf_counter() - started
-            plain = Candidate("gru4rec", preset)
-            if plain in candidates:
-                record(
-                    plain.name, evaluate_split(gru, items, data_dir, split="valid", **evaluation)
-                )
-                seconds[plain.name] = trained
-            hybrid = Candidate("hybrid", preset)
-            if hybrid in candidates:
-                started = time.perf_counter()
-                knn = knn_cache.get(HYBRID_KNN) or fit_baseline(HYBRID_KNN, fit_data, items.height)
-                mixture = HybridScorer(gru, MixtureWeights(), knn)
-                valid, _ = load_split(data_dir, "valid", item_ids=items["item_id"])
-                search = choose_weights(mixture, valid, metric=metric, ties=ties)
-                logger.info("%s: %d weightings tried on valid", hybrid.name, len(search.trials))
-                weights[hybrid.name] = search.best
-                # The search's own metrics of the best weights (exact at the cutoffs; no coverage).
-                metrics = dict(search.trials)[search.best]
-                record(hybrid.name, {**metrics, "weights": search.best.to_dict(),
-                                     "n_weights_tried": len(search.trials)})  # fmt: skip
-                seconds[hybrid.name] = trained + time.perf_counter() - started
+            on_valid[candidate.name] = metrics
+            logger.info("candidate %s on valid: %s %.4f", candidate.name, metric, metrics[metric])
+            if on_candidate is not None:
+                on_candidate(candidate.name, metrics)
         # The first of equally good candidates wins (the order given: simpler ones first).
-        chosen = max(candidates, key=lambda c: result_metrics[c.name][metric])
+        chosen = max(candidates, key=lambda c: on_valid[c.name][metric])
         logger.info("chose %s; refitting it on train", chosen.name)
-        final, train_data = _refit(chosen, data_dir, items, overrides, weights, device,
-                                    num_threads, callbacks, Path(scratch))  # fmt: skip
-        save_scorer(out_dir, final, items, train_data=train_data, extra={
-            "data_dir": str(data_dir.resolve()), "train_split": "train", "selected": chosen.name,
-            "metric": metric, "valid": {n: {k: m[k] for k in (metric, "recall@20", "mrr@20") if k in m}
-                                        for n, m in result_metrics.items()},
-        })  # fmt: skip
-    test = evaluate_split(final, items, data_dir, split="test", **evaluation)
+        final = FAMILIES[chosen.family].fit_on_train(chosen, fitting, on_valid[chosen.name])
+        headline = (metric, "recall@20", "mrr@20")
+        extra = {
+            "data_dir": str(data_dir.resolve()),
+            "train_split": "train",
+            "selected": chosen.name,
+            "metric": metric,
+            "valid": {
+                name: {key: m[key] for key in headline if key in m} for name, m in on_valid.items()
+            },
+        }
+        save_scorer(out_dir, final, items, train_data=fitting.split("train"), extra=extra)
+    test = evaluate_split(final, items, data_dir, split="test", **fitting.evaluation)
     return SelectionResult(
         metric=metric,
-        candidates=result_metrics,
+        candidates=on_valid,
         chosen=chosen.name,
         family=chosen.family,
         test={**test, "family": chosen.family},
         model_dir=out_dir,
-        hybrid_weights={name: w.to_dict() for name, w in weights.items()},
+        hybrid_weights={name: m["weights"] for name, m in on_valid.items() if "weights" in m},
         seconds=seconds,
     )
 
@@ -253,8 +390,13 @@ def fit_family(
     if family in BASELINES:
         data, _ = load_split(data_dir, split, item_ids=items["item_id"])
         scorer = fit_baseline(family, data, items.height)
-        save_scorer(out_dir, scorer, items, train_data=data,
-                    extra={"data_dir": str(Path(data_dir).resolve()), "train_split": split})  # fmt: skip
+        save_scorer(
+            out_dir,
+            scorer,
+            items,
+            train_data=data,
+            extra={"data_dir": str(Path(data_dir).resolve()), "train_split": split},
+        )
         return scorer, items
     if family != "hybrid":
         raise ConfigError(
@@ -262,57 +404,24 @@ def fit_family(
             f"{', '.join(BASELINES)}."
         )
     if split != "train":
-        raise ConfigError("--model hybrid fits on train_tr, chooses on valid and refits on train; "
-                          "drop --train-split.")  # fmt: skip
-    result = select_model(data_dir, out_dir, [Candidate("hybrid", preset)], overrides=overrides,
-                          metric=metric, ties=ties, device=device, num_threads=num_threads,
-                          callbacks=callbacks)  # fmt: skip
-    from gru4rec.saved_models import load_scorer
+        raise ConfigError(
+            "--model hybrid fits on train_tr, chooses on valid and refits on train; "
+            "drop --train-split."
+        )
+    result = select_model(
+        data_dir,
+        out_dir,
+        [Candidate("hybrid", preset)],
+        overrides=overrides,
+        metric=metric,
+        ties=ties,
+        device=device,
+        num_threads=num_threads,
+        callbacks=callbacks,
+    )
+    from gru4rec.serving.saved_models import load_scorer
 
     return load_scorer(result.model_dir, device=device)
-
-
-def _refit(
-    chosen: Candidate,
-    data_dir: Path,
-    items: pl.DataFrame,
-    overrides: Mapping[str, str] | None,
-    weights: Mapping[str, MixtureWeights],
-    device: str,
-    num_threads: int | None,
-    callbacks: Callable[[str], Sequence[Callback]] | None,
-    scratch: Path,
-) -> tuple[SessionScorer, SessionData]:
-    """The chosen candidate fitted on the whole `train` split, with its training sessions."""
-    train, _ = load_split(data_dir, "train", item_ids=items["item_id"])
-    if chosen.family in BASELINES:
-        return fit_baseline(chosen.family, train, items.height), train
-    assert chosen.preset is not None
-    config = _config(chosen.preset, overrides, repeat=chosen.family == "repeat")
-    gru = _train_gru(data_dir, config, scratch / "final", "train", device, num_threads, callbacks)
-    if chosen.family in ("gru4rec", "repeat"):
-        return gru, train
-    knn = fit_baseline(HYBRID_KNN, train, items.height)
-    return HybridScorer(gru, weights[chosen.name], knn), train
-
-
-def _train_gru(
-    data_dir: Path,
-    config: GRU4RecConfig,
-    out: Path,
-    split: str,
-    device: str,
-    num_threads: int | None,
-    callbacks: Callable[[str], Sequence[Callback]] | None,
-) -> GRU4RecScorer:
-    label = f"GRU4Rec on {split}"
-    model, _items, _result = train_model(
-        data_dir, config, out, split=split, device=device, num_threads=num_threads,
-        callbacks=callbacks(label) if callbacks else (),
-    )  # fmt: skip
-    scorer = as_scorer(model.eval(), config)
-    assert isinstance(scorer, GRU4RecScorer)
-    return scorer
 
 
 def _config(

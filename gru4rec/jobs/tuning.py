@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gru4rec.config import GRU4RecConfig, apply_overrides
 from gru4rec.errors import ConfigError
+from gru4rec.network.config import GRU4RecConfig, apply_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -159,15 +159,25 @@ def optuna_search(
             value = str(int(end)) if dimension.integer else str(end)
             apply_overrides(base, {dimension.name: value})
     try:
-        optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
-                            load_if_exists=True)  # fmt: skip
+        optuna.create_study(
+            storage=storage, study_name=study_name, direction="maximize", load_if_exists=True
+        )
     except Exception as error:  # bad URLs and unreachable databases come in many types
         raise ConfigError(
             f"--storage {storage!r}: cannot open the Optuna study ({error})."
         ) from None
-    job = {"data_dir": str(data_dir), "base": base.to_dict(), "space": [vars(d) for d in space],
-           "trials": trials, "metric": metric, "storage": storage, "study_name": study_name,
-           "prune": prune, "device": device, "tracking": None if tracking is None else vars(tracking)}  # fmt: skip
+    job = {
+        "data_dir": str(data_dir),
+        "base": base.to_dict(),
+        "space": [vars(d) for d in space],
+        "trials": trials,
+        "metric": metric,
+        "storage": storage,
+        "study_name": study_name,
+        "prune": prune,
+        "device": device,
+        "tracking": None if tracking is None else vars(tracking),
+    }
     if jobs == 1:
         _worker({**job, "seed": seed, "threads": None})
     else:
@@ -190,8 +200,15 @@ def _finished(study: Any, metric: str) -> list[Trial]:
         metrics = json.loads(frozen.user_attrs.get("metrics", "{}"))
         if metric not in metrics:
             continue
-        found.append(Trial(frozen.number, dict(json.loads(frozen.user_attrs["overrides"])),
-                           metrics, frozen.state.name, int(frozen.user_attrs.get("epochs", 0))))  # fmt: skip
+        found.append(
+            Trial(
+                frozen.number,
+                dict(json.loads(frozen.user_attrs["overrides"])),
+                metrics,
+                frozen.state.name,
+                int(frozen.user_attrs.get("epochs", 0)),
+            )
+        )
     # Completed trials first (a pruned trial's metric is from an earlier epoch), best first.
     return sorted(found, key=lambda t: (t.state != "COMPLETE", -t.metrics[metric]))
 
@@ -206,13 +223,22 @@ def _worker(job: dict[str, Any]) -> None:
     base = GRU4RecConfig.from_dict(job["base"])
     space = [Dimension(**{**d, "choices": tuple(d["choices"])}) for d in job["space"]]
     # Prune from the third trial on, never in a trial's first epoch (too noisy to judge).
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if job["prune"] \
-        else optuna.pruners.NopPruner()  # fmt: skip
-    study = optuna.load_study(storage=job["storage"], study_name=job["study_name"],
-                              sampler=optuna.samplers.TPESampler(seed=job["seed"]), pruner=pruner)  # fmt: skip
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        if job["prune"]
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.load_study(
+        storage=job["storage"],
+        study_name=job["study_name"],
+        sampler=optuna.samplers.TPESampler(seed=job["seed"]),
+        pruner=pruner,
+    )
     done = MaxTrialsCallback(job["trials"], states=(TrialState.COMPLETE, TrialState.PRUNED))
-    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))) \
-            >= job["trials"]:  # fmt: skip
+    if (
+        len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        >= job["trials"]
+    ):
         return
     study.optimize(lambda trial: _objective(trial, job, base, space), callbacks=[done])
 
@@ -222,7 +248,7 @@ def _objective(
 ) -> float:
     import optuna
 
-    from gru4rec.jobs.workflow import train_tracked
+    from gru4rec.jobs.tracked_training import train_tracked
 
     overrides = {d.name: d.suggest(trial) for d in space}
     config = apply_overrides(base, overrides)
@@ -233,8 +259,10 @@ def _objective(
 
     def on_validation(epoch: int, metrics: dict[str, Any]) -> None:
         last.update(metrics)
-        trial.set_user_attr("metrics", json.dumps({k: v for k, v in metrics.items()
-                                                   if isinstance(v, int | float | str)}))  # fmt: skip
+        trial.set_user_attr(
+            "metrics",
+            json.dumps({k: v for k, v in metrics.items() if isinstance(v, int | float | str)}),
+        )
         trial.set_user_attr("epochs", epoch + 1)
         trial.report(metrics[metric], epoch)
         if trial.should_prune():
@@ -248,18 +276,31 @@ def _objective(
 
             mlflow.set_tags({f"searched.{key}": value for key, value in overrides.items()})
         try:
-            train_tracked(Path(job["data_dir"]), config, Path(scratch) / "model", track=track,
-                          split="train_tr", device=job["device"], num_threads=job["threads"],
-                          valid_split="valid", on_validation=on_validation,
-                          cutoffs=(1, 5, 10, cutoff))  # fmt: skip
+            train_tracked(
+                Path(job["data_dir"]),
+                config,
+                Path(scratch) / "model",
+                track=track,
+                split="train_tr",
+                device=job["device"],
+                num_threads=job["threads"],
+                valid_split="valid",
+                on_validation=on_validation,
+                cutoffs=(1, 5, 10, cutoff),
+            )
         except optuna.TrialPruned as stop:
             pruned = stop  # raised after the MLflow run has ended normally, tagged as pruned
         if job["tracking"] is not None:
             import mlflow
 
             mlflow.set_tag("trial_state", "PRUNED" if pruned else "COMPLETE")
-            mlflow.log_metrics({f"valid_{k.replace('@', '_at_')}": float(v)
-                                for k, v in last.items() if isinstance(v, float)})  # fmt: skip
+            mlflow.log_metrics(
+                {
+                    f"valid_{k.replace('@', '_at_')}": float(v)
+                    for k, v in last.items()
+                    if isinstance(v, float)
+                }
+            )
     if pruned is not None:
         logger.info("trial %d pruned: %s", trial.number, pruned)
         raise pruned
@@ -276,5 +317,6 @@ def _trial_run(target: dict[str, Any] | None, number: int) -> Any:
 
     mlflow.set_tracking_uri(target["tracking_uri"])
     mlflow.set_experiment(target["experiment"])
-    return mlflow.start_run(run_name=f"trial {number + 1}", nested=True,
-                            parent_run_id=target["parent_run_id"])  # fmt: skip
+    return mlflow.start_run(
+        run_name=f"trial {number + 1}", nested=True, parent_run_id=target["parent_run_id"]
+    )

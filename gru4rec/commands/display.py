@@ -1,0 +1,77 @@
+"""What the commands show: progress bars for long work (training epochs, evaluation), on
+stderr, and metric tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from gru4rec.network.config import GRU4RecConfig
+from gru4rec.network.train import Callback, EpochStats
+
+
+def progress_bar(console: Console | None = None) -> Progress:
+    """A bar with a description, count, free-text info and time remaining."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+    )
+
+
+class EpochProgress(Callback):
+    """One bar per epoch, refreshed every `every` steps to keep the training loop cheap."""
+
+    def __init__(self, progress: Progress, every: int = 50) -> None:
+        self.progress, self.every = progress, every
+        self.task: TaskID | None = None
+        self.n_epochs = 0
+
+    def on_train_start(self, config: GRU4RecConfig) -> None:
+        self.n_epochs = config.n_epochs
+
+    def on_epoch_start(self, epoch: int, n_steps: int) -> None:
+        description = f"epoch {epoch + 1}/{self.n_epochs}"
+        self.task = self.progress.add_task(description, total=n_steps, info="")
+
+    def on_step_end(self, epoch: int, step: int, loss: float) -> None:
+        if self.task is not None and (step + 1) % self.every == 0:
+            self.progress.update(self.task, completed=step + 1, info=f"loss {loss:.4f}")
+
+    def on_epoch_end(self, epoch: int, stats: EpochStats) -> None:
+        if self.task is not None:
+            total = self.progress.tasks[self.task].total
+            info = f"loss {stats.loss:.4f}, {stats.events_per_s:,.0f} events/s"
+            self.progress.update(self.task, completed=total, info=info)
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    """Recall/MRR/NDCG/coverage/popularity by cutoff, then the counts."""
+    table = Table(title=f"{title} ({metrics['ties']} ties, {metrics['n_events']:,} events)")
+    table.add_column("cutoff", justify="right")
+    names = ("recall", "mrr", "ndcg", "coverage", "popularity", "repeat_recall", "new_recall")
+    for name in names:
+        table.add_column(name.replace("_", " "), justify="right")
+    for k in metrics["cutoffs"]:
+        table.add_row(
+            str(k), *(f"{metrics.get(f'{name}@{k}', float('nan')):.4f}" for name in names)
+        )
+    table.caption = (
+        f"unknown test events dropped: {metrics.get('n_unknown_events', 0):,}; "
+        f"sessions left too short: {metrics.get('n_short_sessions_dropped', 0):,}; "
+        f"targets seen earlier in their session (repeat): {metrics.get('n_repeat_events', 0):,}"
+    )
+    return table
