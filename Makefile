@@ -1,18 +1,22 @@
 # The two commands of the README: `make demo` (the main job, end to end) and `make test`.
 # Both set up the virtual environment first; nothing needs to be installed by hand.
 PYTHON ?= python3
+# torch's CPU build from PyTorch's own index (PyPI's Linux wheel is the multi-GB CUDA build).
+# For a CUDA build: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu126
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: setup demo test lint bench-prepare bench-train bench-retrieval accuracy docker-image stack clean
+.PHONY: setup demo notebooks test lint bench-prepare bench-train bench-retrieval accuracy docker-image stack clean
 
 # Reinstalled when the packaging or the C sources change: the install compiles the kernels.
 $(BIN)/.installed: pyproject.toml setup.py $(wildcard gru4rec/network/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# The CPU build of torch from local disk first; the project's range then accepts it.
-	$(BIN)/pip install --quiet torch==2.13.0
+	# torch first, from TORCH_INDEX (its build, e.g. 2.13.0+cpu, outranks PyPI's 2.13.0);
+	# the project's torch range then accepts it.
+	$(BIN)/pip install --quiet --extra-index-url $(TORCH_INDEX) torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	touch $@
 
@@ -20,15 +24,19 @@ setup: $(BIN)/.installed
 
 demo: setup
 	mkdir -p $(DEMO)
-	$(BIN)/gru4rec generate $(DEMO)/clicks.tsv.gz --sessions 20000 --items 1000
+	$(BIN)/gru4rec generate --out $(DEMO)/clicks.tsv.gz --sessions 20000 --items 1000
 	$(BIN)/gru4rec prepare $(DEMO)/clicks.tsv.gz --out $(DEMO)/data --overwrite
 	cd $(DEMO) && ../$(BIN)/gru4rec train data --out model --preset rsc15 --set n_epochs=3 \
 		--valid-split valid --register demo --json train-metrics.json
-	$(BIN)/gru4rec evaluate $(DEMO)/model --data $(DEMO)/data --cutoffs 1 5 10 20 \
+	$(BIN)/gru4rec evaluate $(DEMO)/model $(DEMO)/data --cutoffs 1,5,10,20 \
 		--ties conservative --json $(DEMO)/metrics.json
 	cd $(DEMO) && ../$(BIN)/gru4rec index model --kind flat
 	$(BIN)/gru4rec recommend $(DEMO)/model --input $(DEMO)/data/test.parquet \
-		--output $(DEMO)/recommendations.parquet --k 20
+		--out $(DEMO)/recommendations.parquet -k 20
+
+# The notebooks are kept with their outputs, made from the demo's data and runs.
+notebooks: demo
+	$(BIN)/python notebooks/execute.py
 
 # mypy finds modules by folder, not through setup.py's mapping of pipelines/ to
 # gru4rec.pipelines: it reads the package laid out as installed, in links under build/.

@@ -36,6 +36,9 @@ class BuildKernels(build_ext):
 setup(
     packages=[*find_packages(include=["gru4rec", "gru4rec.*"]), "gru4rec.pipelines"],
     package_dir={"gru4rec.pipelines": "pipelines"},
+    # The C sources go in the sdist (MANIFEST.in), not the wheel: it carries the built loops.
+    include_package_data=False,
+    package_data={"gru4rec": ["py.typed"]},
     ext_modules=[
         Extension(
             "gru4rec.network._kernels",

@@ -6,43 +6,40 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from gru4rec import __version__
 from gru4rec.commands import data_commands, job_commands, model_commands, serve_commands
-from gru4rec.errors import Gru4RecError
+from gru4rec.commands.failures import friendly_errors
 
 app = typer.Typer(
     help="Session-based recommendations with GRU4Rec: prepare click logs, train, evaluate, "
     "index and recommend.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def friendly_errors(command: F) -> F:
-    """Report a Gru4RecError as one paragraph on stderr and exit 2, without a traceback."""
-
-    @wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except Gru4RecError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
-
-    return run  # type: ignore[return-value]
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"gru4rec {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
 ) -> None:
     """Configure logging once, for every command."""
     logging.basicConfig(
@@ -60,22 +57,27 @@ def main(
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
-def _add(name: str, command: Callable[..., Any], extra_args: bool = False) -> None:
-    # extra_args: `--cutoffs 1 5 10 20` leaves "5 10 20" as extra arguments for the command.
+def _add(name: str, command: Callable[..., Any], summary: str, extra_args: bool = False) -> None:
+    # extra_args: the old `--cutoffs 1 5 10 20` leaves "5 10 20" as extra arguments, which
+    # the command accepts with a warning and refuses otherwise (options.parse_cutoffs).
     settings = {"allow_extra_args": True} if extra_args else {}
-    app.command(name, context_settings=settings)(friendly_errors(command))
+    app.command(name, short_help=summary, context_settings=settings)(friendly_errors(command))
 
 
 # The command modules import their heavy libraries (torch, mlflow) inside each command,
 # so `gru4rec --help` stays fast.
-_add("generate", data_commands.generate)
-_add("prepare", data_commands.prepare)
-_add("train", model_commands.train, extra_args=True)
-_add("evaluate", model_commands.evaluate, extra_args=True)
-_add("index", serve_commands.index)
-_add("recommend", serve_commands.recommend)
-_add("nightly", job_commands.nightly)
-_add("compare", job_commands.compare)
-_add("tune", job_commands.tune)
-_add("baselines", job_commands.baselines)
-_add("select", job_commands.select)
+_add("generate", data_commands.generate, "Write a synthetic click log.")
+_add("prepare", data_commands.prepare, "Clean and split a click log into session data.")
+_add("train", model_commands.train, "Train a model on prepared data.", extra_args=True)
+_add("evaluate", model_commands.evaluate, "Score a model on a split.", extra_args=True)
+_add("index", serve_commands.index, "Index a model's item vectors in FAISS.")
+_add("recommend", serve_commands.recommend, "Recommend for sessions, or one session.")
+_add("similar", serve_commands.similar, "List the items nearest to an item.")
+_add("nightly", job_commands.nightly, "Run the nightly job from a configuration.")
+_add("compare", job_commands.compare, "Compare an experiment's runs: a table and a plot.")
+_add("tune", job_commands.tune, "Search GRU4Rec's settings with Optuna.")
+_add("baselines", job_commands.baselines, "Score the baselines on prepared data.")
+_add("select", job_commands.select, "Choose the best model family for a log.")
+app.add_typer(
+    data_commands.datasets_app, name="datasets", short_help="List (and fetch) the public logs."
+)

@@ -16,7 +16,6 @@ steps below mirror `prepare.clean` and `prepare.split` and reuse their pieces.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -70,18 +69,14 @@ def count_events(files: Sequence[Path]) -> int:
 
 
 def available_memory() -> int:
-    """Bytes of memory available now: the machine's (Linux' MemAvailable), or what is left
+    """Bytes of memory available now: the machine's (psutil's `available`), or what is left
     under this process's cgroup limit (a container's) where that is less."""
-    free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                free = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return min([free, *_cgroup_room()])
+    import psutil
+
+    return min([psutil.virtual_memory().available, *_cgroup_room()])
 
 
+# psutil does not read cgroup limits: the files below are read by hand.
 PROC_CGROUP = Path("/proc/self/cgroup")
 CGROUP_FILES = {  # version: (mount, limit file, usage file)
     2: (Path("/sys/fs/cgroup"), "memory.max", "memory.current"),

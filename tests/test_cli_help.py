@@ -1,9 +1,6 @@
-"""`--help` shows every command's summary and every option's whole help text.
-
-Typer's default "rich" markup reads `[...]` in a help string as a style tag and drops it
-(it once hid prepare's `[default: the format's, ...]`), and keeps the docstrings' hard line
-breaks in the command list; the app uses markdown markup, which does neither.
-"""
+"""`--help` is whole at the default terminal width: every command's summary and every
+option's help text, no line wider than 80 columns and nothing cut short; the fixed choices
+are listed; `--version` answers."""
 
 from __future__ import annotations
 
@@ -14,14 +11,18 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from gru4rec import __version__
 from gru4rec.cli import app
+from gru4rec.commands.options import FormatChoice, PresetChoice
+from gru4rec.network.config import PRESETS
+from gru4rec.pipelines.sources import FORMAT_NAMES
 
 runner = CliRunner()
 
 
 def _words(text: str) -> str:
-    """Text without box drawing, markdown code marks and line breaks: one space between words."""
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text.replace("`", "")).split())
+    """Text as one space between words; a word the wrapper broke after a hyphen is joined."""
+    return " ".join(re.sub(r"-\s+", "-", text.replace("`", "")).split())
 
 
 def _commands() -> dict[str, Any]:
@@ -29,21 +30,64 @@ def _commands() -> dict[str, Any]:
     return dict(group.commands)
 
 
-@pytest.mark.parametrize("name", sorted(_commands()))
-def test_every_option_help_is_shown_whole(name: str) -> None:
-    command = _commands()[name]
-    result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "1000"}, terminal_width=1000)
+def _help(*args: str, width: int) -> str:
+    result = runner.invoke(
+        app, [*args, "--help"], env={"COLUMNS": str(width)}, terminal_width=width
+    )
     assert result.exit_code == 0, result.output
-    shown = _words(result.output)
-    helps = [param.help for param in command.params if getattr(param, "help", None)]
+    return result.output
+
+
+@pytest.mark.parametrize("width", [80, 1000])
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_every_option_help_is_shown_whole(name: str, width: int) -> None:
+    command = _commands()[name]
+    output = _help(name, width=width)
+    shown = _words(output)
+    helps = [
+        param.help
+        for param in command.params
+        if getattr(param, "help", None) and not getattr(param, "hidden", False)
+    ]
     assert helps, f"{name} has no documented option"
     for text in helps:
         assert _words(text) in shown, f"{name} --help lost part of: {text!r}"
+    assert "…" not in output
+    if width == 80:
+        wide = [line for line in output.splitlines() if len(line) > 80]
+        assert not wide, f"{name} --help is wider than 80 columns: {wide}"
 
 
-def test_command_list_reflows_docstrings() -> None:
-    result = runner.invoke(app, ["--help"], env={"COLUMNS": "1000"}, terminal_width=1000)
-    assert result.exit_code == 0, result.output
-    # One line per command: the docstring's own line breaks are not kept.
-    lines = [line for line in result.output.splitlines() if "prepare" in line and "Clean" in line]
-    assert len(lines) == 1 and "map items; writes Parquet" in lines[0], result.output
+def test_the_command_list_shows_every_summary_whole() -> None:
+    output = _help(width=80)
+    for name, command in _commands().items():
+        line = next(line for line in output.splitlines() if line.strip().startswith(name + " "))
+        assert command.short_help in line and not line.endswith("..."), line
+
+
+def test_fixed_choices_are_listed_and_match_the_library() -> None:
+    assert [choice.value for choice in FormatChoice] == list(FORMAT_NAMES)
+    assert [choice.value for choice in PresetChoice] == list(PRESETS)
+    assert "--device <auto|cpu|cuda>" in _help("train", width=80)
+    assert "--ties <standard|conservative|median>" in _help("evaluate", width=80)
+    assert all(name in _words(_help("prepare", width=80)) for name in FORMAT_NAMES)
+    bad = runner.invoke(app, ["evaluate", "m", "d", "--ties", "loose"])
+    assert bad.exit_code == 2 and "loose" in bad.output
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"gru4rec {__version__}"
+
+
+def test_the_command_line_starts_without_the_heavy_libraries() -> None:
+    # `gru4rec --help` and tab completion load the CLI: torch, Polars and MLflow are
+    # imported by each command when it runs, not at start-up.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gru4rec.cli; print(sorted({'torch', 'polars', 'mlflow'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -17,7 +17,9 @@ runner = CliRunner()
 
 def test_generate_then_prepare_prints_the_step_table(tmp_path: Path) -> None:
     log = tmp_path / "clicks.tsv.gz"
-    result = runner.invoke(app, ["generate", str(log), "--sessions", "2000", "--items", "100"])
+    result = runner.invoke(
+        app, ["generate", "--out", str(log), "--sessions", "2000", "--items", "100"]
+    )
     assert result.exit_code == 0, result.output
     out = tmp_path / "data"
     result = runner.invoke(app, ["prepare", str(log), "--out", str(out)])
@@ -82,7 +84,7 @@ def test_unknown_format_and_missing_path(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["prepare", "x.tsv", "--out", str(tmp_path / "o"), "--format", "csvx"]
     )
-    assert result.exit_code == 2 and "unknown format 'csvx'" in result.output
+    assert result.exit_code == 2 and "'csvx' is not one of 'gru4rec-tsv'" in result.output
     result = runner.invoke(
         app, ["prepare", str(tmp_path / "nope.tsv"), "--out", str(tmp_path / "o")]
     )
@@ -110,7 +112,9 @@ def test_real_subprocess_help_and_error(tmp_path: Path) -> None:
 
 def _generated(tmp_path: Path) -> Path:
     log = tmp_path / "clicks.tsv.gz"
-    result = runner.invoke(app, ["generate", str(log), "--sessions", "2000", "--items", "100"])
+    result = runner.invoke(
+        app, ["generate", "--out", str(log), "--sessions", "2000", "--items", "100"]
+    )
     assert result.exit_code == 0, result.output
     return log
 

@@ -85,7 +85,7 @@ def test_compare_never_ranks_runs_on_different_data_together(
             [
                 "baselines",
                 str(data),
-                "--models",
+                "--candidates",
                 "pop,spop",
                 "--experiment",
                 "mixed",

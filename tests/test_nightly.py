@@ -217,9 +217,9 @@ def test_nightly_serves_a_baseline_that_wins_on_valid(tmp_path: Path) -> None:
             "models:/tiny@champion",
             "--input",
             str(tmp_path / "base" / "current" / "data" / "test.parquet"),
-            "--output",
+            "--out",
             str(tmp_path / "r.parquet"),
-            "--k",
+            "-k",
             "5",
         ],
     )
@@ -308,3 +308,43 @@ def test_yaml_configuration(tmp_path: Path) -> None:
     assert config.inputs == (tmp_path / "clicks.tsv",) and config.work_dir == tmp_path / "out"
     assert config.prepare == {"test_days": 2} and config.overrides == {"layers": "64,64"}
     assert os.fspath(config.work_dir).startswith(os.fspath(tmp_path))
+
+
+def test_compare_shows_the_nightly_history_one_row_per_night(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summaries = [
+        run(write_config(tmp_path, GOOD, uri)),
+        run(write_config(tmp_path, WORSE, uri, "worse.toml")),
+        run(write_config(tmp_path, {**GOOD, "n_epochs": 3}, uri, "longer.toml")),
+    ]
+    out, plot = tmp_path / "nights.json", tmp_path / "nights.png"
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "--experiment",
+            "nightly-tests",
+            "--tracking-uri",
+            uri,
+            "--plot",
+            str(plot),
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 nights" in result.output and "?" not in result.output
+    nights = json.loads(out.read_text())["nights"]
+    assert len(nights) == 3  # the stage runs are folded under their night
+    for night, summary in zip(nights, summaries, strict=True):
+        assert night["decision"] == ("promoted" if summary["promote"] else "kept")
+        assert night["family"] == summary["chosen"] == "gru4rec:rsc15"
+        assert night["new"] == pytest.approx(summary["new"])
+        assert night["champion"] == (
+            None if summary["champion"] is None else pytest.approx(summary["champion"])
+        )
+        assert night["version"] == summary["new_version"]
+        first, _, last = night["data window"].partition(" .. ")
+        assert first < last
+    assert nights[0]["decision"] == "promoted" and nights[0]["champion"] is None
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

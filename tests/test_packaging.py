@@ -173,11 +173,11 @@ def test_installed_wheel_prepares_trains_and_recommends_without_a_compiler(
         )
         assert done.returncode == 0, (args, done.stderr[-3000:])
 
-    gru4rec("generate", "clicks.tsv.gz", "--sessions", "600", "--items", "60")
+    gru4rec("generate", "--out", "clicks.tsv.gz", "--sessions", "600", "--items", "60")
     gru4rec("prepare", "clicks.tsv.gz", "--out", "data")
     gru4rec("train", "data", "--out", "model", "--set", "n_epochs=1", "--set", "layers=16")
     gru4rec(
-        "recommend", "model", "--input", "data/test.parquet", "--output", "recs.parquet", "--k", "5"
+        "recommend", "model", "--input", "data/test.parquet", "--out", "recs.parquet", "-k", "5"
     )
     recommendations = pl.read_parquet(tmp_path / "recs.parquet")
     assert recommendations.height > 0 and recommendations["rank"].max() == 5

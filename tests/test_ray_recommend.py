@@ -148,7 +148,7 @@ def test_cli_engine_ray(local_ray: None, tiny_model: Path, sessions: Path, tmp_p
             str(tiny_model),
             "--input",
             str(sessions),
-            "--output",
+            "--out",
             str(out),
             "--engine",
             "ray",
@@ -156,7 +156,7 @@ def test_cli_engine_ray(local_ray: None, tiny_model: Path, sessions: Path, tmp_p
             "2",
             "--batch-size",
             "64",
-            "--k",
+            "-k",
             "5",
         ],
     )
@@ -170,10 +170,10 @@ def test_cli_engine_ray(local_ray: None, tiny_model: Path, sessions: Path, tmp_p
             str(tiny_model),
             "--input",
             str(sessions),
-            "--output",
+            "--out",
             str(out),
             "--engine",
             "spark",
         ],
     )
-    assert again.exit_code == 2 and "choose local or ray" in again.output
+    assert again.exit_code == 2 and "'spark' is not one of 'local', 'ray'" in again.output

@@ -148,9 +148,9 @@ def test_recommend_cli_writes_long_parquet(
             str(tiny_model),
             "--input",
             str(tiny_prepared / "test.parquet"),
-            "--output",
+            "--out",
             str(out),
-            "--k",
+            "-k",
             "5",
             "--exclude-seen",
         ],
@@ -172,9 +172,9 @@ def test_recommend_cli_writes_long_parquet(
             str(tiny_model),
             "--input",
             str(tiny_prepared / "test.parquet"),
-            "--output",
+            "--out",
             str(again),
-            "--k",
+            "-k",
             "5",
             "--exclude-seen",
         ],
@@ -194,7 +194,7 @@ def test_recommend_csv_input_with_column_options(tiny_model: Path, tmp_path: Pat
             str(tiny_model),
             "--input",
             str(path),
-            "--output",
+            "--out",
             str(out),
             "--format",
             "generic",
@@ -204,7 +204,7 @@ def test_recommend_csv_input_with_column_options(tiny_model: Path, tmp_path: Pat
             "i",
             "--order-col",
             "pos",
-            "--k",
+            "-k",
             "3",
         ],
     )
@@ -219,8 +219,8 @@ def test_recommend_csv_input_with_column_options(tiny_model: Path, tmp_path: Pat
         ("missing-column", ["--item-col", "nope"], "column 'nope'"),
         ("empty", [], "the file is empty"),
         ("all-unknown", [], "no session has an item the model knows"),
-        ("ok", ["--k", "0"], "--k must be at least 1"),
-        ("ok", ["--k", "100000"], "k must be between 1 and the number of items"),
+        ("ok", ["-k", "0"], "Invalid value for '-k'"),
+        ("ok", ["-k", "100000"], "k must be between 1 and the number of items"),
         ("ok", ["--index", "hnsw"], "has no index"),
         ("missing-dir", [], "does not exist"),
         ("read-only", [], "cannot write"),
@@ -243,7 +243,7 @@ def test_recommend_bad_input(
         "read-only": Path("/proc/r.parquet"),
     }.get(setup, tmp_path / "r.parquet")
     result = runner.invoke(
-        app, ["recommend", str(tiny_model), "--input", str(source), "--output", str(out), *args]
+        app, ["recommend", str(tiny_model), "--input", str(source), "--out", str(out), *args]
     )
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
@@ -295,9 +295,9 @@ def test_recommend_from_an_mlflow_alias(
             "models:/recs@champion",
             "--input",
             str(tiny_prepared / "test.parquet"),
-            "--output",
+            "--out",
             str(out),
-            "--k",
+            "-k",
             "3",
         ],
     )
@@ -310,9 +310,9 @@ def test_recommend_from_an_mlflow_alias(
             str(model),
             "--input",
             str(tiny_prepared / "test.parquet"),
-            "--output",
+            "--out",
             str(direct),
-            "--k",
+            "-k",
             "3",
             "--index",
             "none",
@@ -330,7 +330,7 @@ def test_recommend_from_an_mlflow_alias(
             "models:/nope@champion",
             "--input",
             str(tiny_prepared / "test.parquet"),
-            "--output",
+            "--out",
             str(tmp_path / "x.parquet"),
         ],
     )

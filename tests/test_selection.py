@@ -188,7 +188,7 @@ def test_select_command_end_to_end(revisit_prepared: Path, tmp_path: Path) -> No
     assert "(chosen)" in result.output
     evaluated = runner.invoke(
         app,
-        ["evaluate", str(out), "--data", str(revisit_prepared), "--json", str(tmp_path / "m.json")],
+        ["evaluate", str(out), str(revisit_prepared), "--json", str(tmp_path / "m.json")],
     )
     assert evaluated.exit_code == 0, evaluated.output
     metrics = json.loads((tmp_path / "m.json").read_text())
@@ -229,7 +229,6 @@ def test_train_any_family_from_the_cli(revisit_prepared: Path, tmp_path: Path, f
         [
             "evaluate",
             str(out),
-            "--data",
             str(revisit_prepared),
             "--json",
             str(tmp_path / "again.json"),
@@ -247,7 +246,7 @@ def test_train_any_family_from_the_cli(revisit_prepared: Path, tmp_path: Path, f
             str(out),
             "--input",
             str(revisit_prepared / "test.parquet"),
-            "--output",
+            "--out",
             str(recs),
         ],
     )
@@ -267,7 +266,7 @@ def test_train_refuses_an_unknown_family(revisit_prepared: Path, tmp_path: Path)
             "--no-track",
         ],
     )
-    assert result.exit_code == 2 and "unknown model family" in result.output
+    assert result.exit_code == 2 and "'transformer' is not one of 'gru4rec'" in result.output
 
 
 def test_select_tracks_a_parent_run_and_a_run_per_candidate(

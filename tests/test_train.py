@@ -273,7 +273,7 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch)
         assert train.default_threads() == expected, busy
 
 
-def test_busy_cores_reads_proc_stat() -> None:
+def test_busy_cores_measures_the_machine_s_load() -> None:
     from gru4rec.network.train import _busy_cores
 
     busy = _busy_cores(0.05)

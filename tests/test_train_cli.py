@@ -44,7 +44,7 @@ def train(data_dir: Path, out: Path, *extra: str) -> dict:
 def evaluate(model: Path | str, data_dir: Path, tmp_path: Path, *extra: str) -> dict:
     json_path = tmp_path / "eval.json"
     result = runner.invoke(
-        app, ["evaluate", str(model), "--data", str(data_dir), "--json", str(json_path), *extra]
+        app, ["evaluate", str(model), str(data_dir), "--json", str(json_path), *extra]
     )
     assert result.exit_code == 0, result.output
     return json.loads(json_path.read_text())
@@ -195,19 +195,19 @@ def test_corrupt_and_mismatched_checkpoints(data_dir: Path, tmp_path: Path) -> N
     train(data_dir, other, "--no-track", "--test-split", "none", "--set", "layers=16")
     os.replace(other / "weights.pt", tmp_path / "weights16.pt")
     (other / "weights.pt").write_bytes((model / "weights.pt").read_bytes())  # 32 units vs config 16
-    result = runner.invoke(app, ["evaluate", str(other), "--data", str(data_dir)])
+    result = runner.invoke(app, ["evaluate", str(other), str(data_dir)])
     assert result.exit_code == 2 and "weights.pt" in result.output
     (model / "weights.pt").write_bytes(b"not a checkpoint")
-    result = runner.invoke(app, ["evaluate", str(model), "--data", str(data_dir)])
+    result = runner.invoke(app, ["evaluate", str(model), str(data_dir)])
     assert result.exit_code == 2 and "weights.pt" in result.output
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", str(data_dir)])
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), str(data_dir)])
     assert result.exit_code == 2
 
 
-def test_cutoffs_as_separate_values(data_dir: Path, tmp_path: Path) -> None:
+def test_cutoffs_as_a_list(data_dir: Path, tmp_path: Path) -> None:
     model = tmp_path / "model"
     train(data_dir, model, "--no-track", "--test-split", "none")
-    metrics = evaluate(model, data_dir, tmp_path, "--cutoffs", "3", "7", "--ties", "median")
+    metrics = evaluate(model, data_dir, tmp_path, "--cutoffs", "3,7", "--ties", "median")
     assert metrics["cutoffs"] == [3, 7] and "recall@7" in metrics and metrics["ties"] == "median"
 
 

@@ -2,18 +2,25 @@
 
 The table holds one row per run that has the chosen metric, grouped by the data the run
 was scored on (runs on different logs are never ranked against each other): the model
-family, the parameters that differ between runs, the metrics at the metric's cutoff, training time and throughput. The plot
-shows each metric against the cutoff and the training curves (loss, and validation metric
-where logged), one line per run.
+family, the parameters that differ between runs, the metrics at the metric's cutoff,
+training time and throughput. The plot shows each metric against the cutoff and the
+training curves (loss, where logged), one line per run.
+
+An experiment of the nightly job is its history instead: one row per night (date, data
+window, the family chosen, the new model's and the champion's metric, promoted or kept),
+its stage and candidate runs folded under the night, and the metric night by night with
+the promotions marked.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gru4rec.errors import ConfigError
 from gru4rec.serving.tracking import metric_key
@@ -123,7 +130,8 @@ def table_rows(runs: list[RunSummary], metric: str) -> tuple[list[str], list[lis
 
 
 def plot_runs(runs: list[RunSummary], path: Path, tracking_uri: str | None = None) -> Path:
-    """Metric vs cutoff (recall, MRR) and training curves, one line per run; PNG, atomic."""
+    """Metric vs cutoff (recall, MRR) and, where logged, the training curves, one line per
+    run; PNG, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -133,8 +141,11 @@ def plot_runs(runs: list[RunSummary], path: Path, tracking_uri: str | None = Non
     from gru4rec.serving.tracking import resolve_tracking_uri
 
     client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for run in runs[:12]:  # beyond a dozen lines a plot stops being readable
+    shown = runs[:12]  # beyond a dozen lines a plot stops being readable
+    histories = {run.run_id: client.get_metric_history(run.run_id, "train_loss") for run in shown}
+    panels = 3 if any(histories.values()) else 2  # no empty loss panel
+    figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5))
+    for run in shown:
         for axis, name in zip(axes[:2], ("recall", "mrr"), strict=True):
             cutoffs = sorted(
                 int(k.rpartition("_")[2]) for k in run.metrics if k.startswith(f"{name}_at_")
@@ -145,19 +156,149 @@ def plot_runs(runs: list[RunSummary], path: Path, tracking_uri: str | None = Non
                 marker="o",
                 label=run.name,
             )
-        history = client.get_metric_history(run.run_id, "train_loss")
-        if history:
-            steps = sorted(history, key=lambda m: m.step)
+        steps = sorted(histories[run.run_id], key=lambda m: m.step)
+        if steps:
             axes[2].plot(
                 [m.step + 1 for m in steps], [m.value for m in steps], marker=".", label=run.name
             )
-    for axis, title in zip(axes, ("Recall@k", "MRR@k", "training loss per epoch"), strict=True):
+    titles = ("Recall@k", "MRR@k", "training loss per epoch")
+    for axis, title, label in zip(axes, titles, ("cutoff k", "cutoff k", "epoch"), strict=False):
         axis.set_title(title)
+        axis.set_xlabel(label)
         axis.grid(alpha=0.3)
-    axes[0].set_xlabel("cutoff k")
-    axes[1].set_xlabel("cutoff k")
-    axes[2].set_xlabel("epoch")
     axes[0].legend(fontsize=7)
+    return _save(figure, path)
+
+
+@dataclass(frozen=True)
+class Night:
+    """One run of the nightly job, as its parent MLflow run records it."""
+
+    run_id: str
+    started: dt.datetime  # UTC
+    status: str  # FINISHED, FAILED, KILLED, RUNNING
+    data_window: str  # first .. last click of the night's data ("?" when not recorded)
+    family: str  # the family of the new model ("?" for a night that stopped before)
+    chosen: str  # the candidate chosen (family:preset), or the family trained
+    new: float | None  # the new model's metric on the night's test split
+    champion: float | None  # the champion's, on the same split (None: no champion yet)
+    decision: str  # promoted, kept, or the run's status for a night that did not finish
+    version: str  # the registry version of the new model
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "night": self.started.strftime("%Y-%m-%d %H:%M"),
+            "data window": self.data_window,
+            "family": self.chosen if self.chosen != "?" else self.family,
+            "new": self.new,
+            "champion": self.champion,
+            "decision": self.decision,
+            "version": self.version,
+            "run_id": self.run_id,
+        }
+
+
+def load_nights(
+    experiment: str, metric: str, tracking_uri: str | None = None
+) -> list[Night] | None:
+    """The nightly job's nights in `experiment`, oldest first; None when it has none (not a
+    nightly experiment). `metric` as the job was configured, e.g. mrr@20."""
+    import mlflow
+
+    from gru4rec.serving.tracking import resolve_tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    parents = client.search_runs(
+        [found.experiment_id],
+        filter_string="tags.job = 'nightly'",
+        order_by=["attributes.start_time ASC"],
+        max_results=5000,
+    )
+    if not parents:
+        return None
+    key = metric_key(metric)
+    nights = []
+    for run in parents:
+        tags, values = run.data.tags, run.data.metrics
+        promoted = values.get("promoted")
+        if run.info.status != "FINISHED" or promoted is None:
+            decision = run.info.status.lower()
+        else:
+            decision = "promoted" if promoted else "kept"
+        nights.append(
+            Night(
+                run_id=run.info.run_id,
+                started=dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC),
+                status=run.info.status,
+                data_window=tags.get("data_window", "?"),
+                family=tags.get("family", "?"),
+                chosen=tags.get("chosen", "?"),
+                new=values.get(f"new_{key}"),
+                champion=values.get(f"champion_{key}"),
+                decision=decision,
+                version=tags.get("new_version", ""),
+            )
+        )
+    return nights
+
+
+def plot_nights(nights: list[Night], metric: str, path: Path) -> Path:
+    """The new model's and the champion's metric night by night, promotions marked; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+
+    def when(night: Night) -> float:
+        return float(date2num(night.started))
+
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    scored = [(when(n), n.new, n) for n in nights if n.new is not None]
+    axis.plot(
+        [x for x, _, _ in scored],
+        [y for _, y, _ in scored],
+        marker="o",
+        label=f"new model's {metric}",
+    )
+    held = [(when(n), n.champion) for _, _, n in scored if n.champion is not None]
+    axis.plot(
+        [x for x, _ in held],
+        [y for _, y in held],
+        marker="s",
+        linestyle="--",
+        label=f"champion's {metric}",
+    )
+    promoted = [(x, y) for x, y, n in scored if n.decision == "promoted"]
+    axis.scatter(
+        [x for x, _ in promoted],
+        [y for _, y in promoted],
+        marker="*",
+        s=220,
+        color="tab:green",
+        zorder=3,
+        label="promoted",
+    )
+    for night in nights:
+        if night.new is None:  # a night that failed: a mark on the axis
+            axis.axvline(when(night), color="tab:red", alpha=0.3)
+    locator = AutoDateLocator()
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    axis.set_title(f"nightly: {metric} on each night's test split")
+    axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    """Write `figure` to `path` atomically (a temporary sibling renamed into place)."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path = Path(path)
     staging = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,28 +11,39 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gru4rec.pipelines.sources import FORMAT_NAMES
+from gru4rec.commands.failures import friendly_errors
+from gru4rec.commands.options import FormatChoice, JsonOut, deprecated, required
+from gru4rec.fileio import write_json
 
 # Wide enough for the summary table when the output is a file or a pipe (rich assumes 80).
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
+class GeneratedFormat(StrEnum):
+    gru4rec_tsv = "gru4rec-tsv"
+    yoochoose = "yoochoose"
+
+
 def generate(
-    out: Annotated[Path, typer.Argument(help="File to write; a .gz suffix compresses it.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="File to write; a .gz suffix compresses it."),
+    ] = None,
+    old_out: Annotated[Path | None, typer.Argument(hidden=True, metavar="")] = None,
     sessions: Annotated[int, typer.Option(help="Number of sessions to draw.", min=1)] = 20_000,
     items: Annotated[int, typer.Option(help="Number of distinct items.", min=2)] = 1_000,
     days: Annotated[
         float, typer.Option(help="Sessions start uniformly over this many days.")
     ] = 30.0,
     log_format: Annotated[
-        str,
+        GeneratedFormat,
         typer.Option(
             "--format",
             help="gru4rec-tsv (SessionId, ItemId, Time with a header) or yoochoose "
             "(the raw yoochoose-clicks.dat layout: session, ISO time, item, category).",
         ),
-    ] = "gru4rec-tsv",
+    ] = GeneratedFormat.gru4rec_tsv,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same log.")] = 0,
     revisit: Annotated[
         float,
@@ -44,21 +56,22 @@ def generate(
     ] = 0.0,
 ) -> None:
     """Write a synthetic click log with learnable next-item structure and skewed popularity."""
-    from gru4rec.errors import InputDataError
     from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
 
-    if log_format not in ("gru4rec-tsv", "yoochoose"):
-        raise InputDataError(f"--format must be gru4rec-tsv or yoochoose, not {log_format!r}.")
+    if old_out is not None:
+        deprecated("gru4rec generate FILE", "gru4rec generate --out FILE")
+    target = required("--out", out or old_out)
     spec = SyntheticLog(n_sessions=sessions, n_items=items, days=days, seed=seed, revisit=revisit)
     clicks = generate_clicks(spec)
-    write_click_log(clicks, out, log_format)  # type: ignore[arg-type]
-    err_console.print(f"wrote {clicks.height:,} events of {sessions:,} sessions to {out}")
+    write_click_log(clicks, target, log_format.value)
+    err_console.print(f"wrote {clicks.height:,} events of {sessions:,} sessions to {target}")
 
 
 def prepare(
     inputs: Annotated[
         list[Path],
         typer.Argument(
+            metavar="INPUT",
             help="One click log (cleaned and split by time): a file, a directory of its parts "
             "or a quoted glob such as 'clicks/clicks_hour_*.csv'; or two files of a published "
             "split: train then test (kept as given).",
@@ -66,13 +79,14 @@ def prepare(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (atomically).")],
     log_format: Annotated[
-        str,
+        FormatChoice,
         typer.Option(
             "--format",
-            help=f"Layout of the log: {', '.join(FORMAT_NAMES)}. The named formats set the "
-            "column options below; generic needs them.",
+            metavar="FORMAT",
+            help=f"One of {', '.join(FormatChoice)}. Layout of the log. The named formats set the column options below; "
+            "generic needs them.",
         ),
-    ] = "gru4rec-tsv",
+    ] = FormatChoice.gru4rec_tsv,
     session_col: Annotated[str | None, typer.Option(help="Session id column.")] = None,
     item_col: Annotated[str | None, typer.Option(help="Item id column.")] = None,
     time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
@@ -170,6 +184,7 @@ def prepare(
             "[default: by the log's size and the memory available].",
         ),
     ] = None,
+    json_out: JsonOut = None,
 ) -> None:
     """Clean a click log into session data: filter events, build sessions, drop repeats,
     filter support, split by time, map items; writes Parquet + manifest.json to OUT.
@@ -179,7 +194,7 @@ def prepare(
     from gru4rec.pipelines.sources import resolve_spec
 
     spec = resolve_spec(
-        log_format,
+        log_format.value,
         session_col=session_col,
         item_col=item_col,
         time_col=time_col,
@@ -208,7 +223,7 @@ def prepare(
             out,
             spec,
             options,
-            format_name=log_format,
+            format_name=log_format.value,
             overwrite=overwrite,
             buckets=buckets,
             report=lambda step: status.update(f"done: {step}"),
@@ -225,6 +240,8 @@ def prepare(
             f"clicks {where['clicks'][0]} .. {where['clicks'][1]}, session starts "
             f"{where['session_starts'][0]} .. {where['session_starts'][1]}"
         )
+    if json_out:
+        write_json(json_out, manifest)
     err_console.print(f"wrote {out} in {manifest['seconds']} s")
 
 
@@ -263,3 +280,82 @@ def summary_table(manifest: dict[str, Any]) -> Table:
             ),
         )
     return table
+
+
+datasets_app = typer.Typer(
+    help="The public click logs the project is measured on: source, licence, files and the "
+    "`gru4rec prepare` command of each; `fetch NAME` downloads one where it can.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+)
+
+
+def datasets(ctx: typer.Context, json_out: JsonOut = None) -> None:
+    """List the public click logs: source, licence, files and the prepare command."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from gru4rec.pipelines.datasets import CATALOGUE
+
+    for log in CATALOGUE.values():
+        out_console.print(f"[bold]{log.name}[/]: {log.title}", highlight=False)
+        for label, value in (
+            ("domain", log.domain),
+            ("source", log.source),
+            ("licence", log.licence),
+            ("files", ", ".join(log.files)),
+            ("download", log.download or f"by hand: {log.by_hand}"),
+            ("prepare", log.prepare.format(dir="DIR")),
+        ):
+            out_console.print(f"  {label:<9} {value}", highlight=False, soft_wrap=True)
+    if json_out:
+        import dataclasses
+
+        write_json(json_out, {name: dataclasses.asdict(log) for name, log in CATALOGUE.items()})
+
+
+def fetch(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A name from `gru4rec datasets`.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Folder to download into.")] = Path(
+        "raw"
+    ),
+    url: Annotated[
+        str | None,
+        typer.Option(help="Download from this URL instead (a mirror).", show_default=False),
+    ] = None,
+    sha256: Annotated[
+        str | None,
+        typer.Option(
+            help="The expected SHA-256 (hex); a download that differs is refused and "
+            "removed [default: the one kept from an earlier download, if any].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Download a public log into --dir, checked and renamed into place only when whole;
+    where it cannot be downloaded, say where to get it and what to run next."""
+    from gru4rec.commands.display import progress_bar
+    from gru4rec.pipelines.datasets import download_source, public_log
+    from gru4rec.pipelines.datasets import fetch as fetch_log
+
+    log = public_log(name)
+    download_source(name, directory, url)  # where there is none: what to do by hand
+    with progress_bar(err_console) as progress:
+        task = progress.add_task(f"downloading {name}", total=None, info="")
+        path, digest = fetch_log(
+            name,
+            directory,
+            url=url,
+            sha256=sha256,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    err_console.print(f"wrote {path} (sha256 {digest})", highlight=False)
+    if log.unpack:
+        err_console.print(f"next: cd {directory} && {log.unpack}", highlight=False)
+    err_console.print(f"then: {log.prepare.format(dir=directory)}", highlight=False)
+
+
+datasets_app.callback()(friendly_errors(datasets))
+datasets_app.command("fetch", short_help="Download a public log where the network allows.")(
+    friendly_errors(fetch)
+)

@@ -8,15 +8,31 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gru4rec.commands.options import Device, Threads, Ties, TrackingUri
+from gru4rec.commands.options import (
+    Device,
+    DeviceChoice,
+    JsonOut,
+    PresetChoice,
+    Threads,
+    TieChoice,
+    Ties,
+    TrackingUri,
+    hidden_alias,
+    renamed,
+)
+from gru4rec.fileio import write_json
 
 console = Console(stderr=True)
 
 
 def nightly(
     config: Annotated[
-        Path, typer.Argument(help="A TOML or YAML file: see docs/nightly.example.toml.")
+        Path,
+        typer.Argument(
+            metavar="CONFIG", help="A TOML or YAML file: see docs/nightly.example.toml."
+        ),
     ],
+    json_out: JsonOut = None,
 ) -> None:
     """Prepare, train, evaluate against the registry's champion, index, recommend; move the
     alias only for a better model and publish the outputs only when every stage succeeded.
@@ -31,6 +47,8 @@ def nightly(
         f"nightly: {summary['metric']} new {summary['new']:.4f} vs champion {champion}: "
         f"{verdict}; recommendations in {settings.work_dir / 'current' / 'recommendations.parquet'}"
     )
+    if json_out:
+        write_json(json_out, summary)
 
 
 def compare(
@@ -42,21 +60,29 @@ def compare(
         Path | None, typer.Option(help="PNG to write (default: compare-EXPERIMENT.png).")
     ] = None,
     tracking_uri: TrackingUri = None,
+    json_out: JsonOut = None,
 ) -> None:
     """Print a table of an experiment's runs per data directory (family, parameters that
     differ, metrics, training time, throughput), best first, and plot metric against cutoff
-    and the training curves.
+    and the training curves. A nightly job's experiment: one row per night and the metric
+    night by night.
     """
     import sys
 
     from rich.table import Table
 
-    from gru4rec.commands.compare import by_data, load_runs, plot_runs, table_rows
+    from gru4rec.commands.compare import by_data, load_nights, load_runs, plot_runs, table_rows
 
-    runs = load_runs(experiment, metric, tracking_uri)
     screen = Console(width=None if sys.stdout.isatty() else 200)
+    nights = load_nights(experiment, metric, tracking_uri)
+    if nights is not None:
+        _compare_nights(experiment, metric, nights, plot, json_out, screen)
+        return
+    runs = load_runs(experiment, metric, tracking_uri)
+    tables: dict[str, list[dict[str, str]]] = {}
     for data, group in by_data(runs).items():  # runs on different data are not ranked together
         header, rows = table_rows(group, metric)
+        tables[data] = [dict(zip(header, row, strict=True)) for row in rows]
         table = Table(title=f"{experiment}: {len(group)} runs on {data}, by {metric}")
         for name in header:
             table.add_column(name, justify="left" if name in ("run", "family") else "right")
@@ -65,13 +91,51 @@ def compare(
         screen.print(table)
     written = plot_runs(runs, plot or Path(f"compare-{experiment}.png"), tracking_uri)
     console.print(f"wrote {written}")
+    if json_out:
+        write_json(json_out, {"experiment": experiment, "metric": metric, "runs": tables})
+
+
+def _compare_nights(
+    experiment: str,
+    metric: str,
+    nights: list[Any],
+    plot: Path | None,
+    json_out: Path | None,
+    screen: Console,
+) -> None:
+    """`compare` on the nightly job's experiment: its history, one row per night."""
+    from rich.table import Table
+
+    from gru4rec.commands.compare import plot_nights
+
+    rows = [night.as_row() for night in nights]
+    table = Table(title=f"{experiment}: {len(nights)} nights, {metric}")
+    columns = ("night", "data window", "family", "new", "champion", "decision", "version")
+    for name in columns:
+        table.add_column(name, justify="right" if name in ("new", "champion") else "left")
+    for row in rows:
+        table.add_row(
+            *(
+                ("" if row[name] is None else f"{row[name]:.4f}")
+                if name in ("new", "champion")
+                else str(row[name])
+                for name in columns
+            )
+        )
+    screen.print(table)
+    written = plot_nights(nights, metric, plot or Path(f"compare-{experiment}.png"))
+    console.print(f"wrote {written}")
+    if json_out:
+        write_json(json_out, {"experiment": experiment, "metric": metric, "nights": rows})
 
 
 def tune(
-    data_dir: Annotated[Path, typer.Argument(help="Prepared data with train_tr and valid splits.")],
+    data_dir: Annotated[
+        Path, typer.Argument(metavar="DATA", help="Prepared data with train_tr and valid splits.")
+    ],
     preset: Annotated[
-        str, typer.Option(help="Settings to start from (unsearched ones stay).")
-    ] = "rsc15",
+        PresetChoice, typer.Option(help="Settings to start from (unsearched ones stay).")
+    ] = PresetChoice.rsc15,
     trials: Annotated[
         int,
         typer.Option(help="Finished (completed or pruned) trials the study should hold.", min=1),
@@ -110,9 +174,10 @@ def tune(
     ] = None,
     metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "mrr@20",
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler (worker i: seed + i).")] = 0,
-    device: Device = "auto",
+    device: Device = DeviceChoice.auto,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "gru4rec-tune",
     tracking_uri: TrackingUri = None,
+    json_out: JsonOut = None,
 ) -> None:
     """Optuna search (TPE, median pruning) on the validation split: one parent MLflow run, a
     nested run per trial; prints the trials best first and the command that trains the best.
@@ -126,7 +191,7 @@ def tune(
     from gru4rec.jobs.tuning import authors_space, parse_dimension
     from gru4rec.network.config import apply_overrides, get_preset
 
-    base = apply_overrides(get_preset(preset), parse_sets(set_ or []))
+    base = apply_overrides(get_preset(preset.value), parse_sets(set_ or []))
     dimensions = [parse_dimension(text) for text in space] if space else list(authors_space(base))
     unknown = [d.name for d in dimensions if d.name not in base.to_dict()]
     if unknown:
@@ -135,7 +200,7 @@ def tune(
         data_dir,
         base,
         dimensions,
-        preset=preset,
+        preset=preset.value,
         trials=trials,
         metric=metric,
         jobs=jobs,
@@ -143,7 +208,7 @@ def tune(
         study=study,
         seed=seed,
         prune=prune,
-        device=device,
+        device=device.value,
         tracking_uri=tracking_uri,
         experiment=experiment,
         report=console.print,
@@ -167,13 +232,39 @@ def tune(
         f"--set {k}={v}" for k, v in {**parse_sets(set_ or []), **best.overrides}.items()
     )
     console.print(f"best: gru4rec train {data_dir} --preset {preset} {sets}")
+    if json_out:
+        write_json(
+            json_out,
+            {
+                "preset": preset.value,
+                "metric": metric,
+                "seconds": seconds,
+                "trials": [
+                    {
+                        "number": trial.number,
+                        "state": trial.state,
+                        "epochs": trial.epochs,
+                        "overrides": trial.overrides,
+                        "metrics": trial.metrics,
+                    }
+                    for trial in results
+                ],
+            },
+        )
 
 
 def baselines(
-    data_dir: Annotated[Path, typer.Argument(help="A directory written by `gru4rec prepare`.")],
-    models: Annotated[
-        str, typer.Option(help="Baselines to run, comma-separated: pop, spop, iknn, sknn, vsknn.")
-    ] = "pop,spop,iknn,sknn,vsknn",
+    data_dir: Annotated[
+        Path, typer.Argument(metavar="DATA", help="A directory written by `gru4rec prepare`.")
+    ],
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            help="Baselines to run, comma-separated: pop, spop, iknn, sknn, vsknn "
+            "[default: all of them].",
+            show_default=False,
+        ),
+    ] = None,
     gru4rec_model: Annotated[
         list[Path] | None,
         typer.Option(
@@ -182,7 +273,7 @@ def baselines(
             "(repeatable); evaluated here on the same test split.",
         ),
     ] = None,
-    ties: Ties = "conservative",
+    ties: Ties = TieChoice.conservative,
     markdown: Annotated[
         Path | None, typer.Option(help="Also write the table as Markdown here.")
     ] = None,
@@ -195,6 +286,7 @@ def baselines(
     ] = "gru4rec-baselines",
     tracking_uri: TrackingUri = None,
     track: Annotated[bool, typer.Option(help="Log each baseline as an MLflow run.")] = True,
+    old_models: Annotated[str | None, hidden_alias("--models")] = None,
 ) -> None:
     """GRU4Rec against the baselines (most popular, session popularity, item-kNN, SKNN,
     V-SKNN), trained and evaluated by the same harness: Recall@20, MRR@20, NDCG@20,
@@ -211,7 +303,8 @@ def baselines(
     from gru4rec.scoring.baselines import BASELINES
     from gru4rec.serving import tracking
 
-    names = [n.strip() for n in models.split(",") if n.strip()]
+    chosen = renamed("--models", old_models, "--candidates", candidates) or ",".join(BASELINES)
+    names = [n.strip() for n in chosen.split(",") if n.strip()]
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise ConfigError(f"unknown baseline(s) {unknown}: choose from {', '.join(BASELINES)}.")
@@ -224,7 +317,7 @@ def baselines(
             else contextlib.nullcontext()
         )
         with run:
-            metrics = evaluate_baseline(name, data_dir, ties=ties)
+            metrics = evaluate_baseline(name, data_dir, ties=ties.value)
             if track:
                 tracking.log_inputs(data_dir, {"model": name, "command": "baselines"})
                 tracking.log_test_metrics(metrics)
@@ -233,7 +326,7 @@ def baselines(
                 mlflow.log_metric("train_seconds", metrics["fit_seconds"])
         rows.append((name, metrics, metrics["fit_seconds"]))
     for model_dir in gru4rec_model or []:
-        metrics = evaluate_model_dir(model_dir, data_dir, ties=ties)
+        metrics = evaluate_model_dir(model_dir, data_dir, ties=ties.value)
         extra = json.loads((model_dir / "config.json").read_text()).get("extra", {})
         seconds = sum(epoch["seconds"] for epoch in extra.get("epochs", [])) or None
         rows.append((f"GRU4Rec ({model_dir.name})", metrics, seconds))
@@ -268,15 +361,16 @@ def baselines(
         markdown.write_text(text)
         console.print(f"wrote {markdown}")
     if json_out:
-        from gru4rec.fileio import write_json
-
         write_json(json_out, {name: metrics for name, metrics, _seconds in rows})
         console.print(f"wrote {json_out}")
 
 
 def select(
     data_dir: Annotated[
-        Path, typer.Argument(help="A directory written by `gru4rec prepare`, with a valid split.")
+        Path,
+        typer.Argument(
+            metavar="DATA", help="A directory written by `gru4rec prepare`, with a valid split."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
     candidates: Annotated[
@@ -288,8 +382,9 @@ def select(
         ),
     ] = "spop,sknn,vsknn,gru4rec,hybrid",
     preset: Annotated[
-        str, typer.Option(help="Preset of gru4rec, repeat and hybrid candidates named without one.")
-    ] = "rsc15",
+        PresetChoice,
+        typer.Option(help="Preset of gru4rec, repeat and hybrid candidates named without one."),
+    ] = PresetChoice.rsc15,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -299,8 +394,8 @@ def select(
     metric: Annotated[
         str, typer.Option(help="Choose by this validation metric: recall@k, mrr@k or ndcg@k.")
     ] = "mrr@20",
-    ties: Ties = "conservative",
-    device: Device = "auto",
+    ties: Ties = TieChoice.conservative,
+    device: Device = DeviceChoice.auto,
     threads: Threads = None,
     json_out: Annotated[
         Path | None,
@@ -325,21 +420,20 @@ def select(
 
     from rich.table import Table
 
+    from gru4rec import api
     from gru4rec.commands.display import EpochProgress, metrics_table, progress_bar
-    from gru4rec.commands.options import parse_sets, tie_mode
-    from gru4rec.fileio import write_json
-    from gru4rec.jobs.selection import parse_candidates
-    from gru4rec.jobs.tracked_runs import select_run
+    from gru4rec.commands.options import parse_sets
 
     with progress_bar(console) as progress:
-        result, model_uri = select_run(
+        result = api.select(
             data_dir,
             out,
-            parse_candidates(candidates, preset),
-            overrides=parse_sets(set_ or []),
+            candidates=candidates,
+            preset=preset.value,
+            settings=parse_sets(set_ or []),
             metric=metric,
-            ties=tie_mode(ties),
-            device=device,
+            ties=ties.value,
+            device=device.value,
             threads=threads,
             callbacks=lambda label: [EpochProgress(progress)],
             report=console.print,
@@ -348,8 +442,8 @@ def select(
             experiment=experiment,
             register=register,
         )
-    if model_uri is not None:
-        console.print(f"logged to MLflow: {model_uri}")
+    if result.model_uri is not None:
+        console.print(f"logged to MLflow: {result.model_uri}")
     table = Table(title=f"{data_dir}: candidates on valid, {ties} ties")
     for column in ("candidate", "recall@20", "mrr@20", "repeat mrr@20", "new mrr@20", "seconds"):
         table.add_column(column, justify="left" if column == "candidate" else "right")

@@ -3,39 +3,56 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from gru4rec.commands.display import metrics_table
 from gru4rec.commands.options import (
+    Cutoffs,
     Device,
+    DeviceChoice,
+    JsonOut,
+    Preset,
+    PresetChoice,
     Threads,
+    TieChoice,
     Ties,
     TrackingUri,
+    hidden_alias,
     parse_cutoffs,
     parse_sets,
-    tie_mode,
+    renamed,
+    required,
 )
 from gru4rec.fileio import write_json
 
 console = Console(stderr=True)
+
+
+class ModelChoice(StrEnum):
+    gru4rec = "gru4rec"
+    repeat = "repeat"
+    hybrid = "hybrid"
+    pop = "pop"
+    spop = "spop"
+    iknn = "iknn"
+    sknn = "sknn"
+    vsknn = "vsknn"
+
+
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def train(
     ctx: typer.Context,
-    data_dir: Annotated[Path, typer.Argument(help="A directory written by `gru4rec prepare`.")],
+    data_dir: Annotated[
+        Path, typer.Argument(metavar="DATA", help="A directory written by `gru4rec prepare`.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
-    preset: Annotated[
-        str,
-        typer.Option(
-            help="Tuned settings to start from: rsc15, yoochoose, rees46, coveo, "
-            "retailrocket or diginetica."
-        ),
-    ] = "rsc15",
+    preset: Preset = PresetChoice.rsc15,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -45,15 +62,15 @@ def train(
         ),
     ] = None,
     model: Annotated[
-        str,
+        ModelChoice,
         typer.Option(
             help="Model family: gru4rec; repeat (GRU4Rec with a learned repeat gate over the "
             "session's last repeat_window items, default 10); hybrid (GRU4Rec mixed with the "
             "session's items and V-SKNN, weights chosen on valid: needs train_tr/valid); or a "
             "baseline: pop, spop, iknn, sknn, vsknn. `gru4rec select` chooses for you."
         ),
-    ] = "gru4rec",
-    device: Device = "auto",
+    ] = ModelChoice.gru4rec,
+    device: Device = DeviceChoice.auto,
     train_split: Annotated[
         str, typer.Option(help="Split to train on (train, or train_tr for tuning).")
     ] = "train",
@@ -64,10 +81,8 @@ def train(
         str | None,
         typer.Option(help="Split evaluated after every epoch and logged as valid_* metrics."),
     ] = None,
-    cutoffs: Annotated[
-        str, typer.Option(help="Metric cutoffs: --cutoffs 1 5 10 20.")
-    ] = "1,5,10,20",
-    ties: Ties = "conservative",
+    cutoffs: Cutoffs = None,
+    ties: Ties = TieChoice.conservative,
     threads: Threads = None,
     tracking_uri: TrackingUri = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "gru4rec",
@@ -78,9 +93,7 @@ def train(
     track: Annotated[
         bool, typer.Option(help="Log to MLflow (--no-track: train without it).")
     ] = True,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the test metrics here.")
-    ] = None,
+    json_out: JsonOut = None,
     warm_start: Annotated[
         str | None,
         typer.Option(
@@ -106,22 +119,23 @@ def train(
 ) -> None:
     """Train a model (GRU4Rec by default) on a prepared directory, save it, evaluate, log to
     MLflow."""
-    from gru4rec.commands.display import EpochProgress, progress_bar
-    from gru4rec.jobs.tracked_runs import train_run
+    from gru4rec import api
+    from gru4rec.commands.display import EpochProgress, metrics_table, progress_bar
 
-    evaluation = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": tie_mode(ties)}
+    metric_cutoffs = parse_cutoffs(cutoffs, list(ctx.args))
     with progress_bar(console) as progress:
-        done = train_run(
+        done = api.train(
             data_dir,
             out,
-            family=model,
-            preset=preset,
-            overrides=parse_sets(set_ or []),
+            model=model.value,
+            preset=preset.value,
+            settings=parse_sets(set_ or []),
             split=train_split,
             test_split=test_split,
             valid_split=valid_split,
-            evaluation=evaluation,
-            device=device,
+            cutoffs=metric_cutoffs,
+            ties=ties.value,
+            device=device.value,
             threads=threads,
             callbacks=[EpochProgress(progress)],
             track=track,
@@ -150,44 +164,42 @@ def evaluate(
     model: Annotated[
         str,
         typer.Argument(
+            metavar="MODEL",
             help="A model directory written by `gru4rec train`, or an MLflow URI of one "
             "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/checkpoint; tracking "
-            "store from $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+            "store from $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
         ),
     ],
-    data: Annotated[Path, typer.Option(help="A directory written by `gru4rec prepare`.")],
-    split: Annotated[str, typer.Option(help="Which split of DATA to evaluate.")] = "test",
-    cutoffs: Annotated[
-        str, typer.Option(help="Metric cutoffs, e.g. --cutoffs 1 5 10 20 (or 1,5,10,20).")
-    ] = "1,5,10,20",
-    ties: Annotated[
-        str,
-        typer.Option(
-            help="Rank of a target tied with other items: standard (1 + #higher), "
-            "conservative (#higher-or-equal) or median (their mean)."
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="DATA", help="A directory written by `gru4rec prepare`.", show_default=False
         ),
-    ] = "conservative",
-    batch_size: Annotated[int, typer.Option(help="Sessions scored together.", min=1)] = 512,
-    device: Device = "auto",
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the metrics as JSON here.")
     ] = None,
+    split: Annotated[str, typer.Option(help="Which split of DATA to evaluate.")] = "test",
+    cutoffs: Cutoffs = None,
+    ties: Ties = TieChoice.conservative,
+    batch_size: Annotated[int, typer.Option(help="Sessions scored together.", min=1)] = 512,
+    device: Device = DeviceChoice.auto,
+    json_out: JsonOut = None,
+    old_data: Annotated[Path | None, hidden_alias("--data")] = None,
 ) -> None:
     """Rank every next item of every test session against ALL items; print Recall, MRR, NDCG,
     coverage and popularity at each cutoff. Test items unknown to the model are counted, not fatal.
     """
-    from gru4rec.commands.display import progress_bar
+    from gru4rec.commands.display import metrics_table, progress_bar
     from gru4rec.jobs.train_evaluate import evaluate_model_dir, n_test_events
     from gru4rec.serving.tracking import fetch_checkpoint
 
-    options = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": tie_mode(ties)}
+    data = required("DATA", renamed("--data", old_data, "DATA", data))
+    options = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": ties.value}
     model_dir = fetch_checkpoint(model)
     with progress_bar(console) as progress:
         task = progress.add_task(f"evaluating {split}", total=n_test_events(data, split), info="")
         metrics = evaluate_model_dir(
             model_dir,
             data,
-            device=device,
+            device=device.value,
             split=split,
             batch_size=batch_size,
             progress=lambda done: progress.update(task, completed=done),

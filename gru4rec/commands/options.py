@@ -1,15 +1,86 @@
-"""Options that several commands share, declared once so that their `--help` reads the same,
-and the parsing of their values."""
+"""Options that several commands share, declared once so that their `--help` reads the same:
+the fixed choices as enums (shown in `--help`, completed by the shell), the parsing of
+option values, and the old spellings kept for one release as hidden aliases that warn.
+
+The command line's names (docs/architecture.md): the prepared data and models are
+positional, every output is `--out`, a list of model families is `--candidates`, `-k` is
+the length of a recommendation list, `--json FILE` writes what a command prints.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
 
 from gru4rec.errors import ConfigError
 
-Device = Annotated[str, typer.Option(help="auto (GPU if present), cpu or cuda.")]
+_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+class DeviceChoice(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class TieChoice(StrEnum):
+    standard = "standard"
+    conservative = "conservative"
+    median = "median"
+
+
+class PresetChoice(StrEnum):
+    """The named presets of `gru4rec.network.config.PRESETS` (a test keeps them in step)."""
+
+    rsc15 = "rsc15"
+    yoochoose = "yoochoose"
+    rees46 = "rees46"
+    coveo = "coveo"
+    retailrocket = "retailrocket"
+    diginetica = "diginetica"
+
+
+class FormatChoice(StrEnum):
+    """The log layouts of `gru4rec.pipelines.sources.FORMAT_NAMES` (a test keeps them in step)."""
+
+    gru4rec_tsv = "gru4rec-tsv"
+    prepared = "prepared"
+    yoochoose = "yoochoose"
+    diginetica = "diginetica"
+    retailrocket = "retailrocket"
+    trivago = "trivago"
+    generic = "generic"
+
+
+class IndexKindChoice(StrEnum):
+    flat = "flat"
+    hnsw = "hnsw"
+    ivf = "ivf"
+
+
+class IndexChoice(StrEnum):
+    """What `recommend` retrieves with: an index kind, none (score every item) or auto."""
+
+    auto = "auto"
+    none = "none"
+    flat = "flat"
+    hnsw = "hnsw"
+    ivf = "ivf"
+
+
+class EngineChoice(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+Device = Annotated[
+    DeviceChoice, typer.Option(help="Where to compute: auto (a GPU if present), cpu or cuda.")
+]
 
 TrackingUri = Annotated[
     str | None,
@@ -19,30 +90,69 @@ TrackingUri = Annotated[
 ]
 
 Ties = Annotated[
-    str,
-    typer.Option(help="Tie mode of ranks: standard, conservative (the reference's), median."),
+    TieChoice,
+    typer.Option(
+        help="Rank of a target tied with other items: standard (1 + #higher), conservative "
+        "(#higher-or-equal, the reference's) or median (their mean)."
+    ),
 ]
+
+Preset = Annotated[PresetChoice, typer.Option(help="Tuned GRU4Rec settings to start from.")]
 
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")]
 
-TIES = ("standard", "conservative", "median")
+Cutoffs = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Metric cutoffs, comma-separated or repeated: --cutoffs 1,5,10,20 "
+        "[default: 1,5,10,20].",
+        metavar="K,...",
+    ),
+]
+
+JsonOut = Annotated[
+    Path | None, typer.Option("--json", help="Also write what is printed, as JSON, to this file.")
+]
+
+DEFAULT_CUTOFFS = (1, 5, 10, 20)
 
 
-def parse_cutoffs(first: str, extra: list[str]) -> tuple[int, ...]:
-    """`--cutoffs 1 5 10 20` (values after the first arrive as extra arguments) or `1,5,10,20`."""
-    values = [v for text in [first, *extra] for v in text.replace(",", " ").split()]
+def parse_cutoffs(values: list[str] | None, extra: list[str] | None = None) -> tuple[int, ...]:
+    """`--cutoffs 1,5,10,20` (or repeated) as sorted distinct positive integers.
+
+    `extra`: the command's stray arguments. The old spelling `--cutoffs 1 5 10 20` leaves
+    "5 10 20" there: accepted for one release with a warning; anything else is refused as
+    the stray argument it is.
+    """
+    texts = list(values or [])
+    if extra:
+        if texts and all(text.strip().isdigit() for text in extra):
+            deprecated(
+                f"--cutoffs {texts[-1]} {' '.join(extra)}",
+                f"--cutoffs {','.join([texts[-1], *extra])}",
+            )
+            texts += extra
+        else:
+            raise ConfigError(
+                f"unexpected argument(s): {' '.join(extra)}. Every option takes one value "
+                "(e.g. --cutoffs 1,5,10,20); see --help."
+            )
+    words = [word for text in texts for word in text.replace(",", " ").split()]
+    if not words:
+        return DEFAULT_CUTOFFS
     try:
-        cutoffs = tuple(sorted({int(v) for v in values}))
+        cutoffs = tuple(sorted({int(word) for word in words}))
     except ValueError:
         raise ConfigError(
-            f"--cutoffs takes positive integers, e.g. --cutoffs 1 5 10 20; got {values}."
+            f"--cutoffs takes positive integers, e.g. --cutoffs 1,5,10,20; got {words}."
         ) from None
-    if not cutoffs or cutoffs[0] < 1:
-        raise ConfigError(f"--cutoffs must be positive integers; got {values}.")
+    if cutoffs[0] < 1:
+        raise ConfigError(f"--cutoffs must be positive integers; got {words}.")
     return cutoffs
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
+    """`--set key=value` pairs as a mapping."""
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -52,8 +162,56 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def tie_mode(ties: str) -> Any:
-    """`--ties`, checked."""
-    if ties not in TIES:
-        raise ConfigError(f"--ties must be one of {', '.join(TIES)}; got {ties!r}.")
-    return ties
+def deprecated(old: str, new: str) -> None:
+    """Say on stderr that `old` is spelt `new` now and goes in the next release."""
+    _console.print(
+        f"[yellow]deprecated:[/] {old} is now {new}; the old spelling goes in the next release.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def renamed(old: str, old_value: T | None, new: str, new_value: T | None) -> T | None:
+    """The value of an option renamed from `old` to `new` (the old one a hidden alias)."""
+    if old_value is None:
+        return new_value
+    deprecated(old, new)
+    if new_value is not None and new_value != old_value:
+        raise ConfigError(f"{old} and {new} are the same option; give it once.")
+    return old_value
+
+
+def required(name: str, value: T | None) -> T:
+    """A required option's value (one whose old spelling is still accepted)."""
+    if value is None:
+        raise ConfigError(f"missing option {name}; see --help.")
+    return value
+
+
+def hidden_alias(name: str) -> Any:
+    """The Typer option of an old spelling: accepted, not shown in --help."""
+    return typer.Option(name, hidden=True)
+
+
+__all__ = [
+    "Cutoffs",
+    "Device",
+    "DeviceChoice",
+    "EngineChoice",
+    "FormatChoice",
+    "IndexChoice",
+    "IndexKindChoice",
+    "JsonOut",
+    "Preset",
+    "PresetChoice",
+    "Threads",
+    "TieChoice",
+    "Ties",
+    "TrackingUri",
+    "deprecated",
+    "hidden_alias",
+    "parse_cutoffs",
+    "parse_sets",
+    "renamed",
+    "required",
+]

@@ -11,8 +11,21 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gru4rec.commands.options import Device
+from gru4rec.commands.options import (
+    Device,
+    DeviceChoice,
+    EngineChoice,
+    FormatChoice,
+    IndexChoice,
+    IndexKindChoice,
+    JsonOut,
+    deprecated,
+    hidden_alias,
+    renamed,
+    required,
+)
 from gru4rec.errors import ConfigError
+from gru4rec.fileio import write_json
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -21,39 +34,44 @@ out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 def index(
     model_dir: Annotated[
-        Path, typer.Argument(help="A model directory written by `gru4rec train`.")
+        Path, typer.Argument(metavar="MODEL", help="A model directory written by `gru4rec train`.")
     ],
-    kind: Annotated[
-        str,
-        typer.Option(
-            help="flat: exact inner product (default); hnsw or ivf: approximate, for "
-            "large catalogues (their recall against exact search is measured)."
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="DATA",
+            help="Prepared data whose test sessions are the queries for measuring recall "
+            "(default: the model's training data directory).",
+            show_default=False,
         ),
-    ] = "flat",
+    ] = None,
+    kind: Annotated[
+        IndexKindChoice,
+        typer.Option(
+            help="flat: exact inner product; hnsw or ivf: approximate, for large "
+            "catalogues (their recall against exact search is measured)."
+        ),
+    ] = IndexKindChoice.flat,
     hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree.")] = 32,
     ef_construction: Annotated[int, typer.Option(help="HNSW search width while building.")] = 200,
     ef_search: Annotated[int, typer.Option(help="HNSW search width when querying.")] = 128,
     nlist: Annotated[int, typer.Option(help="IVF clusters (0: about 4 * sqrt(items)).")] = 0,
     nprobe: Annotated[int, typer.Option(help="IVF clusters visited per query.")] = 16,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            help="Prepared data whose test sessions are the queries for measuring "
-            "recall (default: the model's training data directory)."
-        ),
-    ] = None,
     track: Annotated[bool, typer.Option(help="Log the index to the model's MLflow run.")] = True,
     tracking_uri: Annotated[
         str | None,
         typer.Option(help="MLflow tracking URI (default: the one the model was trained with)."),
     ] = None,
+    json_out: JsonOut = None,
+    old_data: Annotated[Path | None, hidden_alias("--data")] = None,
 ) -> None:
     """Index the model's item vectors (bias as an extra dimension) in FAISS, beside the model."""
     from gru4rec.jobs.indexing import build_index
     from gru4rec.serving.retrieval import IndexOptions
 
+    data = renamed("--data", old_data, "DATA", data)
     options = IndexOptions(
-        kind=kind,
+        kind=kind.value,
         hnsw_m=hnsw_m,
         ef_construction=ef_construction,
         ef_search=ef_search,
@@ -68,6 +86,8 @@ def index(
         f"recall@20 against exact {meta['recall_at_20']:.4f} "
         f"({meta['recall_queries']:,} queries), built in {meta['build_seconds']:.1f} s"
     )
+    if json_out:
+        write_json(json_out, {"index": str(folder), **meta})
     if track:
         _log_index_to_run(model_dir, folder, meta, tracking_uri)
 
@@ -93,25 +113,39 @@ def recommend(
     model: Annotated[
         str,
         typer.Argument(
+            metavar="MODEL",
             help="A model directory, or an MLflow model URI (models:/NAME@ALIAS, "
-            "models:/NAME/VERSION, runs:/RUN_ID/model)."
+            "models:/NAME/VERSION, runs:/RUN_ID/model).",
         ),
     ],
     input_path: Annotated[
-        Path, typer.Option("--input", "-i", help="Session events: Parquet or CSV/TSV.")
-    ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Parquet file to write (atomically).")
-    ],
-    k: Annotated[int, typer.Option(help="Recommendations per session.")] = 20,
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="Session events: Parquet or CSV/TSV.", show_default=False
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Parquet file to write (atomically).", show_default=False),
+    ] = None,
+    items: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --input and --out: one session's items, comma-separated "
+            "(A,B,C, oldest first); its top-k is printed (or written with --json).",
+            show_default=False,
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="Recommendations per session.", min=1)] = 20,
     log_format: Annotated[
-        str,
+        FormatChoice,
         typer.Option(
             "--format",
-            help="Layout of the input, as for `gru4rec prepare` (default "
-            "prepared: session_id, item_id, time).",
+            metavar="FORMAT",
+            help=f"One of {', '.join(FormatChoice)}. Layout of the input, as for `gru4rec prepare` (prepared: session_id, "
+            "item_id, time).",
         ),
-    ] = "prepared",
+    ] = FormatChoice.prepared,
     session_col: Annotated[str | None, typer.Option(help="Session id column.")] = None,
     item_col: Annotated[str | None, typer.Option(help="Item id column.")] = None,
     time_col: Annotated[str | None, typer.Option(help="Time column.")] = None,
@@ -136,9 +170,9 @@ def recommend(
             min=1,
         ),
     ] = 1024,
-    device: Device = "auto",
+    device: Device = DeviceChoice.auto,
     index_kind: Annotated[
-        str,
+        IndexChoice,
         typer.Option(
             "--index",
             help="flat (exact FAISS), hnsw or ivf (approximate; built with "
@@ -146,14 +180,14 @@ def recommend(
             "for GRU4Rec, none for families whose scores are not inner products (baselines, "
             "hybrids).",
         ),
-    ] = "auto",
+    ] = IndexChoice.auto,
     engine: Annotated[
-        str,
+        EngineChoice,
         typer.Option(
             help="local (this process) or ray: a pool of Ray actors scores the sessions and "
-            "--output is a folder of Parquet files (pip install 'gru4rec[ray]').",
+            "--out is a folder of Parquet files (pip install 'gru4rec[ray]').",
         ),
-    ] = "local",
+    ] = EngineChoice.local,
     ray_address: Annotated[
         str | None,
         typer.Option(
@@ -170,19 +204,34 @@ def recommend(
     cpus_per_actor: Annotated[
         float, typer.Option(help="With --engine ray: CPUs each actor reserves.", min=0.01)
     ] = 1.0,
+    json_out: JsonOut = None,
+    old_output: Annotated[Path | None, hidden_alias("--output")] = None,
+    old_k: Annotated[int | None, hidden_alias("--k")] = None,
 ) -> None:
     """Write the top-k items for every input session: long Parquet `session_id, rank, item_id,
     score` (original ids), ordered by session start then rank. Unknown items are skipped and
-    counted; sessions without any known item are reported.
+    counted; sessions without any known item are reported. With --items: one session, printed.
     """
+    out = renamed("--output", old_output, "--out", out)
+    if old_k is not None:
+        deprecated("--k", "-k")
+        k = old_k
+    if k < 1:
+        raise ConfigError(f"-k must be at least 1; got {k}.")
+    if items is not None:
+        if input_path is not None or out is not None:
+            raise ConfigError("--items scores one session: leave out --input and --out.")
+        _recommend_one(model, items, k, exclude_seen, device, index_kind, json_out)
+        return
+    input_path = required("--input", input_path)
+    out = required("--out", out)
+    from gru4rec import api
     from gru4rec.commands.display import progress_bar
     from gru4rec.jobs.batch_recommend import recommend_file
     from gru4rec.pipelines.sources import resolve_spec
-    from gru4rec.serving.recommend import Recommender
-    from gru4rec.serving.tracking import fetch_checkpoint
 
     spec = resolve_spec(
-        log_format,
+        log_format.value,
         session_col=session_col,
         item_col=item_col,
         time_col=time_col,
@@ -190,46 +239,123 @@ def recommend(
         order_col=order_col,
         separator=separator,
     )
-    if engine not in ("local", "ray"):
-        raise ConfigError(f"--engine {engine!r}: choose local or ray.")
-    if engine == "ray":
+    if engine == EngineChoice.ray:
         summary = _recommend_on_ray(
             model,
             input_path,
             spec,
-            output,
+            out,
             k=k,
             exclude_seen=exclude_seen,
             batch_size=batch_size,
             actors=actors,
             cpus_per_actor=cpus_per_actor,
             address=ray_address,
-            device=device,
+            device=device.value,
         )
-        _report(output, summary)
-        return
-    model_dir = fetch_checkpoint(model)
-    recommender = Recommender.from_path(model_dir, device=device, index=index_kind)
-    with progress_bar(console) as progress:
-        task = progress.add_task("recommending", total=None, info="")
+    else:
+        recommender = api.load(model, device=device.value, index=index_kind.value)
+        with progress_bar(console) as progress:
+            task = progress.add_task("recommending", total=None, info="")
 
-        def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
 
-        summary = recommend_file(
-            recommender,
-            input_path,
-            spec,
-            output,
-            k=k,
-            exclude_seen=exclude_seen,
-            batch_size=batch_size,
-            progress=advance,
+            summary = recommend_file(
+                recommender,
+                input_path,
+                spec,
+                out,
+                k=k,
+                exclude_seen=exclude_seen,
+                batch_size=batch_size,
+                progress=advance,
+            )
+    _report(out, summary)
+    if json_out:
+        write_json(json_out, {"out": str(out), **summary})
+
+
+def _recommend_one(
+    model: str,
+    items: str,
+    k: int,
+    exclude_seen: bool,
+    device: DeviceChoice,
+    index_kind: IndexChoice,
+    json_out: Path | None,
+) -> None:
+    """`recommend --items A,B,C`: one session's top-k, as a table (or JSON)."""
+    import polars as pl
+
+    from gru4rec import api
+    from gru4rec.jobs.batch_recommend import as_model_ids
+
+    recommender = api.load(model, device=device.value, index=index_kind.value)
+    given = [item.strip() for item in items.split(",") if item.strip()]
+    (session,) = as_model_ids(
+        pl.Series([given], dtype=pl.List(pl.String)), recommender.item_ids.dtype
+    )
+    table, _report = recommender.recommend([session], k, exclude_seen=exclude_seen)
+    unknown = [item for item in given if item not in {str(i) for i in session}]
+    if table.is_empty():
+        raise ConfigError(
+            f"none of the items {', '.join(given)} is in the model's catalogue: nothing to "
+            "recommend from."
         )
-    _report(output, summary)
+    if unknown:
+        console.print(f"skipped items the model does not know: {', '.join(unknown)}")
+    rows = table.select("rank", "item_id", "score")
+    _print_ranked(rows, f"top {k} after {', '.join(given)}", json_out, {"items": given})
 
 
-def _report(output: Path, summary: dict) -> None:
+def similar(
+    model: Annotated[
+        str,
+        typer.Argument(metavar="MODEL", help="A GRU4Rec model directory, or an MLflow model URI."),
+    ],
+    item: Annotated[
+        str, typer.Argument(metavar="ITEM", help="An item id of the model's catalogue.")
+    ],
+    k: Annotated[int, typer.Option("-k", help="How many items to list.", min=1)] = 20,
+    device: Device = DeviceChoice.auto,
+    index_kind: Annotated[
+        IndexChoice,
+        typer.Option(
+            "--index",
+            help="The index to search: auto (the saved one, else exact), flat, hnsw or ivf "
+            "(built with `gru4rec index --kind`).",
+        ),
+    ] = IndexChoice.auto,
+    json_out: JsonOut = None,
+) -> None:
+    """List the items nearest to ITEM ("people also viewed"): the largest inner products of
+    the model's output item vectors with ITEM's, through the FAISS index."""
+    import polars as pl
+
+    from gru4rec import api
+
+    recommender = api.load(model, device=device.value, index=index_kind.value)
+    (wanted,) = pl.Series([item]).cast(recommender.item_ids.dtype, strict=False).to_list()
+    rows = recommender.similar(item if wanted is None else wanted, k)
+    _print_ranked(rows, f"{k} items nearest to {item}", json_out, {"item": item})
+
+
+def _print_ranked(rows: Any, title: str, json_out: Path | None, query: dict[str, Any]) -> None:
+    """A ranked list (rank, item_id, score) as a table on stdout, and as JSON with --json."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("rank", "item_id", "score"):
+        table.add_column(column, justify="right")
+    for rank, item_id, score in rows.iter_rows():
+        table.add_row(str(rank), str(item_id), f"{score:.4f}")
+    out_console.print(table)
+    if json_out:
+        write_json(json_out, {**query, "ranked": rows.to_dicts()})
+
+
+def _report(output: Path, summary: dict[str, Any]) -> None:
     actors = f" on {summary['actors']} Ray actors" if "actors" in summary else ""
     console.print(
         f"wrote {output}: {summary['sessions_served']:,} sessions served, "

@@ -122,7 +122,7 @@ def group_sessions(events: pl.DataFrame) -> pl.DataFrame:
 def _staging_path(output: Path) -> Path:
     """A temporary file beside `output`, created now so an unwritable place fails early."""
     if output.suffix.lower() not in (".parquet", ".pq"):
-        raise InputDataError(f"--output {output}: the output is Parquet; name it *.parquet.")
+        raise InputDataError(f"--out {output}: the output is Parquet; name it *.parquet.")
     return staging_beside(output, folder=False)
 
 
@@ -132,7 +132,7 @@ def staging_beside(output: Path, *, folder: bool) -> Path:
     parent = output.parent
     if not parent.is_dir():
         raise InputDataError(
-            f"--output {output}: the directory {parent} does not exist; create it first."
+            f"--out {output}: the directory {parent} does not exist; create it first."
         )
     staging = parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -142,7 +142,7 @@ def staging_beside(output: Path, *, folder: bool) -> Path:
             staging.touch()
     except OSError as error:
         raise InputDataError(
-            f"--output {output}: cannot write in {parent} ({error.strerror})."
+            f"--out {output}: cannot write in {parent} ({error.strerror})."
         ) from None
     return staging
 

@@ -97,6 +97,9 @@ def prepare_stage(night: Night) -> None:
         format_name=config.log_format,
     )
     mlflow.log_dict(manifest, "manifest.json")
+    spans = [where["clicks"] for where in manifest.get("time_splits", {}).values()]
+    if spans:  # the clicks this night's data holds, first to last (UTC)
+        night.summary["data_window"] = [min(s[0] for s in spans), max(s[1] for s in spans)]
     mlflow.log_metrics(
         {
             f"{split}_{key}": value
@@ -261,14 +264,35 @@ def _run_stages(
             for name, stage in STAGES:
                 with _tracked(name, report, tracking_uri):
                     stage(night)
-            mlflow.log_dict(night.summary, "summary.json")  # on the parent run
-            metric_key = f"new_{config.metric.replace('@', '_at_')}"
-            mlflow.log_metrics(
-                {"promoted": float(night.promote), metric_key: night.new[config.metric]}
-            )
+            _log_night(night)
     except BaseException as error:
         _fail(error, config, run_dir, lock, tracking_uri)
     return night.summary
+
+
+def _log_night(night: Night) -> None:
+    """The night on its parent run, what `gru4rec compare` shows one row of: the decision,
+    the new model's and the champion's metric, the family chosen and the data's window."""
+    import mlflow
+
+    summary, metric = night.summary, night.config.metric
+    key = metric.replace("@", "_at_")
+    mlflow.log_dict(summary, "summary.json")
+    scores = {"promoted": float(night.promote), f"new_{key}": night.new[metric]}
+    if summary.get("champion") is not None:
+        scores[f"champion_{key}"] = summary["champion"]
+    mlflow.log_metrics(scores)
+    window = summary.get("data_window")
+    mlflow.set_tags(
+        {
+            "nightly_metric": metric,
+            "family": summary.get("family", "?"),
+            "chosen": summary.get("chosen", "?"),
+            "decision": "promoted" if night.promote else "kept",
+            "new_version": summary.get("new_version", ""),
+            **({"data_window": f"{window[0]} .. {window[1]}"} if window else {}),
+        }
+    )
 
 
 @contextmanager

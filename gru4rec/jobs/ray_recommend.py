@@ -167,5 +167,5 @@ def recommend_on_ray(
 def _staging_dir(output: Path) -> Path:
     """A temporary folder beside `output` (`batch_recommend.staging_beside`)."""
     if output.exists() and not output.is_dir():
-        raise InputDataError(f"--output {output}: with --engine ray the output is a folder.")
+        raise InputDataError(f"--out {output}: with --engine ray the output is a folder.")
     return staging_beside(output, folder=True)

@@ -107,6 +107,7 @@ class SelectionResult:
     model_dir: Path
     hybrid_weights: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    model_uri: str | None = None  # the chosen model as logged to MLflow (tracked runs)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -206,6 +206,7 @@ def select_run(
                 )
             tracking.log_test_metrics(result.test)
             model_uri = tracking.log_model(out, registered_name=register).model_uri
+    result.model_uri = model_uri
     return result, model_uri
 
 

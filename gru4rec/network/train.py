@@ -431,7 +431,7 @@ def default_threads(sample_seconds: float = 0.1) -> int:
     2 cores). When other jobs keep cores busy, a thread that has to share a core holds
     up every region (measured: 3-5x slower than one thread), so `fit` uses only the
     cores left idle: every core this process may run on, minus the cores the rest of
-    the machine kept busy over `sample_seconds` (from /proc/stat), at least one. `fit`
+    the machine kept busy over `sample_seconds` (psutil's CPU load), at least one. `fit`
     asks again before each epoch. Pass `num_threads` for a fixed count (e.g. for
     bit-identical reruns: the matmuls' sums depend on the thread count).
     """
@@ -444,24 +444,10 @@ def default_threads(sample_seconds: float = 0.1) -> int:
 
 
 def _busy_cores(seconds: float) -> float:
-    """Cores kept busy by all processes over `seconds` (this one sleeps meanwhile); 0 if
-    /proc/stat cannot be read."""
+    """Cores kept busy by all processes over `seconds` (this one sleeps meanwhile)."""
+    import psutil
 
-    def counters() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:9]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields) - idle, sum(fields)
-
-    try:
-        busy_before, total_before = counters()
-        time.sleep(seconds)
-        busy_after, total_after = counters()
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    total = total_after - total_before
-    n_cpus = os.cpu_count() or 1
-    return n_cpus * (busy_after - busy_before) / total if total > 0 else 0.0
+    return psutil.cpu_percent(interval=seconds) / 100 * (psutil.cpu_count() or 1)
 
 
 @contextlib.contextmanager

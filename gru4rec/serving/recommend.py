@@ -164,6 +164,35 @@ class Recommender:
             mapped.append(known)
         return mapped, unknown
 
+    def similar(self, item: Any, k: int = 20) -> pl.DataFrame:
+        """The k items nearest to `item` ("people also viewed"): the largest inner products
+        of the items' output vectors with its vector, through the index (the exact one
+        where none is loaded); the item itself left out. Columns rank, item_id, score."""
+        if not self.scorer.inner_product:
+            raise ConfigError(
+                f"a {self.scorer.family} model has no item vectors to compare; `similar` "
+                "needs a GRU4Rec model."
+            )
+        if item not in self._position:
+            raise ConfigError(f"item {item!r} is not in the model's catalogue.")
+        if not 1 <= k < self.n_items:
+            raise ConfigError(f"k must be between 1 and {self.n_items - 1}; got {k}.")
+        vectors = self.scorer.item_vectors()  # (N, D + 1): each item's vector, then its bias
+        position = self._position[item]
+        query = vectors[[position]].copy()
+        query[:, -1] = 0.0  # the query's bias slot: the other items' biases do not count
+        index = self.index or ItemIndex.build(vectors, IndexOptions("flat"))
+        scores, found = index.search(query, k + 1)
+        keep = (found[0] >= 0) & (found[0] != position)
+        chosen, values = found[0][keep][:k], scores[0][keep][:k]
+        return pl.DataFrame(
+            {
+                "rank": np.arange(1, len(chosen) + 1, dtype=np.int32),
+                "item_id": self.item_ids.gather(chosen),
+                "score": values.astype(np.float32),
+            }
+        )
+
     @torch.inference_mode()
     def encode_indices(self, sessions: Sequence[Sequence[int]]) -> Tensor:
         """Query vectors (S, D) of (non-empty) sessions, for families scored by inner products."""

@@ -1,0 +1,166 @@
+"""The Python API: from a click log to recommendations, the same functions the CLI runs.
+
+    import gru4rec
+
+    gru4rec.prepare("clicks.csv", "data", format="generic", session_col="session",
+                    item_col="item", time_col="ts")
+    gru4rec.select("data", "model")          # or: gru4rec.train("data", "model")
+    model = gru4rec.load("model")             # or an MLflow URI: "models:/shop@champion"
+    recs = model.recommend([["a", "b"], ["c"]], k=20)  # session, rank, item_id, score
+
+Each function is also a command: `gru4rec prepare`, `select`, `train`, `recommend`.
+Nothing is tracked in MLflow unless asked (`track=True`); the commands track by default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gru4rec.errors import ConfigError
+from gru4rec.jobs.selection import DEFAULT_CANDIDATES, SelectionResult, parse_candidates
+from gru4rec.jobs.tracked_runs import TrainRun, select_run, train_run
+from gru4rec.network.train import Callback
+from gru4rec.pipelines.options import PrepareOptions
+from gru4rec.pipelines.prepare import prepare as prepare_log
+from gru4rec.pipelines.sources import SourceSpec, resolve_spec
+from gru4rec.scoring.evaluate import TieMode
+from gru4rec.serving.recommend import Recommender
+from gru4rec.serving.tracking import fetch_checkpoint
+
+_COLUMNS = {field.name for field in dataclasses.fields(SourceSpec)} - {"test_days"}
+_STEPS = {field.name for field in dataclasses.fields(PrepareOptions)}
+
+
+def prepare(
+    inputs: str | Path | Sequence[str | Path],
+    out: str | Path,
+    *,
+    format: str = "gru4rec-tsv",
+    overwrite: bool = False,
+    buckets: int | None = None,
+    report: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Clean and split a click log into a prepared-data directory `out`; returns its manifest.
+
+    inputs: one log (a file, a directory of parts or a glob) or two files of a published
+        split (train, test).
+    format: a named layout (`gru4rec datasets` lists the public ones) or "generic".
+    options: the log's columns (session_col, item_col, time_col, time_unit, user_col,
+        event_col, event_filter, order_col, split_col, separator) and the steps
+        (idle_gap, min_session_length, min_item_support, test_days, test_start,
+        valid_days, valid_fraction, remove_repeats, apply_filter), as `gru4rec prepare`.
+    """
+    unknown = set(options) - _COLUMNS - _STEPS
+    if unknown:
+        raise ConfigError(
+            f"prepare: unknown option(s) {', '.join(sorted(unknown))}; the columns are "
+            f"{', '.join(sorted(_COLUMNS))} and the steps {', '.join(sorted(_STEPS))}."
+        )
+    spec = resolve_spec(format, **{k: v for k, v in options.items() if k in _COLUMNS})
+    steps = PrepareOptions(**{k: v for k, v in options.items() if k in _STEPS})
+    paths = [Path(inputs)] if isinstance(inputs, str | Path) else [Path(p) for p in inputs]
+    return prepare_log(
+        paths,
+        Path(out),
+        spec,
+        steps,
+        format_name=format,
+        overwrite=overwrite,
+        buckets=buckets,
+        report=report,
+    )
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str = "gru4rec",
+    preset: str = "rsc15",
+    settings: Mapping[str, Any] | None = None,
+    cutoffs: Sequence[int] = (1, 5, 10, 20),
+    ties: TieMode = "conservative",
+    device: str = "auto",
+    track: bool = False,
+    callbacks: Sequence[Callback] = (),
+    **run_options: Any,
+) -> TrainRun:
+    """Train a model family (GRU4Rec by default) on prepared data, save it to `out` and
+    score it on the test split.
+
+    settings: GRU4Rec settings over the preset's, e.g. {"n_epochs": 5, "layers": "200"}.
+    track: log the run (and the model) to MLflow.
+    run_options: as `gru4rec train` (split, test_split, valid_split, threads, register,
+        warm_start, keep_missing, window_days, tracking_uri, experiment, run_name).
+    Returns the model (`scorer`), its item map and test metrics (`metrics`).
+    """
+    return train_run(
+        Path(data),
+        Path(out),
+        family=model,
+        preset=preset,
+        overrides={key: _setting(value) for key, value in (settings or {}).items()},
+        evaluation={"cutoffs": tuple(cutoffs), "ties": ties},
+        device=device,
+        callbacks=callbacks,
+        track=track,
+        **run_options,
+    )
+
+
+def select(
+    data: str | Path,
+    out: str | Path,
+    *,
+    candidates: str | Sequence[str] = DEFAULT_CANDIDATES,
+    preset: str = "rsc15",
+    settings: Mapping[str, Any] | None = None,
+    metric: str = "mrr@20",
+    ties: TieMode = "conservative",
+    device: str = "auto",
+    track: bool = False,
+    **run_options: Any,
+) -> SelectionResult:
+    """Fit every candidate family on train_tr, choose the best on valid, refit it on train,
+    save it to `out` and score it once on test.
+
+    candidates: "spop,sknn,vsknn,gru4rec,hybrid" or a list of names (`family[:PRESET]`).
+    Returns every candidate's validation metrics, the choice and its test metrics.
+    """
+    names = candidates if isinstance(candidates, str) else ",".join(candidates)
+    result, _model_uri = select_run(
+        Path(data),
+        Path(out),
+        parse_candidates(names, preset),
+        overrides={key: _setting(value) for key, value in (settings or {}).items()},
+        metric=metric,
+        ties=ties,
+        device=device,
+        track=track,
+        **run_options,
+    )
+    return result
+
+
+def load(model: str | Path, *, device: str = "auto", index: str = "auto") -> Recommender:
+    """A trained model of any family, ready to recommend: a model directory or an MLflow
+    URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/ID/model`).
+
+    index: auto (FAISS where the model's score is an inner product), none (every item
+        scored exactly), or the kind built by `gru4rec index` (flat, hnsw, ivf).
+    """
+    return Recommender.from_path(fetch_checkpoint(str(model)), device=device, index=index)
+
+
+def _setting(value: Any) -> str:
+    """A setting as `--set` spells it (lists and tuples comma-separated)."""
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+__all__ = ["Recommender", "SelectionResult", "TrainRun", "load", "prepare", "select", "train"]
