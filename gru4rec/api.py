@@ -17,21 +17,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gru4rec.errors import ConfigError
-from gru4rec.jobs.selection import DEFAULT_CANDIDATES, SelectionResult, parse_candidates
-from gru4rec.jobs.tracked_runs import TrainRun, select_run, train_run
-from gru4rec.network.train import Callback
-from gru4rec.pipelines.options import PrepareOptions
-from gru4rec.pipelines.prepare import prepare as prepare_log
-from gru4rec.pipelines.sources import SourceSpec, resolve_spec
-from gru4rec.scoring.evaluate import TieMode
-from gru4rec.serving.recommend import Recommender
-from gru4rec.serving.tracking import fetch_checkpoint
 
-_COLUMNS = {field.name for field in dataclasses.fields(SourceSpec)} - {"test_days"}
-_STEPS = {field.name for field in dataclasses.fields(PrepareOptions)}
+if TYPE_CHECKING:
+    from gru4rec.jobs.selection import SelectionResult
+    from gru4rec.jobs.tracked_runs import TrainRun
+    from gru4rec.network.train import Callback
+    from gru4rec.scoring.evaluate import TieMode
+    from gru4rec.serving.recommend import Recommender
+
+# Each function imports what it runs: preparing a log loads Polars, not torch or MLflow.
 
 
 def prepare(
@@ -54,14 +51,20 @@ def prepare(
         (idle_gap, min_session_length, min_item_support, test_days, test_start,
         valid_days, valid_fraction, remove_repeats, apply_filter), as `gru4rec prepare`.
     """
-    unknown = set(options) - _COLUMNS - _STEPS
+    from gru4rec.pipelines.options import PrepareOptions
+    from gru4rec.pipelines.prepare import prepare as prepare_log
+    from gru4rec.pipelines.sources import SourceSpec, resolve_spec
+
+    columns = {field.name for field in dataclasses.fields(SourceSpec)} - {"test_days"}
+    steps_known = {field.name for field in dataclasses.fields(PrepareOptions)}
+    unknown = set(options) - columns - steps_known
     if unknown:
         raise ConfigError(
             f"prepare: unknown option(s) {', '.join(sorted(unknown))}; the columns are "
-            f"{', '.join(sorted(_COLUMNS))} and the steps {', '.join(sorted(_STEPS))}."
+            f"{', '.join(sorted(columns))} and the steps {', '.join(sorted(steps_known))}."
         )
-    spec = resolve_spec(format, **{k: v for k, v in options.items() if k in _COLUMNS})
-    steps = PrepareOptions(**{k: v for k, v in options.items() if k in _STEPS})
+    spec = resolve_spec(format, **{k: v for k, v in options.items() if k in columns})
+    steps = PrepareOptions(**{k: v for k, v in options.items() if k in steps_known})
     paths = [Path(inputs)] if isinstance(inputs, str | Path) else [Path(p) for p in inputs]
     return prepare_log(
         paths,
@@ -98,6 +101,8 @@ def train(
         warm_start, keep_missing, window_days, tracking_uri, experiment, run_name).
     Returns the model (`scorer`), its item map and test metrics (`metrics`).
     """
+    from gru4rec.jobs.tracked_runs import train_run
+
     return train_run(
         Path(data),
         Path(out),
@@ -116,7 +121,7 @@ def select(
     data: str | Path,
     out: str | Path,
     *,
-    candidates: str | Sequence[str] = DEFAULT_CANDIDATES,
+    candidates: str | Sequence[str] | None = None,
     preset: str = "rsc15",
     settings: Mapping[str, Any] | None = None,
     metric: str = "mrr@20",
@@ -128,9 +133,15 @@ def select(
     """Fit every candidate family on train_tr, choose the best on valid, refit it on train,
     save it to `out` and score it once on test.
 
-    candidates: "spop,sknn,vsknn,gru4rec,hybrid" or a list of names (`family[:PRESET]`).
+    candidates: "spop,vsknn,gru4rec,hybrid:diginetica" or a list of names
+        (`family[:PRESET]`); None: `gru4rec select`'s default, spop,sknn,vsknn,gru4rec,hybrid.
     Returns every candidate's validation metrics, the choice and its test metrics.
     """
+    from gru4rec.jobs.selection import DEFAULT_CANDIDATES, parse_candidates
+    from gru4rec.jobs.tracked_runs import select_run
+
+    if candidates is None:
+        candidates = DEFAULT_CANDIDATES
     names = candidates if isinstance(candidates, str) else ",".join(candidates)
     result, _model_uri = select_run(
         Path(data),
@@ -153,6 +164,9 @@ def load(model: str | Path, *, device: str = "auto", index: str = "auto") -> Rec
     index: auto (FAISS where the model's score is an inner product), none (every item
         scored exactly), or the kind built by `gru4rec index` (flat, hnsw, ivf).
     """
+    from gru4rec.serving.recommend import Recommender
+    from gru4rec.serving.tracking import fetch_checkpoint
+
     return Recommender.from_path(fetch_checkpoint(str(model)), device=device, index=index)
 
 
@@ -161,6 +175,23 @@ def _setting(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(map(str, value))
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def __getattr__(name: str) -> Any:
+    # The result types, for `gru4rec.Recommender` and type hints, loaded on first use.
+    if name == "Recommender":
+        from gru4rec.serving.recommend import Recommender
+
+        return Recommender
+    if name == "SelectionResult":
+        from gru4rec.jobs.selection import SelectionResult
+
+        return SelectionResult
+    if name == "TrainRun":
+        from gru4rec.jobs.tracked_runs import TrainRun
+
+        return TrainRun
+    raise AttributeError(f"module 'gru4rec.api' has no attribute {name!r}")
 
 
 __all__ = ["Recommender", "SelectionResult", "TrainRun", "load", "prepare", "select", "train"]

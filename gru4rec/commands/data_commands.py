@@ -189,44 +189,35 @@ def prepare(
     """Clean a click log into session data: filter events, build sessions, drop repeats,
     filter support, split by time, map items; writes Parquet + manifest.json to OUT.
     """
-    from gru4rec.pipelines.options import PrepareOptions
-    from gru4rec.pipelines.prepare import prepare as run_prepare
-    from gru4rec.pipelines.sources import resolve_spec
+    from gru4rec import api
 
-    spec = resolve_spec(
-        log_format.value,
-        session_col=session_col,
-        item_col=item_col,
-        time_col=time_col,
-        time_unit=time_unit,
-        user_col=user_col,
-        event_col=event_col,
-        event_filter=event_filter or None,
-        order_col=order_col,
-        split_col=split_col,
-        separator=separator,
-    )
-    options = PrepareOptions(
-        idle_gap=idle_gap,
-        remove_repeats=remove_repeats,
-        apply_filter=apply_filter,
-        min_session_length=min_session_length,
-        min_item_support=min_item_support,
-        test_days=test_days,
-        test_start=test_start,
-        valid_days=valid_days,
-        valid_fraction=valid_fraction,
-    )
     with err_console.status("preparing") as status:
-        manifest = run_prepare(
+        manifest = api.prepare(
             inputs,
             out,
-            spec,
-            options,
-            format_name=log_format.value,
+            format=log_format.value,
             overwrite=overwrite,
             buckets=buckets,
             report=lambda step: status.update(f"done: {step}"),
+            session_col=session_col,
+            item_col=item_col,
+            time_col=time_col,
+            time_unit=time_unit,
+            user_col=user_col,
+            event_col=event_col,
+            event_filter=event_filter or None,
+            order_col=order_col,
+            split_col=split_col,
+            separator=separator,
+            idle_gap=idle_gap,
+            remove_repeats=remove_repeats,
+            apply_filter=apply_filter,
+            min_session_length=min_session_length,
+            min_item_support=min_item_support,
+            test_days=test_days,
+            test_start=test_start,
+            valid_days=valid_days,
+            valid_fraction=valid_fraction,
         )
     out_console.print(summary_table(manifest))
     if manifest["buckets"] > 1:
