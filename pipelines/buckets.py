@@ -27,7 +27,7 @@ import polars as pl
 
 from gru4rec.errors import InputDataError
 from gru4rec.pipelines import sessions as steps
-from gru4rec.pipelines.options import PrepareOptions, StepLog
+from gru4rec.pipelines.options import PrepareOptions, StepLog, check_split_sizes
 from gru4rec.pipelines.sources import SourceSpec, is_parquet, write_events
 
 SEED = 0x6E5  # of the hash that puts a session in its bucket
@@ -226,10 +226,10 @@ def clean(
     pair: bool,
     space: Workspace,
     raw_rows: Callable[[], int],
-) -> tuple[pl.Series, bool, Callable[[int], pl.DataFrame], float]:
+) -> tuple[pl.Series, bool, Callable[[int], pl.DataFrame], steps.StartDays]:
     """`prepare.clean` a bucket at a time; returns the item ids by code, whether the log
     carries a kept split, the cleaned events of a bucket (in `order_events` order, made
-    when asked for) and the last session start."""
+    when asked for) and the session starts per day."""
     kept_split = pair or spec.split_col is not None
     partition(files, spec, space.root / "raw", space.n, pair=pair)
     raw = pl.scan_parquet(space.root / "raw" / "**" / "*.parquet", hive_partitioning=False)
@@ -293,13 +293,13 @@ def clean(
         return events.with_columns(_global_ids(every, bucket)) if every is not None else events
 
     shutil.rmtree(space.root / "raw")
-    return item_ids, kept_split, cleaned, _last_start(space)
+    return item_ids, kept_split, cleaned, _start_days(space)
 
 
-def _last_start(space: Workspace) -> float:
-    """The last start of the sessions kept in any bucket (a session starts at its earliest
-    kept event)."""
-    last = -math.inf
+def _start_days(space: Workspace) -> steps.StartDays:
+    """The session starts per day of the sessions kept in every bucket (a session starts at
+    its earliest kept event)."""
+    parts = []
     for bucket in range(space.n):
         kept = space.load_kept(bucket)
         if not kept.keep.any():
@@ -307,8 +307,8 @@ def _last_start(space: Workspace) -> float:
         times = pl.read_parquet(space.file("grouped", bucket), columns=["time"])["time"]
         kept_times = np.where(kept.keep, times.to_numpy(), np.inf)
         starts = np.minimum.reduceat(kept_times, kept.offsets)
-        last = max(last, float(starts[kept.session_lengths > 0].max()))
-    return last
+        parts.append(steps.StartDays.of(starts[kept.session_lengths > 0]))
+    return steps.StartDays.combined(parts)
 
 
 def _user_sessions(events: pl.DataFrame) -> pl.DataFrame:
@@ -365,6 +365,7 @@ class SplitStats:
     totals: Totals
     starts: Span = field(default_factory=Span)
     clicks: Span = field(default_factory=Span)
+    days: list[steps.StartDays] = field(default_factory=list)  # session starts per day, by bucket
 
     def add(self, events: pl.DataFrame) -> None:
         self.totals.add(events)
@@ -373,6 +374,22 @@ class SplitStats:
             times = events["time"]
             self.starts.add(float(starts.min()), float(starts.max()))
             self.clicks.add(float(times.min()), float(times.max()))  # type: ignore[arg-type]
+            self.days.append(steps.StartDays.of(starts))
+
+    def start_days(self) -> steps.StartDays:
+        return steps.StartDays.combined(self.days)
+
+
+def _boundary(
+    start_days: steps.StartDays, days: float, options: PrepareOptions | None = None
+) -> tuple[float, str, tuple[int, int]]:
+    """Where `steps.split_by_time` puts a boundary: --test-start, else `days` before the last
+    session start of the log's bulk; how it was placed; the stragglers after the bulk."""
+    if options is not None and options.test_start is not None:
+        return float(options.test_start), "--test-start", (0, 0)
+    bulk_last, stragglers, straggler_days = start_days.bulk_end()
+    measured = steps.measured_from(None, stragglers)
+    return bulk_last - days * steps.DAY, measured, (stragglers, straggler_days)
 
 
 def _time_split(
@@ -382,8 +399,10 @@ def _time_split(
     boundary: float,
     measured_from: str,
     n_items: int,
+    stragglers: tuple[int, int] = (0, 0),
 ) -> tuple[steps.TimeSplit, SplitStats, SplitStats]:
-    """`steps.split_by_time` of every bucket of `source` at one `boundary`."""
+    """`steps.split_by_time` of every bucket of `source` at one `boundary` (`stragglers`:
+    the sessions and days after the log's bulk, as `StartDays.bulk_end` counted them)."""
     early, late = SplitStats(Totals(n_items)), SplitStats(Totals(n_items))
     for bucket in range(space.n):
         head, tail, _ = steps.split_by_time(source(bucket), 0.0, start=boundary, ordered=True)
@@ -394,7 +413,7 @@ def _time_split(
     for stats in (early, late):  # (an empty span adds nothing)
         clicks.add(stats.clicks.low, stats.clicks.high)
         starts.add(stats.starts.low, stats.starts.high)
-    where = steps.TimeSplit(boundary, measured_from, clicks.pair(), starts.pair())
+    where = steps.TimeSplit(boundary, measured_from, clicks.pair(), starts.pair(), *stragglers)
     return where, early, late
 
 
@@ -520,23 +539,21 @@ def split(
     n_items: int,
     kept_split: bool,
     cleaned: Callable[[int], pl.DataFrame],
-    last_start: float,
+    start_days: steps.StartDays,
     spec: SourceSpec,
     options: PrepareOptions,
     log: StepLog,
 ) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame]:
-    """`prepare.split` a bucket at a time (`cleaned` and `last_start`: from `clean`); the
+    """`prepare.split` a bucket at a time (`cleaned` and `start_days`: from `clean`); the
     splits as merged scans, and train's item map."""
     has_time = spec.time_col is not None
     test_days = options.test_days if options.test_days is not None else spec.test_days
-    measured = "--test-start" if options.test_start is not None else "last session start"
     if kept_split:
         train, test = _kept_split(space, cleaned, n_items)
     elif has_time:
-        start = options.test_start
-        boundary = last_start - test_days * steps.DAY if start is None else float(start)
+        boundary, measured, stragglers = _boundary(start_days, test_days, options)
         where, train, test = _time_split(
-            space, cleaned, ("train", "test"), boundary, measured, n_items
+            space, cleaned, ("train", "test"), boundary, measured, n_items, stragglers
         )
         log.record_time_split("test", where)
     else:
@@ -570,9 +587,9 @@ def split(
         later = _fraction_split(space, train_part, parts, options.valid_fraction, n_items)
         valid_label = f"validation: last {options.valid_fraction:g} of sessions"
     elif has_time and valid_days > 0:
-        boundary = train.starts.high - valid_days * steps.DAY
+        boundary, measured, stragglers = _boundary(train.start_days(), valid_days)
         where, *pair = _time_split(
-            space, train_part, parts, boundary, "last session start", n_items
+            space, train_part, parts, boundary, measured, n_items, stragglers
         )
         later = (pair[0], pair[1])
         log.record_time_split("valid", where)
@@ -590,6 +607,9 @@ def split(
                 f"the {name} split is empty after these steps:\n{log.table()}\n"
                 "Adjust --test-days / --test-start, --valid-days or the filters."
             )
+    if not kept_split:
+        split_from = {"test": start_days, "valid": train.start_days()}
+        check_split_sizes(log, options, names, split_from.__getitem__)
     return {name: merged(space, name) for name in names}, items
 
 

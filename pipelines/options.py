@@ -5,9 +5,12 @@ bucketed paths."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from gru4rec.errors import InputDataError
 from gru4rec.pipelines import sessions as steps
@@ -24,10 +27,14 @@ class PrepareOptions:
     min_item_support: int = 5
     test_days: float | None = None  # None: the format's customary period
     # Test = sessions starting at or after this time (seconds since 1970 UTC, or an ISO
-    # date / datetime in UTC); None: the last test_days before the last session start.
+    # date / datetime in UTC); None: the last test_days before the last session start of
+    # the log's bulk (`sessions.StartDays.bulk_end`).
     test_start: float | str | None = None
     valid_days: float | None = None  # None: as test_days; 0: no validation split
     valid_fraction: float | None = None  # last fraction of train sessions, for logs without time
+    # A computed test or validation split with fewer sessions is refused; None: 1% of the
+    # sessions split, at most 100 (a published split is kept as given); 0: no minimum.
+    min_split_sessions: int | None = None
 
     def __post_init__(self) -> None:
         if self.min_session_length < 1 or self.min_item_support < 1:
@@ -40,6 +47,8 @@ class PrepareOptions:
                 raise InputDataError(f"--{name.replace('_', '-')} must be >= 0.")
         if self.valid_fraction is not None and not 0 < self.valid_fraction < 1:
             raise InputDataError("--valid-fraction must be between 0 and 1 (exclusive).")
+        if self.min_split_sessions is not None and self.min_split_sessions < 0:
+            raise InputDataError("--min-split-sessions must be >= 0.")
         if isinstance(self.test_start, str):
             object.__setattr__(self, "test_start", parse_time(self.test_start, "--test-start"))
 
@@ -82,6 +91,8 @@ class StepLog:
             "measured_from": where.measured_from,
             "clicks": [_iso(t) for t in where.clicks],
             "session_starts": [_iso(t) for t in where.starts],
+            "stragglers": where.stragglers,  # sessions on thin days after the bulk, kept
+            "straggler_days": where.straggler_days,
         }
 
     def table(self) -> str:
@@ -126,4 +137,48 @@ class StepLog:
         return {key: row[key] for key in ("events", "sessions", "items")}
 
 
-__all__ = ["PrepareOptions", "StepLog", "parse_time"]
+SPLIT_PARTS = {"test": ("train", "test"), "valid": ("train_tr", "valid")}  # split, and of what
+MIN_SPLIT_SHARE, MIN_SPLIT_CAP = 0.01, 100
+
+
+def check_split_sizes(
+    log: StepLog,
+    options: PrepareOptions,
+    names: Sequence[str],
+    start_days: Callable[[str], steps.StartDays],
+) -> None:
+    """Refuse a computed test or validation split (one of `names`) holding fewer sessions
+    than `options.min_split_sessions` (default: 1% of the sessions split, at most 100), with
+    the counts, the last days' session starts (`start_days(split)`: of what was split) and
+    what to do."""
+    for name, parts in SPLIT_PARTS.items():
+        if name not in names:
+            continue
+        counts = log.last_counts(name)
+        total = sum(log.last_counts(part)["sessions"] for part in parts)
+        minimum = options.min_split_sessions
+        rule = "--min-split-sessions"
+        if minimum is None:
+            minimum = min(MIN_SPLIT_CAP, math.ceil(MIN_SPLIT_SHARE * total))
+            rule = f"1% of the {total:,} sessions split, at most {MIN_SPLIT_CAP}"
+        if counts["sessions"] >= minimum:
+            continue
+        days = start_days(name)
+        where = log.time_splits.get(name)
+        placed = f" (boundary {where['boundary']} UTC, {where['measured_from']})" if where else ""
+        advice = (
+            "Place the boundary inside the log with --test-start DATE (e.g. --test-start "
+            f"{np.datetime64(int(days.bulk_end()[0] // steps.DAY), 'D')}) or a longer "
+            "--test-days"
+            if name == "test"
+            else "Use a longer --valid-days or a --valid-fraction"
+        )
+        raise InputDataError(
+            f"the {name} split holds {counts['sessions']:,} sessions ({counts['events']:,} "
+            f"events){placed}, fewer than the minimum of {minimum:,} ({rule}). Session "
+            f"starts per day, the last days of what was split:\n{days.tail()}\n{advice}; or "
+            "set --min-split-sessions (0: no minimum)."
+        )
+
+
+__all__ = ["PrepareOptions", "StepLog", "check_split_sizes", "parse_time"]

@@ -25,7 +25,7 @@ from gru4rec.errors import InputDataError
 from gru4rec.fileio import swap_into_place
 from gru4rec.pipelines import buckets as in_buckets
 from gru4rec.pipelines import sessions as steps
-from gru4rec.pipelines.options import PrepareOptions, StepLog
+from gru4rec.pipelines.options import PrepareOptions, StepLog, check_split_sizes
 from gru4rec.pipelines.sources import (
     SourceSpec,
     expand_inputs,
@@ -174,6 +174,14 @@ def split(
                 f"the {name} split is empty after these steps:\n{log.table()}\n"
                 "Adjust --test-days / --test-start, --valid-days or the filters."
             )
+    if not kept_split:
+        split_from = {"test": events, "valid": train}
+        check_split_sizes(
+            log,
+            options,
+            list(splits),
+            lambda name: steps.StartDays.of(steps.session_starts(split_from[name])[1]),
+        )
     return splits, items
 
 
@@ -240,11 +248,11 @@ def prepare(
             space = in_buckets.Workspace(workspace, n_buckets)
             raw_rows = functools.partial(_raw_row_count, files, spec)
             try:
-                item_ids, kept_split, cleaned, last_start = in_buckets.clean(
+                item_ids, kept_split, cleaned, start_days = in_buckets.clean(
                     files, spec, options, log, pair, space, raw_rows
                 )
                 merged, items = in_buckets.split(
-                    space, len(item_ids), kept_split, cleaned, last_start, spec, options, log
+                    space, len(item_ids), kept_split, cleaned, start_days, spec, options, log
                 )
             except OSError as error:  # a full disk, most likely
                 raise InputDataError(

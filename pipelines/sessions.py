@@ -12,7 +12,7 @@ and joining every event: that is what keeps `prepare` fast and its memory small.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -343,6 +343,59 @@ class TimeSplit:
     measured_from: str  # "last session start" (minus the days) or "--test-start"
     clicks: tuple[float, float]  # first and last click of the events split
     starts: tuple[float, float]  # first and last session start
+    stragglers: int = 0  # sessions starting on the thin days after the log's bulk (kept)
+    straggler_days: int = 0  # how many such days
+
+
+# A trailing day with fewer session starts than this share of the median day's is not part
+# of the log's bulk: a handful of late sessions must not place the test period after it.
+STRAGGLER_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class StartDays:
+    """Session starts per UTC day: how many, and the last of each day (ascending days)."""
+
+    days: np.ndarray  # (D,) int64 day numbers since 1970-01-01
+    counts: np.ndarray  # (D,) int64 sessions starting that day
+    last: np.ndarray  # (D,) float64 the day's last session start (seconds)
+
+    @classmethod
+    def of(cls, starts: np.ndarray) -> StartDays:
+        day = np.floor(np.asarray(starts, dtype=np.float64) / DAY).astype(np.int64)
+        days, inverse, counts = np.unique(day, return_inverse=True, return_counts=True)
+        last = np.full(len(days), -np.inf)
+        np.maximum.at(last, inverse, starts)
+        return cls(days, counts.astype(np.int64), last)
+
+    @classmethod
+    def combined(cls, parts: Sequence[StartDays]) -> StartDays:
+        """The days of several parts (buckets) together."""
+        merged, inverse = np.unique(np.concatenate([p.days for p in parts]), return_inverse=True)
+        counts = np.zeros(len(merged), np.int64)
+        last = np.full(len(merged), -np.inf)
+        np.add.at(counts, inverse, np.concatenate([p.counts for p in parts]))
+        np.maximum.at(last, inverse, np.concatenate([p.last for p in parts]))
+        return cls(merged, counts, last)
+
+    @property
+    def n_sessions(self) -> int:
+        return int(self.counts.sum())
+
+    def bulk_end(self, share: float = STRAGGLER_SHARE) -> tuple[float, int, int]:
+        """(the last session start of the log's bulk, straggler sessions, straggler days):
+        the bulk ends on the last day holding at least `share` of the median day's starts;
+        the sessions of the thin days after it are stragglers."""
+        thick = self.counts >= share * float(np.median(self.counts))
+        end = int(np.flatnonzero(thick)[-1])
+        return float(self.last[end]), int(self.counts[end + 1 :].sum()), len(self.days) - end - 1
+
+    def tail(self, n: int = 10) -> str:
+        """The last `n` days' session starts, one "YYYY-MM-DD count" per line."""
+        return "\n".join(
+            f"  {np.datetime64(int(day), 'D')}  {int(count):,}"
+            for day, count in zip(self.days[-n:], self.counts[-n:], strict=True)
+        )
 
 
 def session_starts(events: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -362,9 +415,10 @@ def split_by_time(
 ) -> tuple[pl.DataFrame, pl.DataFrame, TimeSplit]:
     """Train / test by session start: test = the sessions starting at or after the boundary.
 
-    The boundary is `start` (seconds) if given, else the last session start minus `days`
-    days (a session's start is its earliest event; late clicks of old sessions do not move
-    it). Each session lands on one side by its own start, whatever order the rows are in.
+    The boundary is `start` (seconds) if given, else the last session start of the log's
+    bulk minus `days` days (`StartDays.bulk_end`: a few sessions starting on thin days after
+    the bulk do not move it, and are kept in the later part; a session's start is its
+    earliest event, so late clicks of old sessions do not move it either). Each session lands on one side by its own start, whatever order the rows are in.
     In `order_events` order (`ordered`: the events already are, as the steps leave them)
     the test sessions are the tail and both parts are slices, not copies; otherwise both
     parts are filtered and ordered.
@@ -372,15 +426,22 @@ def split_by_time(
     if not ordered:
         events = order_events(events)
     if events.height == 0:
-        return events, events, TimeSplit(start or 0.0, _measured(start), (0.0, 0.0), (0.0, 0.0))
+        return events, events, TimeSplit(start or 0.0, measured_from(start), (0.0, 0.0), (0.0, 0.0))
     offsets, starts = session_starts(events)
-    boundary = float(start) if start is not None else float(starts.max()) - days * DAY
+    stragglers = straggler_days = 0
+    if start is None:
+        bulk_last, stragglers, straggler_days = StartDays.of(starts).bulk_end()
+        boundary = bulk_last - days * DAY
+    else:
+        boundary = float(start)
     times = events["time"]
     where = TimeSplit(
         boundary,
-        _measured(start),
+        measured_from(start, stragglers),
         (float(times.min()), float(times.max())),  # type: ignore[arg-type]
         (float(starts.min()), float(starts.max())),
+        stragglers,
+        straggler_days,
     )
     later = starts >= boundary
     if not later.any():
@@ -393,8 +454,11 @@ def split_by_time(
     return (order_events(events.filter(~rows)), order_events(events.filter(rows)), where)
 
 
-def _measured(start: float | None) -> str:
-    return "--test-start" if start is not None else "last session start"
+def measured_from(start: float | None, stragglers: int = 0) -> str:
+    """How a boundary was placed, as the manifest says it."""
+    if start is not None:
+        return "--test-start"
+    return "last session start of the log's bulk" if stragglers else "last session start"
 
 
 def split_by_fraction(events: pl.DataFrame, fraction: float) -> tuple[pl.DataFrame, pl.DataFrame]:

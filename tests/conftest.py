@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,3 +88,86 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1: SQLite backend, a temporary artifact root."""
     with running_mlflow_server(tmp_path) as (url, _server):
         yield url
+
+
+def _postgres_bin() -> Path:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not installed:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install -y postgresql)")
+    return installed[-1].parent
+
+
+def _unprivileged() -> tuple[int, int]:
+    """The uid and gid PostgreSQL runs as when the tests run as root (it refuses root): the
+    `postgres` account where there is one, else `nobody`."""
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return account.pw_uid, account.pw_gid
+    return 65534, 65534
+
+
+@pytest.fixture()
+def local_postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 (user `mlflow`, trust); the URI of its
+    `postgres` database (`create_database` makes others)."""
+    pytest.importorskip(
+        "psycopg2", reason="psycopg2 is not installed (pip install psycopg2-binary)"
+    )
+    bin_dir = _postgres_bin()
+    data = Path(tempfile.mkdtemp(prefix="gru4rec-pg-"))
+    as_user: dict[str, object] = {}
+    if os.geteuid() == 0:
+        uid, gid = _unprivileged()
+        os.chown(data, uid, gid)
+        as_user = {"user": uid, "group": gid, "extra_groups": []}
+    cluster, port = data / "cluster", free_port()
+
+    def run(*command: str) -> None:
+        done = subprocess.run(command, capture_output=True, text=True, cwd=data, **as_user)  # type: ignore[call-overload]
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    try:
+        run(str(bin_dir / "initdb"), "-D", str(cluster), "-U", "mlflow", "--auth=trust")
+        options = f"-h 127.0.0.1 -p {port} -k {data}"
+        run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(cluster),
+            "-o",
+            options,
+            "-l",
+            str(data / "postgres.log"),
+            "-w",
+            "start",
+        )
+        try:
+            yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/postgres"
+        finally:
+            run(str(bin_dir / "pg_ctl"), "-D", str(cluster), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def create_database(server: str, name: str) -> str:
+    """Create the database `name` on the server of `server` (a local_postgres URI); its URI."""
+    from urllib.parse import urlsplit
+
+    import psycopg2
+
+    url = urlsplit(server)
+    connection = psycopg2.connect(
+        host=url.hostname, port=url.port, user=url.username, dbname="postgres"
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    connection.close()
+    return server.rsplit("/", 1)[0] + "/" + name

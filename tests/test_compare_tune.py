@@ -4,6 +4,8 @@ on the validation split with nested MLflow runs)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -16,6 +18,7 @@ from gru4rec.commands.compare import by_data, differing_params, load_runs, table
 from gru4rec.errors import ConfigError
 from gru4rec.jobs.tuning import AUTHORS_SPACE, Dimension, _objective, authors_space, parse_dimension
 from gru4rec.network.config import apply_overrides, get_preset
+from tests.conftest import create_database
 
 runner = CliRunner()
 TINY = ["--set", "layers=16", "--set", "n_sample=32", "--set", "batch_size=16"]
@@ -285,3 +288,61 @@ def test_tune_runs_nested_trials_on_the_validation_split(
     parents = runs[runs["tags.mlflow.runName"].str.startswith("tune")]
     newest = parents.sort_values("start_time")["run_id"].iloc[-1]
     assert (runs["tags.mlflow.parentRunId"] == newest).sum() == finished - 2
+
+
+def test_two_tune_workers_share_one_study_on_postgresql(
+    local_postgres: str, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    """As on two machines: two `gru4rec tune` processes on one Optuna study in PostgreSQL
+    (the compose file's database), each tracking to the same MLflow store."""
+    storage = create_database(local_postgres, "optuna")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # The stores' tables made once, as a tracking server and a database administrator would
+    # (two processes creating a new store at the same instant race on its schema).
+    optuna.storages.RDBStorage(storage)
+    mlflow.MlflowClient(tracking).search_experiments()
+    command = [
+        sys.executable,
+        "-m",
+        "gru4rec",
+        "tune",
+        str(tiny_prepared),
+        "--trials",
+        "4",
+        "--storage",
+        storage,
+        "--study",
+        "shared",
+        "--no-prune",
+        "--tracking-uri",
+        tracking,
+        "--experiment",
+        "tune-pg",
+        "--set",
+        "n_epochs=1",
+        "--set",
+        "layers=8",
+        "--space",
+        "learning_rate=0.01:0.2:log",
+    ]
+    workers = [
+        subprocess.Popen(
+            [*command, "--seed", str(seed)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    study = optuna.load_study(study_name="shared", storage=storage)
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) >= 4
+    mlflow.set_tracking_uri(tracking)
+    runs = mlflow.search_runs(experiment_names=["tune-pg"])
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert len(parents) == 2  # one per worker, each with trials of its own
+    for parent in parents["run_id"]:
+        assert (runs["tags.mlflow.parentRunId"] == parent).sum() >= 1

@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 import urllib.error
@@ -40,6 +39,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
+from tests.conftest import create_database
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -629,77 +630,7 @@ def test_mlflow_server_with_the_compose_flags(
     check_server(url, artifacts, tmp_path, monkeypatch)
 
 
-# ---- optional: the same on a real PostgreSQL, where the binaries are installed ----
-
-
-def postgres_bin() -> Path:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not installed:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install -y postgresql)")
-    return installed[-1].parent
-
-
-@pytest.fixture()
-def local_postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL cluster on 127.0.0.1 with an `mlflow` database; its URI."""
-    pytest.importorskip(
-        "psycopg2", reason="psycopg2 is not installed (pip install psycopg2-binary)"
-    )
-    import psycopg2
-
-    bin_dir = postgres_bin()
-    as_user: list[str] = []
-    data = Path(tempfile.mkdtemp(prefix="gru4rec-pg-"))
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        import pwd
-
-        runuser = shutil.which("runuser")
-        try:
-            account = pwd.getpwnam("postgres")
-        except KeyError:
-            account = None
-        if not runuser or account is None:
-            shutil.rmtree(data)
-            pytest.skip("running as root without runuser or a postgres account to run PostgreSQL")
-        os.chown(data, account.pw_uid, account.pw_gid)
-        as_user = [runuser, "-u", "postgres", "--"]
-    cluster = data / "cluster"
-    port = free_port()
-
-    def run(*command: str) -> None:
-        result = subprocess.run([*as_user, *command], capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout + result.stderr
-
-    try:
-        run(str(bin_dir / "initdb"), "-D", str(cluster), "-U", "mlflow", "--auth=trust")
-        options = f"-h 127.0.0.1 -p {port} -k {data}"
-        run(
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(cluster),
-            "-o",
-            options,
-            "-l",
-            str(data / "postgres.log"),
-            "-w",
-            "start",
-        )
-        try:
-            connection = psycopg2.connect(
-                host="127.0.0.1", port=port, user="mlflow", dbname="postgres"
-            )
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute("CREATE DATABASE mlflow")
-            connection.close()
-            yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
-        finally:
-            run(str(bin_dir / "pg_ctl"), "-D", str(cluster), "-m", "fast", "-w", "stop")
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
+# ---- the same on a real PostgreSQL (tests/conftest.py: local_postgres) ----
 
 
 def test_mlflow_server_with_the_compose_flags_on_postgres(
@@ -707,5 +638,5 @@ def test_mlflow_server_with_the_compose_flags_on_postgres(
 ) -> None:
     scheme = urlsplit(str(server_flags()["--backend-store-uri"])).scheme
     assert urlsplit(local_postgres).scheme == scheme  # the compose file's driver
-    url, artifacts = start_server(local_postgres)
+    url, artifacts = start_server(create_database(local_postgres, "mlflow"))
     check_server(url, artifacts, tmp_path, monkeypatch)

@@ -191,7 +191,9 @@ def test_values_the_fast_read_cannot_take_are_read_as_before(tmp_path: Path) -> 
     rows += [f"{big},2014-04-03 10:00:00, 5 ,0", f"{big},2014-04-03 10:00:01.5,6,0"]
     log = write(tmp_path / "clicks.dat", "\n".join(rows) + "\n")
     out = tmp_path / "yc"
-    options = PrepareOptions(apply_filter=False, remove_repeats=False, valid_days=0)
+    options = PrepareOptions(
+        apply_filter=False, remove_repeats=False, valid_days=0, min_split_sessions=0
+    )  # single-event sessions: the split is not what this test is about
     prepare([log], out, resolve_spec("yoochoose"), options)
     test = read_split(out, "test")
     assert test.schema["session_id"] == pl.Int64 and test.schema["item_id"] == pl.Int64

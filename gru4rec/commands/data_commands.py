@@ -149,8 +149,9 @@ def prepare(
         float | None,
         typer.Option(
             help="Test = sessions starting in the last N days, counted back from the last "
-            "session start (late clicks of old sessions do not move it) [default: the "
-            "format's, 1 day; 7 for diginetica and retailrocket]."
+            "session start of the log's bulk (late clicks of old sessions, and a few "
+            "sessions on thin days after the bulk, do not move it) [default: the format's, "
+            "1 day; 7 for diginetica and retailrocket]."
         ),
     ] = None,
     test_start: Annotated[
@@ -172,6 +173,16 @@ def prepare(
         float | None,
         typer.Option(
             help="Validation = the last fraction of train sessions (for logs without time)."
+        ),
+    ] = None,
+    min_split_sessions: Annotated[
+        int | None,
+        typer.Option(
+            help="Refuse a test or validation split (made by time or fraction) with fewer "
+            "sessions than this; 0: no minimum [default: 1% of the sessions split, at most "
+            "100].",
+            min=0,
+            show_default=False,
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
@@ -218,6 +229,7 @@ def prepare(
             test_start=test_start,
             valid_days=valid_days,
             valid_fraction=valid_fraction,
+            min_split_sessions=min_split_sessions,
         )
     out_console.print(summary_table(manifest))
     if manifest["buckets"] > 1:
@@ -231,6 +243,12 @@ def prepare(
             f"clicks {where['clicks'][0]} .. {where['clicks'][1]}, session starts "
             f"{where['session_starts'][0]} .. {where['session_starts'][1]}"
         )
+        if where.get("stragglers"):
+            out_console.print(
+                f"{name}: {where['stragglers']:,} sessions start on {where['straggler_days']} "
+                "thin days after the log's bulk (under a tenth of a typical day's starts each): "
+                f"kept in {name}, and the {name} period counted back from the bulk's end"
+            )
     if json_out:
         write_json(json_out, manifest)
     err_console.print(f"wrote {out} in {manifest['seconds']} s")
