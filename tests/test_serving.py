@@ -195,3 +195,83 @@ def test_default_environment_manager_serves_from_the_registry(
     # The environment was built (not borrowed from this one), with torch's CPU build.
     versions = list((tmp_path / "envs").rglob("site-packages/torch-*.dist-info"))
     assert versions and all(v.name.endswith("+cpu.dist-info") for v in versions), versions
+
+
+def test_the_answers_are_the_recommenders(served: str, tiny_model: Path, ids: list[int]) -> None:
+    sessions = [ids, ids[:2], ids[1:]]
+    status, answer = _post(served, {"inputs": {"items": sessions}, "params": {"k": 5}})
+    assert status == 200, answer
+    expected, _ = Recommender.from_path(tiny_model, device="cpu").recommend(sessions, 5)
+    got = [(row["session"], row["rank"], row["item_id"]) for row in _rows(answer)]
+    assert got == list(
+        zip(*(expected[c].to_list() for c in ("session", "rank", "item_id")), strict=True)
+    )
+    scores = [row["score"] for row in _rows(answer)]
+    assert scores == pytest.approx(expected["score"].to_list(), rel=1e-5)
+    assert all(row["note"] is None for row in _rows(answer))
+
+
+def test_a_session_of_unknown_items_gets_an_empty_answer_with_the_reason(
+    served: str, ids: list[int]
+) -> None:
+    status, answer = _post(
+        served,
+        {
+            "inputs": {"session_id": ["known", "unknown"], "items": [ids, [-1, -2]]},
+            "params": {"k": 3},
+        },
+    )
+    assert status == 200, answer
+    rows = _rows(answer)
+    unknown = [row for row in rows if row["session_id"] == "unknown"]
+    assert len(unknown) == 1 and unknown[0]["rank"] == 0 and unknown[0]["item_id"] is None
+    assert "none of the session's items is in the model's catalogue" in unknown[0]["note"]
+    assert [row["rank"] for row in rows if row["session_id"] == "known"] == [1, 2, 3]
+
+
+def test_requests_beyond_the_limits_get_400_and_what_to_do(served: str, ids: list[int]) -> None:
+    # The defaults: 10,000 sessions a request, 1,000 events a session.
+    status, answer = _post(served, {"inputs": {"items": [[ids[0]]] * 10_001}})
+    assert status == 400 and "10,001 sessions in one request, more than 10,000" in answer["message"]
+    assert "GRU4REC_SERVING_MAX_SESSIONS" in answer["message"]
+    status, answer = _post(served, {"inputs": {"items": [ids * 33_334]}})  # 100,002 events
+    assert status == 400 and "holds 100,002 events, more than 1,000" in answer["message"]
+    status, answer = _post(served, {"inputs": {"items": [[ids[0]]] * 10_000}, "params": {"k": 1}})
+    assert status == 200 and len(_rows(answer)) == 10_000  # at the limit: served
+
+
+def test_the_serving_benchmarks_run(tiny_model: Path, tiny_prepared: Path, tmp_path: Path) -> None:
+    """benchmarks.serving_bench and benchmarks.serving_load on tiny data: their figures come
+    from the same code as docs/results.md's."""
+    from benchmarks import serving_bench, serving_load
+
+    out = tmp_path / "bench.json"
+    argv = ["--model", str(tiny_model), "--data", str(tiny_prepared)]
+    assert (
+        serving_bench.main(
+            [*argv, "--requests", "20", "--sessions", "50", "--batch", "25", "--json", str(out)]
+        )
+        == 0
+    )
+    figures = json.loads(out.read_text())
+    assert figures["served_sessions_per_s"] > 0 and figures["single_ms"]["p50"] > 0
+    assert (
+        serving_load.main(
+            [
+                *argv,
+                "--clients",
+                "1",
+                "2",
+                "--seconds",
+                "1",
+                "--max-requests",
+                "40",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    load = json.loads(out.read_text())["load"]
+    assert [row["clients"] for row in load] == [1, 2]
+    assert all(row["errors"] == 0 and 0 < row["requests"] <= 40 for row in load)

@@ -154,7 +154,7 @@ def log_model(model_dir: Path, registered_name: str | None = None) -> Any:
     example_ids = pl.read_parquet(model_dir / "items.parquet")["item_id"].head(2).to_list()
     example = pd.DataFrame({"items": [example_ids]})
     output = pd.DataFrame(
-        {"session": [0], "rank": [1], "item_id": example_ids[:1], "score": [0.0]}
+        {"session": [0], "rank": [1], "item_id": example_ids[:1], "score": [0.0], "note": [""]}
     ).astype({"rank": "int32", "score": "float32"})
     code = Path(__file__).with_name("mlflow_model.py")
     with _without_mlflow_advice():
