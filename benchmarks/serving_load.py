@@ -148,7 +148,9 @@ def oversized(port: int, server_pid: int, sessions: list[list[Any]]) -> list[dic
                 "seconds": time.perf_counter() - started,
                 "server_rss_before_mb": before / 2**20,
                 "server_rss_peak_mb": peak[0] / 2**20,
-                "message": json.loads(answer).get("message", "")[:160],
+                "message": json.loads(answer).get("message", "")[
+                    -240:
+                ],  # MLflow echoes the input first
             }
         )
     return results
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a model directory")
     parser.add_argument("--data", type=Path, required=True, help="its prepared data directory")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=60.0, help="per number of clients")
     parser.add_argument("--max-requests", type=int, default=200_000, help="per number of clients")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")

@@ -132,7 +132,7 @@ def _fails_cleanly(args: list[str], tmp_path: Path, *phrases: str) -> None:
 
 
 def test_damaged_and_unreadable_inputs_get_a_clear_error(tmp_path: Path) -> None:
-    # Regression (issue 19): a truncated .gz ended in `OSError: unexpected end of file`.
+    # Regression: a truncated .gz ended in `OSError: unexpected end of file`.
     log = _generated(tmp_path)
     cut = tmp_path / "cut.tsv.gz"
     cut.write_bytes(log.read_bytes()[:20_000])
@@ -172,7 +172,7 @@ def gzip_text(path: Path) -> str:
 
 
 def test_unwritable_outputs_get_a_clear_error(tmp_path: Path, monkeypatch: Any) -> None:
-    # Regression (issue 19): --out under a regular file ended in NotADirectoryError.
+    # Regression: --out under a regular file ended in NotADirectoryError.
     log = _generated(tmp_path)
     (tmp_path / "notes.txt").write_text("a file")
     _fails_cleanly(

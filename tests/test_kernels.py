@@ -411,7 +411,7 @@ for line in Path("/proc/self/maps").read_text().splitlines():
 
 @pytest.mark.skipif(not COMPILED, reason="the compiled kernels are not built")
 def test_kernels_are_loaded_from_the_package_and_nowhere_else(tmp_path: Path) -> None:
-    # The old loader took any `native-*.so` in $TMPDIR/gru4rec-<uid> (or $GRU4REC_CACHE),
+    # A loader that took any `native-*.so` in $TMPDIR/gru4rec-<uid> (or $GRU4REC_CACHE),
     # whoever had put it there. Plant such files and train: only the package's own
     # extension may be mapped into the process.
     package = Path(gru4rec.network.__file__).resolve().parent

@@ -294,7 +294,7 @@ NEWS = {"session_col": "session", "item_col": "item", "time_col": "ts", "time_un
 
 
 def test_late_clicks_do_not_empty_the_test_split(tmp_path: Path) -> None:
-    # Regression (issue 19): the last days were counted back from the last click, which
+    # Regression: the last days were counted back from the last click, which
     # a straggler put weeks after the last session start: the test split came out empty.
     log = _straggler_log(tmp_path)
     manifest = prepare(

@@ -177,3 +177,88 @@ def test_cli_engine_ray(local_ray: None, tiny_model: Path, sessions: Path, tmp_p
         ],
     )
     assert again.exit_code == 2 and "'spark' is not one of 'local', 'ray'" in again.output
+
+
+def test_a_sessions_scores_do_not_depend_on_batch_threads_or_engine(
+    local_ray: None, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Long sessions mixed with short ones: the same top-k, and scores equal to float32
+    rounding, with batches of 1 and 512, 1 and 2 threads, in one process and on Ray."""
+    import torch
+
+    recommender = Recommender.from_path(tiny_model, device="cpu", index="none")
+    items = recommender.item_ids.to_list()
+    rng = np.random.default_rng(7)
+    lengths = [80, 2, 3, 60, 1, 2, 45, 5, *rng.integers(1, 12, 200).tolist()]
+    sessions = [rng.choice(items, size=n).tolist() for n in lengths]
+
+    def scored(batch_size: int, threads: int) -> pl.DataFrame:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return recommender.recommend(sessions, 10, batch_size=batch_size)[0]
+        finally:
+            torch.set_num_threads(before)
+
+    def same(a: pl.DataFrame, b: pl.DataFrame) -> None:
+        assert a["item_id"].to_list() == b["item_id"].to_list()
+        bound = 1e-5 * np.maximum(1.0, np.abs(a["score"].to_numpy()))  # one step's rounding
+        assert (np.abs(a["score"].to_numpy() - b["score"].to_numpy()) <= bound).all()
+
+    base = scored(1, 1)
+    for batch_size, threads in ((512, 1), (1, 2), (512, 2)):
+        same(base, scored(batch_size, threads))
+    events = pl.DataFrame(
+        {
+            "session_id": [s for s, session in enumerate(sessions) for _ in session],
+            "item_id": [item for session in sessions for item in session],
+            "time": [float(t) for session in sessions for t in range(len(session))],
+        }
+    )
+    events.write_parquet(tmp_path / "s.parquet")
+    prepared = resolve_spec("prepared")
+    recommend_file(recommender, tmp_path / "s.parquet", prepared, tmp_path / "one.parquet", k=10)
+    recommend_on_ray(
+        str(tiny_model), tmp_path / "s.parquet", prepared, tmp_path / "ray", k=10, batch_size=64
+    )
+    one = pl.read_parquet(tmp_path / "one.parquet").sort("session_id", "rank")
+    on_ray = pl.read_parquet(tmp_path / "ray").sort("session_id", "rank")
+    same(one, on_ray)
+    same(one.rename({"session_id": "session"}), base)
+
+
+def test_the_batch_benchmarks_run(
+    local_ray: None, tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    """benchmarks.ray_bench, score_identity and retrieval_bench on tiny data: the code behind
+    docs/results.md's tables runs."""
+    import json
+
+    from benchmarks import ray_bench, retrieval_bench, score_identity
+
+    argv = ["--model", str(tiny_model), "--data", str(tiny_prepared)]
+    assert (
+        ray_bench.main(
+            [*argv, "--sessions", "300", "--batch-size", "64", "--json", str(tmp_path / "ray.json")]
+        )
+        == 0
+    )
+    figures = json.loads((tmp_path / "ray.json").read_text())
+    assert figures and all(value for value in figures.values())
+    assert score_identity.main([*argv, "--k", "5"]) == 0
+    retrieval_bench.main(
+        [
+            *argv,
+            "--catalogue",
+            "0",  # the model's own catalogue only (a generated one needs 4,096+ items)
+            "--queries",
+            "50",
+            "--repeats",
+            "1",
+            "--batch-sizes",
+            "16",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert json.loads((tmp_path / "r.json").read_text())

@@ -115,7 +115,7 @@ def test_split_by_time_uses_session_start_and_an_inclusive_boundary() -> None:
 
 
 def test_split_by_time_goes_by_each_sessions_start_whatever_the_row_order() -> None:
-    # Regression (issue 19): the split cut at the first row whose session starts after the
+    # Regression: the split cut at the first row whose session starts after the
     # boundary, trusting the rows to be in start order. When a step moves a session's
     # start (the support filter dropped its first events, here session 1's, whose start
     # is now day 3) the order no longer holds, and the cut put every session on one side.

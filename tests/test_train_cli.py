@@ -232,7 +232,7 @@ def test_logging_the_model_prints_no_mlflow_advice(data_dir: Path, tmp_path: Pat
 
 
 def test_the_logged_model_pins_a_cpu_serving_environment(data_dir: Path, tmp_path: Path) -> None:
-    # Regression (issue 17): requirements.txt said `torch` (the multi-GB CUDA build on PyPI),
+    # Regression: requirements.txt said `torch` (the multi-GB CUDA build on PyPI),
     # unpinned, and lacked faiss-cpu; the serving environment is built from it.
     import sys
     from importlib.metadata import version

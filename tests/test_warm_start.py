@@ -182,7 +182,35 @@ def test_train_warm_start_from_a_directory(
     assert meta["extra"]["window_days"] == 3
     assert carried["optimizer"] == "carried"  # tiny_model was saved with its optimiser state
     assert (out / "optimizer.pt").is_file()
-    assert json.loads((tmp_path / "m.json").read_text())["recall@20"] > 0
+    # One more epoch on top of a trained model beats one epoch from scratch, the same way.
+    scratch = tmp_path / "scratch"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(tiny_prepared),
+            "--out",
+            str(scratch),
+            "--set",
+            "n_epochs=1",
+            *[
+                "--set",
+                "layers=32",
+                "--set",
+                "n_sample=64",
+                "--set",
+                "batch_size=16",
+            ],  # tiny_model's
+            "--window-days",
+            "3",
+            "--no-track",
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    warm, cold = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("m", "s"))
+    assert warm["recall@20"] > cold["recall@20"] and warm["mrr@20"] > cold["mrr@20"]
 
 
 def test_train_warm_start_refuses_what_it_cannot_do(
