@@ -24,7 +24,7 @@ def compare(base: pl.DataFrame, other: pl.DataFrame) -> dict[str, float]:
     diff = (joined["score"] - joined["score_other"]).abs().to_numpy()
     scale = np.maximum(np.abs(joined["score"].to_numpy()), 1e-6)
     return {
-        "identical_items": float((joined["item_id"] == joined["item_id_other"]).mean()),
+        "identical_items": float((joined["item_id"] == joined["item_id_other"]).to_numpy().mean()),
         "max_abs": float(diff.max()),
         "max_rel": float((diff / scale).max()),
     }
