@@ -111,3 +111,31 @@ def test_parity_with_the_reference_by_hand() -> None:
     single = parity([0.5410] * 3, "diginetica", "diginetica", "recall@20")
     assert single.standard_error == pytest.approx(0.0005 * (1 / 3 + 1) ** 0.5)
     assert single.holds  # 0.0009 below, 1.56 standard errors
+
+
+def test_the_training_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks.train_bench, the source of docs/results.md's training speed, on YOOCHOOSE
+    100k with a few steps (skipped without ../shared/data)."""
+    from benchmarks import train_bench
+    from tests.conftest import shared_file
+
+    shared_file("yoochoose_100k/yoochoose-clicks-100k_train_full.txt.gz")
+    out = tmp_path / "train.json"
+    argv = [
+        "--presets",
+        "rsc15",
+        "--precisions",
+        "fp32",
+        "--repeats",
+        "1",
+        "--steps",
+        "20",
+        "--threads",
+        "1",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--json",
+        str(out),
+    ]
+    assert train_bench.main(argv) == 0
+    assert json.loads(out.read_text())
