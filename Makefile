@@ -14,9 +14,10 @@ DEMO := demo
 $(BIN)/.installed: pyproject.toml setup.py $(wildcard gru4rec/network/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, from TORCH_INDEX (its build, e.g. 2.13.0+cpu, outranks PyPI's 2.13.0);
+	# torch first, from TORCH_INDEX (its build, e.g. 2.13.0+cpu, outranks PyPI's 2.13.0;
+	# one retry: where that index cannot be reached, pip goes on with the others at once);
 	# the project's torch range then accepts it.
-	$(BIN)/pip install --quiet --extra-index-url $(TORCH_INDEX) torch==2.13.0
+	$(BIN)/pip install --quiet --retries 1 --extra-index-url $(TORCH_INDEX) torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	touch $@
 
