@@ -53,6 +53,30 @@ def served_model(model_dir: Path, folder: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(folder / "m")))
 
 
+def serve_command(model: Path, port: int, workers: int = 1) -> tuple[list[str], dict[str, str]]:
+    """`mlflow models serve` of `model` on 127.0.0.1:`port` in this environment, and its
+    environment (the server runs `uvicorn` from PATH: this interpreter's)."""
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        str(model),
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    bin_dir = Path(sys.executable).parent
+    return command, {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
 def post(connection: http.client.HTTPConnection, sessions: list[list[Any]], k: int) -> int:
     body = json.dumps(
         {
@@ -90,23 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gru4rec-serving-") as folder:
         model = served_model(args.model, Path(folder))
         port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            str(model),
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-        bin_dir = Path(sys.executable).parent  # the server runs `uvicorn` from PATH
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+        command, env = serve_command(model, port)
         url = f"http://127.0.0.1:{port}"
         with running_server(command, f"{url}/ping", Path(folder) / "serve.log", env):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)

@@ -21,7 +21,6 @@ import http.client
 import json
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.local_server import free_port, running_server
-from benchmarks.serving_bench import percentile, served_model, test_sessions
+from benchmarks.serving_bench import percentile, serve_command, served_model, test_sessions
 
 
 def cpu_model() -> str:
@@ -179,25 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gru4rec-load-") as folder:
         model = served_model(args.model, Path(folder))
         port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            str(model),
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-        ]
-        bin_dir = Path(sys.executable).parent  # the server runs `uvicorn` from PATH
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+        command, env = serve_command(model, port, args.workers)
         with running_server(
             command, f"http://127.0.0.1:{port}/ping", Path(folder) / "serve.log", env
         ) as server:

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from benchmarks.local_server import free_port, running_server
+from benchmarks.serving_bench import serve_command
 from gru4rec.serving import tracking
 from gru4rec.serving.recommend import Recommender
 
@@ -28,23 +29,7 @@ def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         info = tracking.log_model(tiny_model)
     model = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "model"))
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        model,
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    # the server runs `uvicorn` from PATH: this environment's
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command, env = serve_command(Path(model), port)
     url = f"http://127.0.0.1:{port}"
     with running_server(command, f"{url}/ping", root / "serve.log", env):
         yield url
