@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gru4rec.errors import ConfigError
+from gru4rec.network.config import override_text
 
 if TYPE_CHECKING:
     from gru4rec.jobs.selection import SelectionResult
@@ -108,7 +109,7 @@ def train(
         Path(out),
         family=model,
         preset=preset,
-        overrides={key: _setting(value) for key, value in (settings or {}).items()},
+        overrides={key: override_text(value) for key, value in (settings or {}).items()},
         evaluation={"cutoffs": tuple(cutoffs), "ties": ties},
         device=device,
         callbacks=callbacks,
@@ -147,7 +148,7 @@ def select(
         Path(data),
         Path(out),
         parse_candidates(names, preset),
-        overrides={key: _setting(value) for key, value in (settings or {}).items()},
+        overrides={key: override_text(value) for key, value in (settings or {}).items()},
         metric=metric,
         ties=ties,
         device=device,
@@ -168,13 +169,6 @@ def load(model: str | Path, *, device: str = "auto", index: str = "auto") -> Rec
     from gru4rec.serving.tracking import fetch_checkpoint
 
     return Recommender.from_path(fetch_checkpoint(str(model)), device=device, index=index)
-
-
-def _setting(value: Any) -> str:
-    """A setting as `--set` spells it (lists and tuples comma-separated)."""
-    if isinstance(value, list | tuple):
-        return ",".join(map(str, value))
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def __getattr__(name: str) -> Any:

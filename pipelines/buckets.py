@@ -380,18 +380,6 @@ class SplitStats:
         return steps.StartDays.combined(self.days)
 
 
-def _boundary(
-    start_days: steps.StartDays, days: float, options: PrepareOptions | None = None
-) -> tuple[float, str, tuple[int, int]]:
-    """Where `steps.split_by_time` puts a boundary: --test-start, else `days` before the last
-    session start of the log's bulk; how it was placed; the stragglers after the bulk."""
-    if options is not None and options.test_start is not None:
-        return float(options.test_start), "--test-start", (0, 0)
-    bulk_last, stragglers, straggler_days = start_days.bulk_end()
-    measured = steps.measured_from(None, stragglers)
-    return bulk_last - days * steps.DAY, measured, (stragglers, straggler_days)
-
-
 def _time_split(
     space: Workspace,
     source: Callable[[int], pl.DataFrame],
@@ -399,7 +387,7 @@ def _time_split(
     boundary: float,
     measured_from: str,
     n_items: int,
-    stragglers: tuple[int, int] = (0, 0),
+    stragglers: Sequence[int] = (0, 0),
 ) -> tuple[steps.TimeSplit, SplitStats, SplitStats]:
     """`steps.split_by_time` of every bucket of `source` at one `boundary` (`stragglers`:
     the sessions and days after the log's bulk, as `StartDays.bulk_end` counted them)."""
@@ -551,7 +539,8 @@ def split(
     if kept_split:
         train, test = _kept_split(space, cleaned, n_items)
     elif has_time:
-        boundary, measured, stragglers = _boundary(start_days, test_days, options)
+        start = None if options.test_start is None else float(options.test_start)
+        boundary, measured, *stragglers = steps.split_boundary(start_days, test_days, start)
         where, train, test = _time_split(
             space, cleaned, ("train", "test"), boundary, measured, n_items, stragglers
         )
@@ -587,7 +576,7 @@ def split(
         later = _fraction_split(space, train_part, parts, options.valid_fraction, n_items)
         valid_label = f"validation: last {options.valid_fraction:g} of sessions"
     elif has_time and valid_days > 0:
-        boundary, measured, stragglers = _boundary(train.start_days(), valid_days)
+        boundary, measured, *stragglers = steps.split_boundary(train.start_days(), valid_days, None)
         where, *pair = _time_split(
             space, train_part, parts, boundary, measured, n_items, stragglers
         )
@@ -607,9 +596,10 @@ def split(
                 f"the {name} split is empty after these steps:\n{log.table()}\n"
                 "Adjust --test-days / --test-start, --valid-days or the filters."
             )
-    if not kept_split:
-        split_from = {"test": start_days, "valid": train.start_days()}
-        check_split_sizes(log, options, names, split_from.__getitem__)
+    if not kept_split:  # the days of what was split, for the message of a split too small
+        check_split_sizes(
+            log, options, names, lambda name: start_days if name == "test" else train.start_days()
+        )
     return {name: merged(space, name) for name in names}, items
 
 

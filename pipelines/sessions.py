@@ -378,10 +378,6 @@ class StartDays:
         np.maximum.at(last, inverse, np.concatenate([p.last for p in parts]))
         return cls(merged, counts, last)
 
-    @property
-    def n_sessions(self) -> int:
-        return int(self.counts.sum())
-
     def bulk_end(self, share: float = STRAGGLER_SHARE) -> tuple[float, int, int]:
         """(the last session start of the log's bulk, straggler sessions, straggler days):
         the bulk ends on the last day holding at least `share` of the median day's starts;
@@ -428,16 +424,13 @@ def split_by_time(
     if events.height == 0:
         return events, events, TimeSplit(start or 0.0, measured_from(start), (0.0, 0.0), (0.0, 0.0))
     offsets, starts = session_starts(events)
-    stragglers = straggler_days = 0
-    if start is None:
-        bulk_last, stragglers, straggler_days = StartDays.of(starts).bulk_end()
-        boundary = bulk_last - days * DAY
-    else:
-        boundary = float(start)
+    boundary, measured, stragglers, straggler_days = split_boundary(
+        StartDays.of(starts), days, start
+    )
     times = events["time"]
     where = TimeSplit(
         boundary,
-        measured_from(start, stragglers),
+        measured,
         (float(times.min()), float(times.max())),  # type: ignore[arg-type]
         (float(starts.min()), float(starts.max())),
         stragglers,
@@ -452,6 +445,18 @@ def split_by_time(
         return events.head(row), events.slice(row), where
     rows = pl.Series(np.repeat(later, np.diff(offsets, append=events.height)))
     return (order_events(events.filter(~rows)), order_events(events.filter(rows)), where)
+
+
+def split_boundary(
+    start_days: StartDays, days: float, start: float | None
+) -> tuple[float, str, int, int]:
+    """Where a time split cuts: at `start` if given, else `days` days before the last session
+    start of the log's bulk; and (the boundary, how it was placed, straggler sessions,
+    straggler days). One rule for the split in memory and in buckets."""
+    if start is not None:
+        return float(start), measured_from(start), 0, 0
+    bulk_last, stragglers, straggler_days = start_days.bulk_end()
+    return bulk_last - days * DAY, measured_from(None, stragglers), stragglers, straggler_days
 
 
 def measured_from(start: float | None, stragglers: int = 0) -> str:

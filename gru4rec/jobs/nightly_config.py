@@ -12,7 +12,7 @@ from typing import Any
 
 from gru4rec.errors import ConfigError
 from gru4rec.jobs.selection import parse_candidates
-from gru4rec.network.config import apply_overrides, get_preset
+from gru4rec.network.config import apply_overrides, get_preset, override_text
 from gru4rec.pipelines.options import PrepareOptions
 from gru4rec.pipelines.sources import SourceSpec, resolve_spec
 from gru4rec.scoring.evaluate import TIE_MODES
@@ -106,7 +106,7 @@ class NightlyConfig:
             "candidates": tuple(_as_list(model.pop("candidates", []))),
             "device": model.pop("device", "auto"),
             **{k: model.pop(k) for k in WARM_KEYS if k in model},
-            "overrides": {k: _as_text(v) for k, v in dict(model.pop("set", {})).items()},
+            "overrides": {k: override_text(v) for k, v in dict(model.pop("set", {})).items()},
         }
         if "cutoffs" in evaluation:
             values["cutoffs"] = tuple(int(c) for c in _as_list(evaluation.pop("cutoffs")))
@@ -187,12 +187,6 @@ def _resolve(base: Path, path: str | Path) -> Path:
 
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ",".join(map(str, value))
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 __all__ = ["NightlyConfig"]

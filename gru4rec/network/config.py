@@ -261,6 +261,14 @@ def get_preset(name: str) -> GRU4RecConfig:
     return PRESETS[name]
 
 
+def override_text(value: Any) -> str:
+    """A setting given as a Python value (a TOML or YAML value, an API argument) as
+    `--set` spells it: lists and tuples comma-separated, booleans lower case."""
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def apply_overrides(config: GRU4RecConfig, overrides: Mapping[str, str]) -> GRU4RecConfig:
     """A copy of `config` with command-line strings parsed to each field's type.
 
@@ -349,4 +357,5 @@ __all__ = [
     "Precision",
     "apply_overrides",
     "get_preset",
+    "override_text",
 ]
