@@ -143,6 +143,9 @@ def test_recommend_items_prints_one_session(
     if with_json:
         ranked = json.loads((tmp_path / "one.json").read_text())["ranked"]
         assert [row["item_id"] for row in ranked] == expected["item_id"].to_list()
+    # An id of the model's type that it does not know is skipped, and named, like text.
+    said = run("recommend", str(tiny_model), "--items", f"{session[0]},-5,nope", "-k", "5")
+    assert "skipped items the model does not know: -5, nope" in said
     said = run("recommend", str(tiny_model), "--items", "nope,nada", code=2)
     assert "none of the items nope, nada is in the model's catalogue" in said
 

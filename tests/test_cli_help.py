@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 from gru4rec import __version__
 from gru4rec.cli import app
-from gru4rec.commands.options import FormatChoice, PresetChoice
+from gru4rec.commands.options import FormatChoice, IndexKindChoice, PresetChoice, TieChoice
 from gru4rec.network.config import PRESETS
 from gru4rec.pipelines.sources import FORMAT_NAMES
+from gru4rec.scoring.evaluate import TIE_MODES
+from gru4rec.serving.retrieval import INDEX_KINDS
 
 runner = CliRunner()
 
@@ -68,6 +70,8 @@ def test_the_command_list_shows_every_summary_whole() -> None:
 def test_fixed_choices_are_listed_and_match_the_library() -> None:
     assert [choice.value for choice in FormatChoice] == list(FORMAT_NAMES)
     assert [choice.value for choice in PresetChoice] == list(PRESETS)
+    assert [choice.value for choice in TieChoice] == list(TIE_MODES)
+    assert [choice.value for choice in IndexKindChoice] == list(INDEX_KINDS)
     assert "--device <auto|cpu|cuda>" in _help("train", width=80)
     assert "--ties <standard|conservative|median>" in _help("evaluate", width=80)
     assert all(name in _words(_help("prepare", width=80)) for name in FORMAT_NAMES)

@@ -286,25 +286,19 @@ def _recommend_one(
     json_out: Path | None,
 ) -> None:
     """`recommend --items A,B,C`: one session's top-k, as a table (or JSON)."""
-    import polars as pl
-
     from gru4rec import api
-    from gru4rec.jobs.batch_recommend import as_model_ids
 
     recommender = api.load(model, device=device.value, index=index_kind.value)
     given = [item.strip() for item in items.split(",") if item.strip()]
-    (session,) = as_model_ids(
-        pl.Series([given], dtype=pl.List(pl.String)), recommender.item_ids.dtype
-    )
-    table, _report = recommender.recommend([session], k, exclude_seen=exclude_seen)
-    unknown = [item for item in given if item not in {str(i) for i in session}]
-    if table.is_empty():
+    session, unknown = _catalogue_ids(recommender, given)
+    if not session:
         raise ConfigError(
             f"none of the items {', '.join(given)} is in the model's catalogue: nothing to "
             "recommend from."
         )
     if unknown:
         console.print(f"skipped items the model does not know: {', '.join(unknown)}")
+    table, _skipped = recommender.recommend([session], k, exclude_seen=exclude_seen)
     rows = table.select("rank", "item_id", "score")
     _print_ranked(rows, f"top {k} after {', '.join(given)}", json_out, {"items": given})
 
@@ -331,14 +325,24 @@ def similar(
 ) -> None:
     """List the items nearest to ITEM ("people also viewed"): the largest inner products of
     the model's output item vectors with ITEM's, through the FAISS index."""
-    import polars as pl
-
     from gru4rec import api
 
     recommender = api.load(model, device=device.value, index=index_kind.value)
-    (wanted,) = pl.Series([item]).cast(recommender.item_ids.dtype, strict=False).to_list()
-    rows = recommender.similar(item if wanted is None else wanted, k)
+    known, _unknown = _catalogue_ids(recommender, [item])
+    if not known:
+        raise ConfigError(f"item {item!r} is not in the model's catalogue.")
+    rows = recommender.similar(known[0], k)
     _print_ranked(rows, f"{k} items nearest to {item}", json_out, {"item": item})
+
+
+def _catalogue_ids(recommender: Any, texts: list[str]) -> tuple[list[Any], list[str]]:
+    """Item ids typed on the command line as the model's ids (integer or text): those in
+    its catalogue, in order, and the texts that are not."""
+    import polars as pl
+
+    ids = pl.Series(texts, dtype=pl.String).cast(recommender.item_ids.dtype, strict=False)
+    known = ids.is_in(recommender.item_ids.implode()).fill_null(False)
+    return ids.filter(known).to_list(), [t for t, ok in zip(texts, known, strict=True) if not ok]
 
 
 def _print_ranked(rows: Any, title: str, json_out: Path | None, query: dict[str, Any]) -> None:

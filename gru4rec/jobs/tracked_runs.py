@@ -18,7 +18,13 @@ import polars as pl
 
 from gru4rec.errors import ConfigError
 from gru4rec.fileio import write_json
-from gru4rec.jobs.selection import Candidate, SelectionResult, fit_family, select_model
+from gru4rec.jobs.selection import (
+    DEFAULT_REPEAT_WINDOW,
+    Candidate,
+    SelectionResult,
+    fit_family,
+    select_model,
+)
 from gru4rec.jobs.tracked_training import train_tracked
 from gru4rec.jobs.train_evaluate import evaluate_split, load_warm_start
 from gru4rec.jobs.tuning import Dimension, TrackingTarget, Trial, default_storage, optuna_search
@@ -94,7 +100,7 @@ def train_run(
         scorer: Any
         if family in GRU_FAMILIES:
             if family == "repeat" and config.repeat_window == 0:
-                config = apply_overrides(config, {"repeat_window": "10"})
+                config = apply_overrides(config, {"repeat_window": DEFAULT_REPEAT_WINDOW})
             scorer, items, result = train_tracked(
                 data_dir,
                 config,
