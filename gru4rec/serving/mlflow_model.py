@@ -74,12 +74,6 @@ def parse_sessions(
     for a request beyond `limits`.
     """
     limits = limits or Limits()
-    if hasattr(model_input, "__len__") and len(model_input) > limits.sessions:
-        _too_large(
-            f"{len(model_input):,} sessions in one request, more than {limits.sessions:,}: "
-            "split it into requests of at most that many (GRU4REC_SERVING_MAX_SESSIONS on "
-            "the server raises the limit)"
-        )
     ids: Any = None
     if isinstance(model_input, pd.DataFrame):
         if "items" not in model_input.columns:
@@ -95,12 +89,16 @@ def parse_sessions(
     elif isinstance(model_input, np.ndarray | list):
         rows = list(model_input)
         if rows and all(isinstance(row, dict) for row in rows):
-            return parse_sessions(pd.DataFrame(rows))
+            return parse_sessions(pd.DataFrame(rows), limits)
         items = rows
     else:
         _bad(f"an input of type {type(model_input).__name__}")
     if len(items) > limits.sessions:
-        _too_large(f"{len(items):,} sessions in one request, more than {limits.sessions:,}")
+        _too_large(
+            f"{len(items):,} sessions in one request, more than {limits.sessions:,}: split it "
+            "into requests of at most that many (GRU4REC_SERVING_MAX_SESSIONS on the server "
+            "raises the limit)"
+        )
     sessions = [_id_list(row, position) for position, row in enumerate(items)]
     for position, session in enumerate(sessions):
         if len(session) > limits.events:
@@ -144,7 +142,7 @@ class GRU4RecPyfunc(PythonModel):
     # No type hints on predict: MLflow would try to derive a signature from them.
     def predict(self, context, model_input, params=None):
         params = params or {}
-        sessions, ids = parse_sessions(model_input, getattr(self, "limits", None))
+        sessions, ids = parse_sessions(model_input, self.limits)
         try:
             k = int(params.get("k", 20))
         except (TypeError, ValueError):
