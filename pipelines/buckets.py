@@ -27,7 +27,7 @@ import polars as pl
 
 from gru4rec.errors import InputDataError
 from gru4rec.pipelines import sessions as steps
-from gru4rec.pipelines.options import PrepareOptions, StepLog, check_split_sizes
+from gru4rec.pipelines.options import PrepareOptions, StepLog, check_splits
 from gru4rec.pipelines.sources import SourceSpec, is_parquet, write_events
 
 SEED = 0x6E5  # of the hash that puts a session in its bucket
@@ -590,16 +590,13 @@ def split(
         known = pl.Series(np.flatnonzero(train_tr.totals.support)).cast(items["item_id"].dtype)
         _drop_unknown(space, "valid", known, options, log, n_items)
         names += ["train_tr", "valid"]
-    for name in names:
-        if log.last_counts(name)["events"] == 0:
-            raise InputDataError(
-                f"the {name} split is empty after these steps:\n{log.table()}\n"
-                "Adjust --test-days / --test-start, --valid-days or the filters."
-            )
-    if not kept_split:  # the days of what was split, for the message of a split too small
-        check_split_sizes(
-            log, options, names, lambda name: start_days if name == "test" else train.start_days()
-        )
+    check_splits(  # the days of what was split, for the message of a split too small
+        log,
+        options,
+        names,
+        kept_split,
+        lambda name: start_days if name == "test" else train.start_days(),
+    )
     return {name: merged(space, name) for name in names}, items
 
 

@@ -141,16 +141,26 @@ SPLIT_PARTS = {"test": ("train", "test"), "valid": ("train_tr", "valid")}  # spl
 MIN_SPLIT_SHARE, MIN_SPLIT_CAP = 0.01, 100
 
 
-def check_split_sizes(
+def check_splits(
     log: StepLog,
     options: PrepareOptions,
     names: Sequence[str],
+    kept_split: bool,
     start_days: Callable[[str], steps.StartDays],
 ) -> None:
-    """Refuse a computed test or validation split (one of `names`) holding fewer sessions
-    than `options.min_split_sessions` (default: 1% of the sessions split, at most 100), with
-    the counts, the last days' session starts (`start_days(split)`: of what was split) and
-    what to do."""
+    """Refuse an empty split (any of `names`, with the counts of every step), and a test or
+    validation split made here (not `kept_split`) holding fewer sessions than
+    `options.min_split_sessions` (default: 1% of the sessions split, at most 100), with the
+    counts, the last days' session starts (`start_days(split)`: of what was split) and what
+    to do. The same check for the split in memory and in buckets."""
+    for name in names:
+        if log.last_counts(name)["events"] == 0:
+            raise InputDataError(
+                f"the {name} split is empty after these steps:\n{log.table()}\n"
+                "Adjust --test-days / --test-start, --valid-days or the filters."
+            )
+    if kept_split:
+        return
     for name, parts in SPLIT_PARTS.items():
         if name not in names:
             continue
@@ -181,4 +191,4 @@ def check_split_sizes(
         )
 
 
-__all__ = ["PrepareOptions", "StepLog", "check_split_sizes", "parse_time"]
+__all__ = ["PrepareOptions", "StepLog", "check_splits", "parse_time"]

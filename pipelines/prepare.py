@@ -25,7 +25,7 @@ from gru4rec.errors import InputDataError
 from gru4rec.fileio import swap_into_place
 from gru4rec.pipelines import buckets as in_buckets
 from gru4rec.pipelines import sessions as steps
-from gru4rec.pipelines.options import PrepareOptions, StepLog, check_split_sizes
+from gru4rec.pipelines.options import PrepareOptions, StepLog, check_splits
 from gru4rec.pipelines.sources import (
     SourceSpec,
     expand_inputs,
@@ -168,20 +168,14 @@ def split(
         log.record(valid_label, steps.count(valid), scope="valid")
         splits["train_tr"] = train_tr
         splits["valid"] = _drop_unknown(valid, train_tr_items, options, log, "valid")
-    for name, frame in splits.items():
-        if frame.height == 0:
-            raise InputDataError(
-                f"the {name} split is empty after these steps:\n{log.table()}\n"
-                "Adjust --test-days / --test-start, --valid-days or the filters."
-            )
-    if not kept_split:
-        split_from = {"test": events, "valid": train}
-        check_split_sizes(
-            log,
-            options,
-            list(splits),
-            lambda name: steps.StartDays.of(steps.session_starts(split_from[name])[1]),
-        )
+    split_from = {"test": events, "valid": train}
+    check_splits(
+        log,
+        options,
+        list(splits),
+        kept_split,
+        lambda name: steps.StartDays.of(steps.session_starts(split_from[name])[1]),
+    )
     return splits, items
 
 

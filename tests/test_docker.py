@@ -25,7 +25,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from benchmarks.local_server import free_port
 from tests.conftest import create_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -512,12 +512,6 @@ def test_dockerfiles_pass_hadolint() -> None:
 
 
 # ---- the compose server command, run outside Docker ----
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def local_server_command(backend: str, artifacts: Path, port: int) -> list[str]:
