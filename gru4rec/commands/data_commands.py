@@ -83,8 +83,8 @@ def prepare(
         typer.Option(
             "--format",
             metavar="FORMAT",
-            help=f"One of {', '.join(FormatChoice)}. Layout of the log. The named formats set the column options below; "
-            "generic needs them.",
+            help=f"Layout of the log, one of {', '.join(FormatChoice)}. The named formats "
+            "set the column options below; generic needs them.",
         ),
     ] = FormatChoice.gru4rec_tsv,
     session_col: Annotated[str | None, typer.Option(help="Session id column.")] = None,

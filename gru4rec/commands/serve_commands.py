@@ -142,8 +142,8 @@ def recommend(
         typer.Option(
             "--format",
             metavar="FORMAT",
-            help=f"One of {', '.join(FormatChoice)}. Layout of the input, as for `gru4rec prepare` (prepared: session_id, "
-            "item_id, time).",
+            help=f"Layout of the input, as for `gru4rec prepare`: one of "
+            f"{', '.join(FormatChoice)} (prepared: session_id, item_id, time).",
         ),
     ] = FormatChoice.prepared,
     session_col: Annotated[str | None, typer.Option(help="Session id column.")] = None,

@@ -1,8 +1,10 @@
-"""Non-neural baselines, ranked by the same harness as GRU4Rec (`gru4rec.scoring.evaluate.evaluate`).
+"""Non-neural baselines, ranked by the same harness as GRU4Rec
+(`gru4rec.scoring.evaluate.evaluate`).
 
 Each baseline is fitted on training sessions and then scores like any model (the contract
-of `gru4rec.scoring.contract`): the harness feeds a session's items one by one and ranks the true next item against ALL items, with
-the same tie modes, so the comparison with GRU4Rec is like for like.
+of `gru4rec.scoring.contract`): the harness feeds a session's items one by one and ranks
+the true next item against ALL items, with the same tie modes, so the comparison with
+GRU4Rec is like for like.
 
     pop    MostPopular     training support of the item
     spop   SessionPopular  count in the current session, then training support (S-POP)

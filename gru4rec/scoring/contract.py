@@ -12,7 +12,8 @@ drive every family the same way:
     scores = scorer.score(batch)               # (B, n_items), higher is better
 
 Families: `gru4rec` and `repeat` (`gru4rec.scoring.neural`), the baselines
-(`gru4rec.scoring.baselines`), and `hybrid` (`gru4rec.scoring.hybrid`). Saving and loading every family: `gru4rec.serving.saved_models`.
+(`gru4rec.scoring.baselines`), and `hybrid` (`gru4rec.scoring.hybrid`). Saving and
+loading every family: `gru4rec.serving.saved_models`.
 """
 
 from __future__ import annotations

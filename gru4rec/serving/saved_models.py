@@ -1,6 +1,7 @@
 """Model directories of every family, saved and loaded without unpickling anything.
 
-    gru4rec    the checkpoint of `gru4rec.serving.checkpoint` (weights.pt, config.json, items.parquet)
+    gru4rec    the checkpoint of `gru4rec.serving.checkpoint` (weights.pt, config.json,
+               items.parquet)
     repeat     the same checkpoint of the repeat-aware GRU4Rec (config repeat_window > 0)
     baselines  config.json {"family": NAME, "params": {...}}, items.parquet, and
                sessions.npz: the training sessions (item indices and session offsets, read
