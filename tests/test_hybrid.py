@@ -92,6 +92,9 @@ def test_one_pass_search_equals_plain_evaluation_of_every_candidate(
         MixtureWeights(repeat=0.3, decay=0.4),
         MixtureWeights(repeat=0.05, decay=0.8, knn=0.2),
         MixtureWeights(knn=0.9),
+        MixtureWeights(knn=1.0),  # no GRU4Rec mass: every untouched item scores -inf
+        MixtureWeights(repeat=1.0, decay=0.6),
+        MixtureWeights(repeat=0.03, knn=0.97),
     ]
     fast = evaluate_weights(hybrid, valid, candidates, cutoffs=(1, 5, 10), ties=ties, batch_size=7)  # type: ignore[arg-type]
     for weights, metrics in zip(candidates, fast, strict=True):
@@ -112,9 +115,58 @@ def test_choose_weights_prefers_the_repeat_mass_on_a_log_of_repeats(gru: GRU4Rec
 
 
 def test_bad_weights_are_refused(gru: GRU4RecScorer) -> None:
-    with pytest.raises(ConfigError, match="repeat \\+ knn < 1"):
-        MixtureWeights(repeat=0.6, knn=0.4)
+    with pytest.raises(ConfigError, match="repeat \\+ knn <= 1"):
+        MixtureWeights(repeat=0.6, knn=0.5)
     with pytest.raises(ConfigError, match="decay"):
         MixtureWeights(decay=0.0)
     with pytest.raises(ConfigError, match="kNN component"):
         HybridScorer(gru, MixtureWeights(knn=0.1))
+
+
+def peaked_wrong_gru(seed: int) -> GRU4RecScorer:
+    """An untrained GRU4Rec whose output is sharpened until its softmax is peaked: a
+    confident part that knows nothing, which only a weight of (nearly) 0 can silence."""
+    model = GRU4Rec(N_ITEMS, layers=(16,), seed=seed)
+    with torch.no_grad():
+        model.item_weight.mul_(200.0)
+    return GRU4RecScorer(model.eval())
+
+
+def cycle_sessions(n: int, seed: int) -> SessionData:
+    """Sessions walking a fixed cycle over the items: each next item is the current + 1."""
+    rng = np.random.default_rng(seed)
+    sessions = []
+    for _ in range(n):
+        start, length = int(rng.integers(N_ITEMS)), int(rng.integers(3, 7))
+        sessions.append([(start + step) % N_ITEMS for step in range(length)])
+    return SessionData.from_sessions(sessions)
+
+
+def test_the_search_finds_the_session_items_alone_where_they_are_best() -> None:
+    gru = peaked_wrong_gru(5)
+    valid = random_sessions(6, 80, repeat_share=0.9)
+    hybrid = HybridScorer(gru, MixtureWeights())
+    search = choose_weights(hybrid, valid, metric="mrr@20")
+    best = dict(search.trials)[search.best]
+    assert search.best.repeat > 0.5, search.best  # a peaked GRU4Rec needs nearly all the mass
+    spop = evaluate(fit_baseline("spop", random_sessions(10, 200), N_ITEMS), valid, cutoffs=(20,))
+    alone = evaluate(gru, valid, cutoffs=(20,))
+    assert best["mrr@20"] > 8 * alone["mrr@20"]
+    # S-POP breaks ties between items of equal count by popularity, the mixture by GRU4Rec's
+    # order (random here): equal up to that luck.
+    assert best["mrr@20"] == pytest.approx(spop["mrr@20"], abs=0.01)
+    assert best["recall@20"] >= spop["recall@20"]
+
+
+def test_the_search_finds_the_knn_part_alone_where_it_is_best() -> None:
+    gru = peaked_wrong_gru(7)
+    train, valid = cycle_sessions(200, 8), cycle_sessions(60, 9)
+    knn = fit_baseline("iknn", train, N_ITEMS)  # knows the cycle: the next item, exactly
+    hybrid = HybridScorer(gru, MixtureWeights(), knn)
+    search = choose_weights(hybrid, valid, metric="mrr@20")
+    alone = evaluate(knn, valid, cutoffs=(20,))
+    assert search.best.knn > 0.9 and search.best.repeat <= 1e-3, search.best
+    assert dict(search.trials)[search.best]["mrr@20"] >= alone["mrr@20"] > 0.5
+    # The vertex itself is in the grid and scores what the kNN baseline scores.
+    vertex = dict(search.trials)[MixtureWeights(knn=1.0)]
+    assert vertex["mrr@20"] == pytest.approx(alone["mrr@20"], abs=1e-12)

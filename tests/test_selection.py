@@ -15,13 +15,14 @@ from typer.testing import CliRunner
 
 from gru4rec.cli import app
 from gru4rec.errors import CheckpointError, ConfigError
-from gru4rec.jobs.selection import Candidate, parse_candidates, select_model
+from gru4rec.jobs.selection import RANKER_BASELINES, Candidate, parse_candidates, select_model
 from gru4rec.jobs.train_evaluate import evaluate_split
 from gru4rec.network.data import load_items, load_split
 from gru4rec.scoring.baselines import fit_baseline
 from gru4rec.scoring.contract import SessionScorer, session_batch
 from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights
 from gru4rec.scoring.neural import GRU4RecScorer
+from gru4rec.scoring.ranker import RankerParts, RankerScorer, fit_ranker, ranker_table
 from gru4rec.serving.checkpoint import load_checkpoint
 from gru4rec.serving.recommend import Recommender
 from gru4rec.serving.saved_models import load_scorer, model_family, save_scorer
@@ -63,7 +64,13 @@ def every_family(prepared: Path, gru_dir: Path) -> dict[str, SessionScorer]:
     for name in ("pop", "spop", "iknn", "sknn", "vsknn"):
         scorers[name] = fit_baseline(name, train, items.height)
     vsknn = fit_baseline("vsknn", train, items.height, k=50)
-    scorers["hybrid"] = HybridScorer(gru, MixtureWeights(repeat=0.05, decay=0.8, knn=0.1), vsknn)
+    weights = MixtureWeights(repeat=0.05, decay=0.8, knn=0.1)
+    scorers["hybrid"] = HybridScorer(gru, weights, vsknn)
+    baselines = {name: fit_baseline(name, train, items.height) for name in RANKER_BASELINES}
+    parts = RankerParts.fit(gru, baselines, train, weights)
+    test, _ = load_split(prepared, "test")
+    booster = fit_ranker(ranker_table(parts, test), n_items=items.height).booster
+    scorers["ranker"] = RankerScorer(parts, booster)
     return scorers
 
 
@@ -167,7 +174,7 @@ def test_select_command_end_to_end(revisit_prepared: Path, tmp_path: Path) -> No
             "--out",
             str(out),
             "--candidates",
-            "spop,vsknn,gru4rec,hybrid",
+            "spop,vsknn,gru4rec,hybrid,ranker",
             *TINY_GRU,
             "--json",
             str(report),
@@ -178,12 +185,20 @@ def test_select_command_end_to_end(revisit_prepared: Path, tmp_path: Path) -> No
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(report.read_text())
-    assert set(summary["candidates"]) == {"spop", "vsknn", "gru4rec:rsc15", "hybrid:rsc15"}
+    assert set(summary["candidates"]) == {
+        "spop",
+        "vsknn",
+        "gru4rec:rsc15",
+        "hybrid:rsc15",
+        "ranker:rsc15",
+    }
     best = max(summary["candidates"].values(), key=lambda m: m["mrr@20"])["mrr@20"]
     assert summary["candidates"][summary["chosen"]]["mrr@20"] == best
     # The hybrid holds the plain GRU4Rec among its weights: it is never worse on valid.
     hybrid, plain = summary["candidates"]["hybrid:rsc15"], summary["candidates"]["gru4rec:rsc15"]
     assert hybrid["mrr@20"] >= plain["mrr@20"]
+    ranker = summary["candidates"]["ranker:rsc15"]
+    assert ranker["ranker_rounds"] >= 1 and 0 < ranker["candidate_recall"] <= 1
     assert summary["test"]["family"] == model_family(out)
     assert "(chosen)" in result.output
     evaluated = runner.invoke(
@@ -203,7 +218,7 @@ def test_select_without_a_valid_split_says_how_to_make_one(tmp_path: Path) -> No
     assert result.exit_code == 2 and "--valid-days" in result.output
 
 
-@pytest.mark.parametrize("family", ["vsknn", "hybrid", "repeat"])
+@pytest.mark.parametrize("family", ["vsknn", "hybrid", "repeat", "ranker"])
 def test_train_any_family_from_the_cli(revisit_prepared: Path, tmp_path: Path, family: str) -> None:
     out, metrics = tmp_path / family, tmp_path / f"{family}.json"
     result = runner.invoke(

@@ -36,6 +36,7 @@ class ModelChoice(StrEnum):
     gru4rec = "gru4rec"
     repeat = "repeat"
     hybrid = "hybrid"
+    ranker = "ranker"
     pop = "pop"
     spop = "spop"
     iknn = "iknn"
@@ -66,8 +67,9 @@ def train(
         typer.Option(
             help="Model family: gru4rec; repeat (GRU4Rec with a learned repeat gate over the "
             "session's last repeat_window items, default 10); hybrid (GRU4Rec mixed with the "
-            "session's items and V-SKNN, weights chosen on valid: needs train_tr/valid); or a "
-            "baseline: pop, spop, iknn, sknn, vsknn. `gru4rec select` chooses for you."
+            "session's items and V-SKNN, weights chosen on valid: needs train_tr/valid); ranker "
+            "(LambdaMART over candidates of GRU4Rec, kNN and the session, learned on valid); or "
+            "a baseline: pop, spop, iknn, sknn, vsknn. `gru4rec select` chooses for you."
         ),
     ] = ModelChoice.gru4rec,
     device: Device = DeviceChoice.auto,

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 
 from gru4rec.errors import ConfigError
-from gru4rec.scoring.neural import GRU4RecScorer, query_vectors
+from gru4rec.scoring.contract import SessionScorer
+from gru4rec.scoring.neural import query_vectors
 from gru4rec.serving.recommend import Recommender
 from gru4rec.serving.retrieval import IndexOptions, ItemIndex, weights_fingerprint
 from gru4rec.serving.saved_models import load_scorer
@@ -31,7 +32,7 @@ def build_index(
     Raises ConfigError for a model whose scores are not inner products (nothing to index).
     """
     scorer, items = load_scorer(model_dir, device="cpu")
-    if not isinstance(scorer, GRU4RecScorer) or not scorer.inner_product:
+    if not scorer.indexed:
         raise ConfigError(
             f"{model_dir} holds a {scorer.family} model, whose scores are not inner products of "
             "item vectors: there is nothing to index. `gru4rec recommend` scores every item "
@@ -50,7 +51,7 @@ def build_index(
 
 
 def _recall_queries(
-    scorer: GRU4RecScorer, items: pl.DataFrame, data: Path | None, vectors: np.ndarray
+    scorer: SessionScorer, items: pl.DataFrame, data: Path | None, vectors: np.ndarray
 ) -> np.ndarray:
     """Query vectors for measuring recall: test-session states, else the items' own vectors."""
     if data is not None and (data / "test.parquet").exists():

@@ -163,7 +163,7 @@ def index_stage(night: Night) -> None:
         shutil.copytree(night.champion_dir, serving_dir)
     night.serving_dir = serving_dir
     serving = Recommender.from_path(serving_dir, device="cpu", index="none")
-    night.index_kind = config.index if serving.scorer.inner_product else "none"
+    night.index_kind = config.index if serving.scorer.indexed else "none"
     if night.index_kind == "none":
         night.report(f"index: a {serving.scorer.family} model scores every item; no index")
         return

@@ -11,6 +11,9 @@ Candidates (`parse_candidates`):
     hybrid[:PRESET]    that GRU4Rec mixed with the session's items and V-SKNN votes, the
                        weights chosen on valid (`gru4rec.scoring.hybrid`); it reuses the GRU4Rec
                        trained for `gru4rec[:PRESET]`, so it costs no extra training
+    ranker[:PRESET]    LambdaMART over the candidates of that GRU4Rec, the kNN baselines and
+                       the session (`gru4rec.scoring.ranker`), learned out of fold on valid;
+                       it reuses the GRU4Rec, the baselines and the hybrid's weights
     pop, spop, iknn, sknn, vsknn   the baselines with their defaults
 
 Example:
@@ -39,14 +42,22 @@ from gru4rec.network.train import Callback
 from gru4rec.scoring.baselines import BASELINES, Baseline, fit_baseline
 from gru4rec.scoring.contract import SessionScorer
 from gru4rec.scoring.evaluate import TieMode
-from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights, choose_weights
+from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights, WeightSearch, choose_weights
 from gru4rec.scoring.neural import GRU4RecScorer, as_scorer
+from gru4rec.scoring.ranker import (
+    RankerFit,
+    RankerParts,
+    RankerScorer,
+    fit_ranker,
+    ranker_table,
+)
 from gru4rec.serving.saved_models import save_scorer
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = "spop,sknn,vsknn,gru4rec,hybrid"
 HYBRID_KNN = "vsknn"  # the kNN component of hybrids: the best baseline on both public logs
+RANKER_BASELINES = ("vsknn", "sknn", "iknn")  # the ranker's neighbour features
 DEFAULT_REPEAT_WINDOW = "10"  # items of the session the repeat-aware GRU4Rec looks back on
 
 
@@ -84,7 +95,7 @@ def parse_candidates(text: str, preset: str = "rsc15") -> list[Candidate]:
         else:
             raise ConfigError(
                 f"unknown candidate {part!r}: use gru4rec[:PRESET], repeat[:PRESET], "
-                f"hybrid[:PRESET] or one of "
+                f"hybrid[:PRESET], ranker[:PRESET] or one of "
                 f"{', '.join(BASELINES)}."
             )
         if candidate not in candidates:
@@ -170,6 +181,50 @@ class Fitting:
         config = _config(preset, self.overrides, repeat=repeat)
         out = self.scratch / f"{family}-{preset}-{split}"
         return self._fit((family, preset, split), lambda: self._train(config, out, split))
+
+    def hybrid_search(self, preset: str) -> WeightSearch:
+        """The hybrid's weights for GRU4Rec with `preset`, searched on valid."""
+
+        def search() -> WeightSearch:
+            mixture = HybridScorer(
+                self.network(preset, "train_tr"),
+                MixtureWeights(),
+                self.baseline(HYBRID_KNN, "train_tr"),
+            )
+            return choose_weights(mixture, self.split("valid"), metric=self.metric, ties=self.ties)
+
+        return self._fit(("weights", preset), search)
+
+    def ranker_parts(self, preset: str, split: str, weights: MixtureWeights) -> RankerParts:
+        """The ranker's components fitted on `split`."""
+        baselines = {name: self.baseline(name, split) for name in RANKER_BASELINES}
+        network = self.network(preset, split)
+        return RankerParts.fit(network, baselines, self.split(split), weights)
+
+    def ranker(self, preset: str) -> tuple[RankerFit, float]:
+        """LambdaMART learned out of fold on valid over components fitted on train_tr, and
+        its candidates' recall there."""
+
+        def learn() -> tuple[RankerFit, float]:
+            parts = self.ranker_parts(preset, "train_tr", self.hybrid_search(preset).best)
+            table = ranker_table(parts, self.split("valid"), ties=self.ties)
+            logger.info(
+                "ranker: %d candidate rows for %d predictions on valid (recall %.4f)",
+                len(table.labels),
+                len(table.group_sizes),
+                table.recall,
+            )
+            fit = fit_ranker(
+                table,
+                n_items=self.items.height,
+                cutoffs=self.evaluation["cutoffs"],
+                ties=self.ties,
+                seed=int((self.overrides or {}).get("seed", 42)),
+                num_threads=self.num_threads,
+            )
+            return fit, table.recall
+
+        return self._fit(("ranker", preset), learn)
 
     def score_on_valid(self, scorer: SessionScorer) -> dict[str, Any]:
         return evaluate_split(scorer, self.items, self.data_dir, split="valid", **self.evaluation)
@@ -257,14 +312,7 @@ class HybridFamily:
     takes_preset = True
 
     def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
-        mixture = HybridScorer(
-            fitting.network(candidate.preset_name, "train_tr"),
-            MixtureWeights(),
-            fitting.baseline(HYBRID_KNN, "train_tr"),
-        )
-        search = choose_weights(
-            mixture, fitting.split("valid"), metric=fitting.metric, ties=fitting.ties
-        )
+        search = fitting.hybrid_search(candidate.preset_name)
         logger.info("%s: %d weightings tried on valid", candidate.name, len(search.trials))
         metrics = dict(search.trials)[search.best]
         return {**metrics, "weights": search.best.to_dict(), "n_weights_tried": len(search.trials)}
@@ -279,13 +327,41 @@ class HybridFamily:
         )
 
 
+class RankerFamily:
+    """LambdaMART over the candidates (`gru4rec.scoring.ranker`): its validation metrics are
+    out of fold; refitted on train, the components change and the learned model does not."""
+
+    takes_preset = True
+
+    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
+        fit, recall = fitting.ranker(candidate.preset_name)
+        weights = fitting.hybrid_search(candidate.preset_name).best
+        return {
+            **fit.metrics,
+            "weights": weights.to_dict(),
+            "ranker_rounds": fit.rounds,
+            "candidate_recall": recall,
+        }
+
+    def fit_on_train(
+        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
+    ) -> SessionScorer:
+        fit, _recall = fitting.ranker(candidate.preset_name)
+        weights = MixtureWeights(**on_valid["weights"])
+        return RankerScorer(
+            fitting.ranker_parts(candidate.preset_name, "train", weights), fit.booster
+        )
+
+
 # Every family a candidate can name; a new family registers here.
 FAMILIES: dict[str, Family] = {
     **{name: BaselineFamily() for name in BASELINES},
     "gru4rec": NetworkFamily(repeat=False),
     "repeat": NetworkFamily(repeat=True),
     "hybrid": HybridFamily(),
+    "ranker": RankerFamily(),
 }
+CHOSEN_ON_VALID = ("hybrid", "ranker")  # families whose fitting needs the validation split
 
 
 def select_model(
@@ -385,8 +461,9 @@ def fit_family(
     callbacks: Callable[[str], Sequence[Callback]] | None = None,
 ) -> tuple[SessionScorer, pl.DataFrame]:
     """`gru4rec train --model FAMILY` for the families other than plain GRU4Rec: a baseline
-    fitted on `split`; a hybrid as `select_model` with it as the only candidate (weights
-    chosen on valid, refitted on train). Saves to `out_dir`; returns (scorer, item map)."""
+    fitted on `split`; a hybrid or a ranker as `select_model` with it as the only candidate
+    (chosen or learned on valid, refitted on train). Saves to `out_dir`; returns (scorer,
+    item map)."""
     items = load_items(data_dir)
     if family in BASELINES:
         data, _ = load_split(data_dir, split, item_ids=items["item_id"])
@@ -399,20 +476,20 @@ def fit_family(
             extra={"data_dir": str(Path(data_dir).resolve()), "train_split": split},
         )
         return scorer, items
-    if family != "hybrid":
+    if family not in CHOSEN_ON_VALID:
         raise ConfigError(
-            f"unknown model family {family!r}: use gru4rec, repeat, hybrid or one of "
+            f"unknown model family {family!r}: use gru4rec, repeat, hybrid, ranker or one of "
             f"{', '.join(BASELINES)}."
         )
     if split != "train":
         raise ConfigError(
-            "--model hybrid fits on train_tr, chooses on valid and refits on train; "
+            f"--model {family} fits on train_tr, chooses on valid and refits on train; "
             "drop --train-split."
         )
     result = select_model(
         data_dir,
         out_dir,
-        [Candidate("hybrid", preset)],
+        [Candidate(family, preset)],
         overrides=overrides,
         metric=metric,
         ties=ties,

@@ -63,8 +63,16 @@ class CandidateSets:
         top = np.argsort(-np.asarray(support, dtype=np.float64), kind="stable")[: sizes.n_popular]
         self.popular = torch.as_tensor(top, dtype=torch.int64)
 
-    def masks(self, batch: SessionBatch) -> dict[str, Tensor]:
-        """Each source's (B, n_items) bool mask for the prefixes of `batch`."""
+    def masks(
+        self,
+        batch: SessionBatch,
+        *,
+        knn: dict[str, Tensor] | None = None,
+        gru: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Each source's (B, n_items) bool mask for the prefixes of `batch`. knn: the
+        `vsknn` and `iknn` scores and gru: GRU4Rec's (B, n_items) scores, where the caller
+        has them already (else they are computed)."""
         rows = batch.history.shape[0]
 
         def top(indices: Tensor | np.ndarray) -> Tensor:
@@ -80,8 +88,13 @@ class CandidateSets:
             _scores, found = self.index.search(query_vectors(self.gru.query_vectors(batch)), n_gru)
             gru = top(found)
         else:
-            gru = top(torch.topk(self.gru.score(batch), n_gru, dim=1).indices.cpu())
+            scores = self.gru.score(batch) if gru is None else gru
+            gru = top(torch.topk(scores, n_gru, dim=1).indices.cpu())
         n_knn = min(self.sizes.n_knn, self.n_items)
+
+        def _knn(name: str, baseline: Baseline) -> Tensor:
+            return knn[name] if knn is not None else baseline.score(batch).cpu()
+
         session = torch.zeros(rows, self.n_items + 1, dtype=torch.bool)
         session[torch.arange(rows).unsqueeze(1), batch.history.cpu()] = True
         popular = torch.zeros(rows, self.n_items, dtype=torch.bool)
@@ -89,8 +102,8 @@ class CandidateSets:
         return {
             "gru4rec": gru,
             "session": session[:, 1:],  # column 0 is the empty slot
-            "vsknn": _top_scored(self.vsknn.score(batch).cpu(), n_knn),
-            "iknn": _top_scored(self.iknn.score(batch).cpu(), n_knn),
+            "vsknn": _top_scored(_knn("vsknn", self.vsknn), n_knn),
+            "iknn": _top_scored(_knn("iknn", self.iknn), n_knn),
             "popular": popular,
         }
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -55,12 +55,20 @@ class SessionScorer(ABC):
     Subclasses set `family` (the name saved in a model directory and shown by `compare`)
     and implement `n_items` and `score`; stateful ones override `init_state`/`advance`.
     `inner_product` says whether the score is `query . item vector` (then `item_vectors`
-    and `query_vectors` exist and a FAISS index can retrieve the top k exactly).
+    and `query_vectors` exist and a FAISS index can retrieve the top k exactly);
+    `index_candidates` whether the scorer orders candidates that such an index retrieves
+    (`use_index`); either way the scorer is `indexed`.
     """
 
     family: ClassVar[str]
     inner_product: ClassVar[bool] = False
+    index_candidates: ClassVar[bool] = False
     device: torch.device = torch.device("cpu")
+
+    @property
+    def indexed(self) -> bool:
+        """Whether a FAISS index over `item_vectors` serves it (its answers or candidates)."""
+        return self.inner_product or self.index_candidates
 
     @property
     @abstractmethod
@@ -81,6 +89,15 @@ class SessionScorer(ABC):
     @abstractmethod
     def score(self, batch: SessionBatch) -> Tensor:
         """(B, n_items) scores of every item as the next event of each row's session."""
+
+    def top_k(self, batch: SessionBatch, k: int) -> tuple[Tensor, Tensor]:
+        """(B, k) best scores and their item indices, best first."""
+        found = torch.topk(self.score(batch), k, dim=1)
+        return found.values, found.indices
+
+    def use_index(self, index: Any) -> None:
+        """Take candidates from `index` (an `ItemIndex` over `item_vectors`; None: exactly)."""
+        raise NotImplementedError(f"{self.family} takes no candidates from an index")
 
     def item_vectors(self) -> np.ndarray:
         """(n_items, D) float32 vectors whose inner product with `query_vectors` is the score."""

@@ -6,7 +6,10 @@ session-kNN votes, the mixing weights chosen on a validation split.
 
 S is the distribution of the session's own items, an item k events back weighing
 decay**k (decay 1: counts / length, the "session popularity" of S-POP); K is a kNN
-baseline's scores (V-SKNN by default) divided by their row sum. Plain GRU4Rec cannot
+baseline's scores (V-SKNN by default) divided by their row sum. Each weight runs from 0 up
+to and including 1, so the mixture holds its parts: GRU4Rec alone (repeat = knn = 0), the
+kNN baseline alone (knn = 1), and "the session's items first, by count, then GRU4Rec"
+(repeat close to 1), the S-POP order with GRU4Rec instead of popularity after the session. Plain GRU4Rec cannot
 copy an item of the session directly; repeat consumption is common (a third of
 YOOCHOOSE 100k's test targets occur earlier in their session, a fifth of DIGINETICA's),
 and S gives that mass explicitly, as the copy part of pointer-generator networks or
@@ -14,9 +17,11 @@ RepeatNet's repeat mode do. Scores are log p, so items outside the session with 
 vote keep exactly GRU4Rec's order; the score is not an inner product, so retrieval scores
 all items (no FAISS index).
 
-`choose_weights` searches the weights on a validation split: every grid point is scored
-from one pass of the expensive parts (GRU4Rec's scores, the kNN votes), and a point's
-ranks are counted exactly from the few items it changes (`evaluate_weights`).
+`choose_weights` searches the weights on a validation split over the whole simplex (every
+repeat and kNN weight of the grid together, then the decays of the best few, then the grid
+neighbours of the best): every point is scored from one pass of the expensive parts
+(GRU4Rec's scores, the kNN votes), and a point's ranks are counted exactly from the few
+items it changes (`evaluate_weights`).
 """
 
 from __future__ import annotations
@@ -39,25 +44,33 @@ from gru4rec.scoring.neural import GRU4RecScorer
 
 logger = logging.getLogger(__name__)
 
-# Mixing weights searched by `choose_weights`: the best repeat weight differs by orders of
-# magnitude between logs (0.001 on DIGINETICA, 0.1 on YOOCHOOSE 100k in a first probe).
-REPEAT_GRID = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5)
+# Mixing weights searched by `choose_weights`. The best repeat weight differs by orders of
+# magnitude between logs (0.001 on DIGINETICA, 0.1 on YOOCHOOSE 100k); on logs where most
+# targets repeat, a peaked GRU4Rec needs 0.99 and more for every session item to pass its
+# top items. The grid runs to 1 at both ends (a part alone).
+MASS_GRID = (
+    0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5,
+    0.7, 0.9, 0.97, 0.99, 0.999, 0.9999, 1.0,
+)  # fmt: skip
 DECAY_GRID = (1.0, 0.8, 0.6, 0.4, 0.2)
-KNN_GRID = (0.0, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+N_DECAY_SEEDS = 5  # weightings of the first stage whose decays are all tried
+_SUM_TOLERANCE = 1e-9  # repeat + knn may pass 1 by rounding (0.03 + 0.97)
 
 
 @dataclass(frozen=True)
 class MixtureWeights:
-    """How much probability mass goes where (GRU4Rec keeps 1 - repeat - knn)."""
+    """How much probability mass goes where (GRU4Rec keeps 1 - repeat - knn, which may be 0)."""
 
     repeat: float = 0.0  # mass on the session's own items
     decay: float = 1.0  # an item k events back weighs decay**k among the session's items
     knn: float = 0.0  # mass on the kNN component's normalised votes
 
     def __post_init__(self) -> None:
-        if not (self.repeat >= 0 and self.knn >= 0 and self.repeat + self.knn < 1):
+        if not (
+            self.repeat >= 0 and self.knn >= 0 and self.repeat + self.knn <= 1 + _SUM_TOLERANCE
+        ):
             raise ConfigError(
-                f"mixture weights need repeat >= 0, knn >= 0 and repeat + knn < 1; got "
+                f"mixture weights need repeat >= 0, knn >= 0 and repeat + knn <= 1; got "
                 f"repeat={self.repeat}, knn={self.knn}."
             )
         if not 0 < self.decay <= 1:
@@ -65,7 +78,12 @@ class MixtureWeights:
 
     @property
     def gru(self) -> float:
-        return 1.0 - self.repeat - self.knn
+        return max(0.0, 1.0 - self.repeat - self.knn)
+
+    @property
+    def log_gru(self) -> float:
+        """log of GRU4Rec's weight (-inf at 0)."""
+        return math.log(self.gru) if self.gru > 0 else -math.inf
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -118,7 +136,7 @@ class HybridScorer(SessionScorer):
         extra = self.weights.repeat * parts.session
         if parts.knn is not None and self.weights.knn > 0:
             extra = extra + self.weights.knn * parts.knn
-        log_gru = parts.scores - parts.log_normaliser + math.log(self.weights.gru)
+        log_gru = parts.scores - parts.log_normaliser + self.weights.log_gru
         return torch.logaddexp(log_gru, torch.log(extra))  # log 0 = -inf adds nothing
 
 
@@ -151,24 +169,35 @@ def _row_normalised(scores: Tensor) -> Tensor:
     return scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-30)
 
 
-def weight_grid() -> list[MixtureWeights]:
-    """Stage one of the search: every repeat weight and decay, no kNN."""
-    grid = [MixtureWeights()]
-    grid += [MixtureWeights(repeat=r, decay=d) for r in REPEAT_GRID if r > 0 for d in DECAY_GRID]
-    return grid
+def simplex_grid(with_knn: bool) -> list[MixtureWeights]:
+    """Stage one of the search: every pair of repeat and kNN weights of the grid whose sum
+    is at most 1 (kNN 0 without a kNN component), decay 1."""
+    knn_grid = MASS_GRID if with_knn else (0.0,)
+    return [
+        MixtureWeights(repeat=r, knn=k)
+        for r in MASS_GRID
+        for k in knn_grid
+        if r + k <= 1 + _SUM_TOLERANCE
+    ]
 
 
-def knn_grid(best: MixtureWeights) -> list[MixtureWeights]:
-    """Stage two: every kNN weight with the best repeat weight and decay and their grid
-    neighbours (kNN mass can take over part of the repeat mass)."""
-    repeats = sorted({best.repeat, *_neighbours(REPEAT_GRID, best.repeat)})
+def decay_grid(seeds: Sequence[MixtureWeights]) -> list[MixtureWeights]:
+    """Stage two: every decay for each seed that puts mass on the session's items."""
+    return [replace(seed, decay=d) for seed in seeds if seed.repeat > 0 for d in DECAY_GRID]
+
+
+def neighbour_grid(best: MixtureWeights) -> list[MixtureWeights]:
+    """Stage three: the grid neighbours of the best weights, each weight and decay moved by
+    one grid step, alone and together."""
+    repeats = sorted({best.repeat, *_neighbours(MASS_GRID, best.repeat)})
+    knns = sorted({best.knn, *_neighbours(MASS_GRID, best.knn)}) if best.knn > 0 else [0.0]
     decays = sorted({best.decay, *_neighbours(DECAY_GRID, best.decay)})
     return [
         MixtureWeights(repeat=r, decay=d, knn=k)
         for r in repeats
         for d in decays
-        for k in KNN_GRID
-        if r + k < 1 and (r > 0 or d == 1.0)  # the decay means nothing without repeat mass
+        for k in knns
+        if r + k <= 1 + _SUM_TOLERANCE and (r > 0 or d == 1.0)  # no decay without repeat mass
     ]
 
 
@@ -197,6 +226,8 @@ def evaluate_weights(
     touched items beating it, compared one by one. Ranks are exact up to max(cutoffs) + 1
     (beyond, a lower bound that is still past every cutoff, so every metric is exact).
     """
+    if not candidates:
+        return []
     decays = sorted({c.decay for c in candidates})
     accumulators = [
         MetricAccumulator(cutoffs, ties, scorer.n_items, coverage=False) for _ in candidates
@@ -248,6 +279,7 @@ class _SparseParts:
     target_score: Tensor  # (B,) GRU4Rec's raw score of the target
     log_normaliser: Tensor  # (B,)
     untouched_best: Tensor  # (B, depth)
+    n_untouched: Tensor  # (B,) int64 items neither in the session nor voted for
 
     @classmethod
     def gather(
@@ -279,6 +311,7 @@ class _SparseParts:
             target_score=target_score,
             log_normaliser=lse,
             untouched_best=untouched_best,
+            n_untouched=parts.scores.shape[1] - torch.bincount(rows, minlength=len(targets)),
         )
 
 
@@ -286,7 +319,7 @@ def _mixture_ranks(
     parts: _SparseParts, weights: MixtureWeights, rows: Tensor, ties: TieMode
 ) -> Tensor:
     """(B,) float64 ranks of the targets under the mixture `weights` (see evaluate_weights)."""
-    log_gru_weight = math.log(weights.gru)
+    log_gru_weight = weights.log_gru
 
     def mixed(log_softmax: Tensor, session: Tensor, knn: Tensor | None) -> Tensor:
         extra = weights.repeat * session
@@ -305,7 +338,11 @@ def _mixture_ranks(
     )
     counts = []
     for compare in _comparisons(ties):
-        untouched = compare(parts.untouched_best, threshold.unsqueeze(1)).sum(dim=1)
+        if weights.gru > 0:
+            untouched = compare(parts.untouched_best, threshold.unsqueeze(1)).sum(dim=1)
+        else:  # every untouched item scores -inf: all of them tie with an untouched target
+            at_minus_inf = compare(torch.full_like(target_mixed, -math.inf), target_mixed)
+            untouched = at_minus_inf.to(torch.int64) * parts.n_untouched
         beats = compare(touched_mixed, target_mixed[rows])
         # The target against itself: computed twice, its mixed score may differ in the last
         # bit (vectorised differently), so the tie rule decides, not the rounding.
@@ -344,24 +381,28 @@ def choose_weights(
     batch_size: int = 512,
 ) -> WeightSearch:
     """Search the mixture weights on `data` (a validation split): stage one tries every
-    repeat weight and decay, stage two adds the kNN weight (when the scorer has a kNN
-    component) around the best of stage one. Ties in the metric go to the earlier
-    (simpler) candidate. Sets and returns the best weights."""
+    repeat and kNN weight of the grid together (decay 1), stage two every decay of the best
+    `N_DECAY_SEEDS` of stage one, stage three the grid neighbours of the best so far.
+    Ties in the metric go to the earlier (simpler) candidate. Sets and returns the best
+    weights."""
     _name, _, cutoff = metric.partition("@")
     cutoffs = sorted({1, 5, 10, 20, int(cutoff) if cutoff.isdigit() else 20})
     trials: list[tuple[MixtureWeights, dict[str, Any]]] = []
 
-    def run(candidates: list[MixtureWeights]) -> MixtureWeights:
-        fresh = [c for c in candidates if c not in {t[0] for t in trials}]
+    def run(candidates: list[MixtureWeights]) -> list[MixtureWeights]:
+        """Score the untried candidates; every trial so far, best first."""
+        tried = {t[0] for t in trials}
+        fresh = list(dict.fromkeys(c for c in candidates if c not in tried))
         results = evaluate_weights(
             scorer, data, fresh, cutoffs=cutoffs, ties=ties, batch_size=batch_size
         )
         trials.extend(zip(fresh, results, strict=True))
-        return max(trials, key=lambda trial: trial[1][metric])[0]  # first of equals wins
+        order = sorted(range(len(trials)), key=lambda i: (-trials[i][1][metric], i))
+        return [trials[i][0] for i in order]  # first of equals wins
 
-    best = run(weight_grid())
-    if scorer.knn is not None:
-        best = run(knn_grid(best))
+    ranking = run(simplex_grid(with_knn=scorer.knn is not None))
+    ranking = run(decay_grid(ranking[:N_DECAY_SEEDS]))
+    best = run(neighbour_grid(ranking[0]))[0]
     logger.info("hybrid weights chosen on validation: %s (%s)", best, metric)
     scorer.weights = best
     return WeightSearch(best, metric, trials)

@@ -92,10 +92,10 @@ def _contiguous_fp32_cpu(*tensors: Tensor) -> bool:
 class Recommender:
     """A trained model of any family plus its item map, ready to score sessions.
 
-    index: a FAISS `ItemIndex` over the model's item vectors (only for families whose
-        score is an inner product); None scores all items (exact, the reference for the
-        index): GRU4Rec with blocked matmuls and a C top-k, other families through their
-        `score` and `torch.topk`.
+    index: a FAISS `ItemIndex` over the model's item vectors (for families whose score is
+        an inner product it answers; for the ranker it gives GRU4Rec's candidates); None
+        scores all items (exact, the reference for the index): GRU4Rec with blocked matmuls
+        and a C top-k, other families through their `top_k`.
     """
 
     def __init__(
@@ -110,6 +110,8 @@ class Recommender:
         self.device = self.scorer.device
         self.item_ids = items.sort("item_idx")["item_id"]
         self.index = index
+        if self.scorer.index_candidates:
+            self.scorer.use_index(index)
         self._position = {item: i for i, item in enumerate(self.item_ids.to_list())}
 
     @classmethod
@@ -118,7 +120,8 @@ class Recommender:
     ) -> Recommender:
         """Load a model directory of any family (no arbitrary unpickling) and, unless `index`
         is "none", its saved FAISS index, which must be of that kind (flat, hnsw or ivf);
-        "auto" is flat for inner-product families and none for the others."""
+        "auto" is flat for inner-product families, the saved index (else none) for the
+        ranker, and none for the others."""
         from gru4rec.serving.saved_models import load_scorer
 
         scorer, items = load_scorer(Path(model_dir), device=device)
@@ -127,15 +130,18 @@ class Recommender:
             raise ConfigError(
                 f"--index must be auto, none or one of {', '.join(INDEX_KINDS)}; got {index!r}."
             )
-        if index == "auto":  # exact either way: FAISS where the score is an inner product
+        saved = Path(model_dir) / INDEX_DIR
+        if index == "auto" and scorer.index_candidates:  # the candidates `index` was built for
+            index = ItemIndex.load(Path(model_dir)).options.kind if saved.exists() else "none"
+        elif index == "auto":  # exact either way: FAISS where the score is an inner product
             index = "flat" if scorer.inner_product else "none"
-        if index != "none" and not scorer.inner_product:
+        if index != "none" and not scorer.indexed:
             raise ConfigError(
                 f"{model_dir} holds a {scorer.family} model, whose scores are not inner "
                 "products of item vectors, so no FAISS index can retrieve them: use --index none "
                 "(every item is scored exactly)."
             )
-        if index == "flat" and not (Path(model_dir) / INDEX_DIR).exists():
+        if index == "flat" and not saved.exists():
             # The exact index is cheap to build and answers exactly as a saved one would.
             logger.warning(
                 "%s has no saved index: building the exact (flat) index in memory", model_dir
@@ -168,7 +174,7 @@ class Recommender:
         """The k items nearest to `item` ("people also viewed"): the largest inner products
         of the items' output vectors with its vector, through the index (the exact one
         where none is loaded); the item itself left out. Columns rank, item_id, score."""
-        if not self.scorer.inner_product:
+        if not self.scorer.indexed:
             raise ConfigError(
                 f"a {self.scorer.family} model has no item vectors to compare; `similar` "
                 "needs a GRU4Rec model."
@@ -207,7 +213,7 @@ class Recommender:
         # Excluding seen items: ask for more, then drop them (a session has at most len() items).
         extra = max(len(set(s)) for s in sessions) if exclude_seen else 0
         wanted = min(k + extra, self.n_items)
-        if self.index is not None:
+        if self.index is not None and self.scorer.inner_product:
             scores, indices = self.index.search(
                 query_vectors(self.scorer.query_vectors(batch)), wanted
             )
@@ -217,7 +223,7 @@ class Recommender:
             values, positions = exact_top_k(states, model.item_weight, model.item_bias, wanted)
             scores, indices = values.float().cpu().numpy(), positions.cpu().numpy()
         else:
-            values, positions = torch.topk(self.scorer.score(batch), wanted, dim=1)
+            values, positions = self.scorer.top_k(batch, wanted)
             scores, indices = values.float().cpu().numpy(), positions.cpu().numpy()
         if exclude_seen:
             seen = np.zeros_like(indices, dtype=bool)

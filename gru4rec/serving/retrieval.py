@@ -52,8 +52,12 @@ class IndexOptions:
 
 
 def weights_fingerprint(model_dir: Path) -> str:
-    """A short hash of the model's weights file, to tie an index to its model."""
-    digest = hashlib.sha256((Path(model_dir) / "weights.pt").read_bytes()).hexdigest()
+    """A short hash of the model's weights file (its GRU4Rec's, for a model built on one),
+    to tie an index to its model."""
+    path = Path(model_dir) / "weights.pt"
+    if not path.exists():
+        path = Path(model_dir) / "gru4rec" / "weights.pt"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return digest[:16]
 
 

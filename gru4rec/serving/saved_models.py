@@ -10,6 +10,10 @@
     hybrid     config.json {"family": "hybrid", "weights": {...}, "knn": {...} or null},
                items.parquet, gru4rec/ (a GRU4Rec checkpoint), and sessions.npz when it
                has a kNN component
+    ranker     config.json {"family": "ranker", "weights": {...}, "baselines": {NAME:
+               params}, "sizes": {...}, "features": [...]}, items.parquet, gru4rec/,
+               sessions.npz (the baselines and popularity are refitted from them), and
+               ranker.txt (the LightGBM model in its text format)
 
 `config.json` names the family; a directory without the key is a GRU4Rec checkpoint.
 Every directory is written to a temporary sibling and renamed into place.
@@ -33,9 +37,11 @@ from gru4rec.errors import CheckpointError
 from gru4rec.network.config import GRU4RecConfig
 from gru4rec.network.data import SessionData
 from gru4rec.scoring.baselines import BASELINES, Baseline, fit_baseline
+from gru4rec.scoring.candidates import CandidateSizes
 from gru4rec.scoring.contract import SessionScorer
 from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights
 from gru4rec.scoring.neural import GRU4RecScorer, as_scorer
+from gru4rec.scoring.ranker import FEATURES, RankerParts, RankerScorer, load_booster
 from gru4rec.serving.checkpoint import (
     CONFIG_FILE,
     ITEMS_FILE,
@@ -49,7 +55,8 @@ from gru4rec.serving.checkpoint import (
 FORMAT_VERSION = 1
 SESSIONS_FILE = "sessions.npz"
 GRU_DIR = "gru4rec"
-FAMILIES = ("gru4rec", "repeat", "hybrid", *BASELINES)
+RANKER_FILE = "ranker.txt"
+FAMILIES = ("gru4rec", "repeat", "hybrid", "ranker", *BASELINES)
 
 
 def model_family(model_dir: str | Path) -> str:
@@ -95,7 +102,15 @@ def save_scorer(
         "extra": extra or {},
     }
     knn: Baseline | None = None
-    if isinstance(scorer, Baseline):
+    gru: GRU4RecScorer | None = None
+    if isinstance(scorer, RankerScorer):
+        parts = scorer.parts
+        meta["weights"] = parts.weights.to_dict()
+        meta["sizes"] = dataclasses.asdict(parts.sizes)
+        meta["baselines"] = {b.name: _params(b) for b in (parts.vsknn, parts.sknn, parts.iknn)}
+        meta["features"] = list(FEATURES)
+        knn, gru = parts.vsknn, parts.gru
+    elif isinstance(scorer, Baseline):
         meta["params"] = _params(scorer)
         knn = scorer
     elif isinstance(scorer, HybridScorer):
@@ -103,14 +118,16 @@ def save_scorer(
         meta["knn"] = (
             None if scorer.knn is None else {"name": scorer.knn.name, "params": _params(scorer.knn)}
         )
-        knn = scorer.knn
+        knn, gru = scorer.knn, scorer.gru
     else:
         raise CheckpointError(f"cannot save a model of family {scorer.family!r}")
     if knn is not None and train_data is None:
         raise CheckpointError(f"saving {scorer.family} needs the sessions it was fitted on")
     with staged_model_dir(model_dir, meta, items) as staging:
-        if isinstance(scorer, HybridScorer):
-            save_checkpoint(staging / GRU_DIR, scorer.gru.model, _gru_config(scorer.gru), items)
+        if gru is not None:
+            save_checkpoint(staging / GRU_DIR, gru.model, _gru_config(gru), items)
+        if isinstance(scorer, RankerScorer):
+            (staging / RANKER_FILE).write_text(scorer.booster.model_to_string())
         if knn is not None and train_data is not None:
             np.savez(
                 staging / SESSIONS_FILE,
@@ -139,6 +156,8 @@ def load_scorer(model_dir: str | Path, device: str = "auto") -> tuple[SessionSco
                 knn = _fit(model_dir, knn_meta["name"], knn_meta["params"], len(items))
             weights = MixtureWeights(**meta["weights"])
             return HybridScorer(GRU4RecScorer(model, config), weights, knn), items
+        if family == "ranker":
+            return _load_ranker(model_dir, meta, device, len(items)), items
         resolve_device(device)  # a bad device is an error for every family
         return _fit(model_dir, family, meta["params"], len(items)), items
     except (KeyError, TypeError) as error:
@@ -147,16 +166,41 @@ def load_scorer(model_dir: str | Path, device: str = "auto") -> tuple[SessionSco
         ) from error
 
 
-def _fit(model_dir: Path, name: str, params: dict[str, Any], n_items: int) -> Baseline:
+def _load_ranker(model_dir: Path, meta: dict[str, Any], device: str, n_items: int) -> RankerScorer:
+    if tuple(meta["features"]) != FEATURES:
+        raise CheckpointError(
+            f"{model_dir} holds a ranker trained on other features than this version computes; "
+            "train it again (`gru4rec select` or `gru4rec train --model ranker`)."
+        )
+    model, config, _items = load_checkpoint(model_dir / GRU_DIR, device=device)
+    data = _sessions(model_dir, "ranker")
+    baselines = {
+        name: fit_baseline(name, data, n_items, **params)
+        for name, params in meta["baselines"].items()
+    }
+    parts = RankerParts.fit(
+        GRU4RecScorer(model, config),
+        baselines,
+        data,
+        MixtureWeights(**meta["weights"]),
+        CandidateSizes(**meta["sizes"]),
+    )
+    return RankerScorer(parts, load_booster(model_dir / RANKER_FILE))
+
+
+def _sessions(model_dir: Path, name: str) -> SessionData:
     path = model_dir / SESSIONS_FILE
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            data = SessionData(arrays["item_idx"], arrays["session_offsets"])
+            return SessionData(arrays["item_idx"], arrays["session_offsets"])
     except (OSError, ValueError, KeyError) as error:
         raise CheckpointError(
             f"{path} is missing or corrupt ({error}); save the {name} model again."
         ) from error
-    return fit_baseline(name, data, n_items, **params)
+
+
+def _fit(model_dir: Path, name: str, params: dict[str, Any], n_items: int) -> Baseline:
+    return fit_baseline(name, _sessions(model_dir, name), n_items, **params)
 
 
 def _params(baseline: Baseline) -> dict[str, Any]:
