@@ -221,6 +221,7 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
     from gru4rec.network.train import AutogradStep, _check_inputs, _device_steps
 
     torch.set_num_threads(args.threads)
+    held = _hold_lightgbm(args.threads) if args.hold_lightgbm else None
     base = get_preset(preset)
     items = load_items(data_dir)
     data, _ = load_split(data_dir, "train")
@@ -321,7 +322,28 @@ def _child(preset: str, data_dir: Path, args: argparse.Namespace) -> dict[str, A
         "peak_rss": _peak_rss_bytes(),
         "threads": args.threads,
         "steps": n_steps,
+        "lightgbm": held,
     }
+
+
+def _hold_lightgbm(threads: int) -> dict[str, Any]:
+    """Train a small LambdaMART model in this process first (as `select` does before it
+    refits GRU4Rec), so that LightGBM's OpenMP runtime and its threads are up while GRU4Rec
+    trains; returns the OpenMP libraries mapped and the process's threads afterwards."""
+    import lightgbm
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    features = rng.random((20_000, 20))
+    labels = (rng.random(20_000) < 0.01).astype(int)
+    data = lightgbm.Dataset(features, label=labels, group=[100] * 200)
+    params = {"objective": "lambdarank", "verbose": -1, "num_threads": threads}
+    lightgbm.train(params, data, num_boost_round=20)
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    runtimes = sorted({line.split()[-1] for line in maps if "omp" in line.split()[-1]})
+    status = Path("/proc/self/status").read_text()
+    os_threads = int(status.split("Threads:")[1].split()[0])
+    return {"openmp_runtimes": runtimes, "os_threads": os_threads}
 
 
 # ---------------------------------------------------------------- the parent: the table
@@ -375,6 +397,12 @@ def print_report(results: list[dict[str, Any]], load_before: str, load_after: st
             f"{result['steps']} steps x {len(result['repeats'])} repeats; "
             f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB"
         )
+        if result.get("lightgbm"):
+            held = result["lightgbm"]
+            print(
+                f"    LightGBM held: OpenMP libraries mapped {held['openmp_runtimes']}; "
+                f"{held['os_threads']} threads in the process after its training"
+            )
     header = [
         "preset",
         "runner",
@@ -489,8 +517,17 @@ def main(argv: list[str] | None = None) -> int:
         default=str(Path(tempfile.gettempdir()) / f"gru4rec-train-bench-{os.getuid()}"),
         help="where the prepared data sets are kept (created if missing)",
     )
+    parser.add_argument(
+        "--lightgbm",
+        default="with",
+        choices=["with", "without", "both"],
+        help="whether the training process also holds LightGBM (a LambdaMART model trained in "
+        "it first, as in `select` with the ranker): its OpenMP runtime must not slow GRU4Rec; "
+        "both: each preset twice, the held one labelled +lightgbm",
+    )
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
+    parser.add_argument("--hold-lightgbm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -503,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = _load()
     results = []
-    for preset in args.presets:
+    holds = {"with": [True], "without": [False], "both": [False, True]}[args.lightgbm]
+    for preset, hold in [(p, h) for p in args.presets for h in holds]:
         data_dir = ensure_data(PRESETS[preset], Path(args.workdir) / PRESETS[preset])
         threads = args.threads or default_threads()  # as `fit` decides (see its docstring)
         _progress(
@@ -527,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
             "--precisions",
             *args.precisions,
         ]
+        if hold:
+            command.append("--hold-lightgbm")
         if args.no_autograd:
             command.append("--no-autograd")
         if args.torch_kernels:
@@ -540,7 +580,10 @@ def main(argv: list[str] | None = None) -> int:
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, env=env)
         if done.returncode != 0:
             raise SystemExit(f"{preset} failed (exit {done.returncode}); see the error above.")
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        if hold and args.lightgbm == "both":
+            result["preset"] = f"{preset}+lightgbm"
+        results.append(result)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(

@@ -135,7 +135,8 @@ def select(
     save it to `out` and score it once on test.
 
     candidates: "spop,vsknn,gru4rec,hybrid:diginetica" or a list of names
-        (`family[:PRESET]`); None: `gru4rec select`'s default, spop,sknn,vsknn,gru4rec,hybrid.
+        (`family[:PRESET]`); None: `gru4rec select`'s default, spop,sknn,vsknn,gru4rec,hybrid,
+        ranker.
     Returns every candidate's validation metrics, the choice and its test metrics.
     """
     from gru4rec.jobs.selection import DEFAULT_CANDIDATES, parse_candidates

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.reference import parity
 from benchmarks.seed_sweep import sweep
-from gru4rec.jobs.selection import parse_candidates, select_model
+from gru4rec.jobs.selection import DEFAULT_CANDIDATES, parse_candidates, select_model
 from gru4rec.jobs.train_evaluate import evaluate_baseline
 from gru4rec.pipelines.options import PrepareOptions
 from gru4rec.pipelines.prepare import prepare
@@ -66,7 +66,7 @@ def assert_parity(data_dir: Path, data: str, preset: str) -> None:
 
 def assert_selection_beats_baselines(data_dir: Path, preset: str, tmp_path: Path) -> None:
     result = select_model(
-        data_dir, tmp_path / "model", parse_candidates("spop,sknn,vsknn,gru4rec,hybrid", preset)
+        data_dir, tmp_path / "model", parse_candidates(DEFAULT_CANDIDATES, preset)
     )
     print(
         f"\nchosen {result.chosen}: test {result.test['recall@20']:.4f} / {result.test['mrr@20']:.4f}"

@@ -54,6 +54,23 @@ def generate(
             max=1.0,
         ),
     ] = 0.0,
+    mean_length: Annotated[
+        float,
+        typer.Option(
+            help="Mean session length in events (lengths are geometric, at most 4 times the "
+            "mean and at least 50).",
+            min=1.0,
+        ),
+    ] = 5.0,
+    follow: Annotated[
+        float,
+        typer.Option(
+            help="Chance that a click goes to one of the item's three likely successors (the "
+            "structure GRU4Rec learns); the rest jump to popular items.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.85,
 ) -> None:
     """Write a synthetic click log with learnable next-item structure and skewed popularity."""
     from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
@@ -61,7 +78,16 @@ def generate(
     if old_out is not None:
         deprecated("gru4rec generate FILE", "gru4rec generate --out FILE")
     target = required("--out", out or old_out)
-    spec = SyntheticLog(n_sessions=sessions, n_items=items, days=days, seed=seed, revisit=revisit)
+    spec = SyntheticLog(
+        n_sessions=sessions,
+        n_items=items,
+        days=days,
+        seed=seed,
+        revisit=revisit,
+        mean_length=mean_length,
+        max_length=max(50, int(4 * mean_length)),
+        follow=follow,
+    )
     clicks = generate_clicks(spec)
     write_click_log(clicks, target, log_format.value)
     err_console.print(f"wrote {clicks.height:,} events of {sessions:,} sessions to {target}")

@@ -378,9 +378,10 @@ def select(
         typer.Option(
             help="Comma-separated candidates: gru4rec[:PRESET], repeat[:PRESET] (GRU4Rec with a "
             "learned repeat gate), hybrid[:PRESET] (GRU4Rec mixed with the session's items and "
-            "V-SKNN, weights chosen on valid), pop, spop, iknn, sknn, vsknn."
+            "V-SKNN, weights chosen on valid), ranker[:PRESET] (LambdaMART over candidates, "
+            "learned on valid), pop, spop, iknn, sknn, vsknn."
         ),
-    ] = "spop,sknn,vsknn,gru4rec,hybrid",
+    ] = "spop,sknn,vsknn,gru4rec,hybrid,ranker",
     preset: Annotated[
         PresetChoice,
         typer.Option(help="Preset of gru4rec, repeat and hybrid candidates named without one."),

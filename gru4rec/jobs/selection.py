@@ -55,7 +55,7 @@ from gru4rec.serving.saved_models import save_scorer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CANDIDATES = "spop,sknn,vsknn,gru4rec,hybrid"
+DEFAULT_CANDIDATES = "spop,sknn,vsknn,gru4rec,hybrid,ranker"
 HYBRID_KNN = "vsknn"  # the kNN component of hybrids: the best baseline on both public logs
 RANKER_BASELINES = ("vsknn", "sknn", "iknn")  # the ranker's neighbour features
 DEFAULT_REPEAT_WINDOW = "10"  # items of the session the repeat-aware GRU4Rec looks back on
