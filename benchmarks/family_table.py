@@ -1,6 +1,6 @@
 """Every candidate family of `select`, on validation and on test, over seeds: one table.
 
-    python -m benchmarks.family_table DATA [--preset rsc15] [--seeds 1-3]
+    python -m benchmarks.family_table DATA [--preset rsc15] [--seeds 1-3] [--set KEY=VALUE]
         [--candidates spop,sknn,vsknn,gru4rec,hybrid,ranker] [--threads N] [--json OUT.json]
 
 Per seed, exactly what `gru4rec select DATA --set seed=N` does (`gru4rec.jobs.selection`):
@@ -28,7 +28,12 @@ GROUPS = ("", "repeat_", "new_")
 
 
 def run_seed(
-    data: Path, preset: str, seed: int, candidates: str, threads: int | None
+    data: Path,
+    preset: str,
+    seed: int,
+    candidates: str,
+    threads: int | None,
+    overrides: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     from gru4rec.jobs.selection import FAMILIES, Fitting, parse_candidates
     from gru4rec.jobs.train_evaluate import evaluate_split
@@ -44,7 +49,7 @@ def run_seed(
             Path(scratch),
             metric="mrr@20",
             ties="conservative",
-            overrides={"seed": str(seed)},
+            overrides={**(overrides or {}), "seed": str(seed)},
             device="cpu",
             num_threads=threads,
             callbacks=None,
@@ -74,14 +79,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="1-3")
     parser.add_argument("--candidates", default="spop,sknn,vsknn,gru4rec,hybrid,ranker")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a GRU4Rec override for every seed (repeatable); not the seed",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
 
+    from gru4rec.commands.options import parse_sets
     from gru4rec.fileio import write_json
+
+    overrides = parse_sets(args.sets)
 
     runs = []
     for seed in parse_seeds(args.seeds):
-        run = run_seed(args.data, args.preset, seed, args.candidates, args.threads)
+        run = run_seed(args.data, args.preset, seed, args.candidates, args.threads, overrides)
         runs.append(run)
         summary = ", ".join(
             f"{name} {row['test']['recall@20']:.4f}/{row['test']['mrr@20']:.4f}"

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = SyntheticLog(n_sessions=args.sessions, n_items=args.items, days=30, seed=7)
     clicks = generate_clicks(spec)
     lengths = clicks.group_by("session_id", maintain_order=True).len()["len"].to_numpy()
+    lengths = lengths.astype(np.int64)
     keep = np.repeat(lengths >= 2, lengths)  # one-event sessions predict nothing
     item_idx = (clicks["item_id"].to_numpy() - ITEM_ID_BASE)[keep]
     lengths = lengths[lengths >= 2]

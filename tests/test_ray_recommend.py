@@ -262,3 +262,56 @@ def test_the_batch_benchmarks_run(
         ]
     )
     assert json.loads((tmp_path / "r.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_ranker(
+    tiny_prepared: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A ranker over the tiny GRU4Rec, learned on the test split (a fixture, not a protocol),
+    saved with an HNSW index of its GRU4Rec."""
+    from gru4rec.jobs.indexing import build_index
+    from gru4rec.jobs.selection import RANKER_BASELINES
+    from gru4rec.network.data import load_items, load_split
+    from gru4rec.scoring.baselines import fit_baseline
+    from gru4rec.scoring.hybrid import MixtureWeights
+    from gru4rec.scoring.ranker import RankerParts, RankerScorer, fit_ranker, ranker_table
+    from gru4rec.serving.retrieval import IndexOptions
+    from gru4rec.serving.saved_models import load_scorer, save_scorer
+
+    items = load_items(tiny_prepared)
+    train, _ = load_split(tiny_prepared, "train")
+    test, _ = load_split(tiny_prepared, "test")
+    gru, _ = load_scorer(tiny_model, device="cpu")
+    baselines = {name: fit_baseline(name, train, items.height) for name in RANKER_BASELINES}
+    parts = RankerParts.fit(gru, baselines, train, MixtureWeights(repeat=0.1, knn=0.1))  # type: ignore[arg-type]
+    booster = fit_ranker(ranker_table(parts, test), n_items=items.height).booster
+    out = tmp_path_factory.mktemp("ranker") / "model"
+    save_scorer(out, RankerScorer(parts, booster), items, train_data=train)
+    build_index(out, IndexOptions("hnsw"), data=tiny_prepared)
+    return out
+
+
+def test_ray_serves_the_ranker_with_candidates_from_its_index(
+    local_ray: None, tiny_ranker: Path, sessions: Path, tmp_path: Path
+) -> None:
+    recommender = Recommender.from_path(tiny_ranker, device="cpu", index="auto")  # the saved one
+    assert recommender.index is not None and recommender.index.options.kind == "hnsw"
+    assert recommender.scorer.builder.index is recommender.index  # type: ignore[attr-defined]
+    local = recommend_file(recommender, sessions, PREPARED, tmp_path / "local.parquet", k=7)
+    recommend_on_ray(
+        str(tiny_ranker),
+        sessions,
+        PREPARED,
+        tmp_path / "ray",
+        k=7,
+        batch_size=40,
+        actors=2,
+        index="hnsw",
+    )
+    expected, got = _read(tmp_path / "local.parquet"), _read(tmp_path / "ray")
+    assert got.select("session_id", "rank", "item_id").equals(
+        expected.select("session_id", "rank", "item_id")
+    )
+    np.testing.assert_allclose(got["score"].to_numpy(), expected["score"].to_numpy(), rtol=1e-5)
+    assert local["rows"] == len(expected) > 0

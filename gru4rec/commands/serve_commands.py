@@ -252,6 +252,7 @@ def recommend(
             cpus_per_actor=cpus_per_actor,
             address=ray_address,
             device=device.value,
+            index=index_kind.value,
         )
     else:
         recommender = api.load(model, device=device.value, index=index_kind.value)

@@ -192,6 +192,7 @@ def recommend_stage(night: Night) -> None:
             k=config.k,
             exclude_seen=config.exclude_seen,
             device=config.device,
+            index=night.index_kind,
         )
     else:
         recommender = Recommender.from_path(

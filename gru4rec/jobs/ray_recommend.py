@@ -50,11 +50,20 @@ class SessionScorer:
     written as one Parquet file of the output's staging folder (named by the bucket)."""
 
     def __init__(
-        self, model: str, k: int, exclude_seen: bool, device: str, folder: str, batch_size: int
+        self,
+        model: str,
+        k: int,
+        exclude_seen: bool,
+        device: str,
+        folder: str,
+        batch_size: int,
+        index: str = "none",
     ) -> None:
         from gru4rec.serving.recommend import Recommender
 
-        self.recommender = Recommender.from_path(fetch_checkpoint(model), device=device)
+        self.recommender = Recommender.from_path(
+            fetch_checkpoint(model), device=device, index=index
+        )
         self.k, self.exclude_seen, self.folder = k, exclude_seen, Path(folder)
         self.batch_size = batch_size
 
@@ -87,6 +96,7 @@ def recommend_on_ray(
     cpus_per_actor: float = 1.0,
     address: str | None = None,
     device: str = "cpu",
+    index: str = "none",
     scorer: type = SessionScorer,
 ) -> dict[str, Any]:
     """Write the top-k of every session in `input_path` as a Parquet dataset `output`.
@@ -94,7 +104,8 @@ def recommend_on_ray(
     The rows are the single-process path's (`recommend_file`): `session_id, rank, item_id,
     score`, one file per bucket of about `batch_size` sessions (at most 256 buckets),
     each in order of session start then rank. actors: the pool's size (default: the
-    cluster's CPUs / cpus_per_actor). scorer: the actor class. Returns the summary
+    cluster's CPUs / cpus_per_actor). index: as `Recommender.from_path`'s, in every actor.
+    scorer: the actor class. Returns the summary
     `recommend_file` returns, with `actors`, `buckets` and `read_seconds` (the driver's
     pass over the input; `seconds` is the scoring).
     """
@@ -133,7 +144,15 @@ def recommend_on_ray(
             ray.data.from_items([{"bucket": str(bucket)} for bucket in buckets])
             .map_batches(
                 scorer,
-                fn_constructor_args=(source, k, exclude_seen, device, str(staging), batch_size),
+                fn_constructor_args=(
+                    source,
+                    k,
+                    exclude_seen,
+                    device,
+                    str(staging),
+                    batch_size,
+                    index,
+                ),
                 batch_size=1,
                 batch_format="pyarrow",
                 num_cpus=cpus_per_actor,

@@ -388,7 +388,9 @@ def _dense_scores(candidates: CandidateRows, predicted: Tensor) -> Tensor:
     assert candidates.gru_dense is not None
     gru = candidates.gru_dense.double()
     n_rows = gru.shape[0]
-    lowest = torch.full((n_rows,), math.inf, dtype=torch.float64).scatter_reduce(0, candidates.rows, predicted, "amin")
+    lowest = torch.full((n_rows,), math.inf, dtype=torch.float64).scatter_reduce(
+        0, candidates.rows, predicted, "amin"
+    )
     lowest = torch.where(torch.isfinite(lowest), lowest, 0.0)
     top = gru.amax(dim=1, keepdim=True)
     spread = top - gru.amin(dim=1, keepdim=True)
