@@ -35,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=2000, help="query sessions served")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--batch-size", type=int, default=256, help="sessions served together")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="sessions scored together (every family scores (batch, items) matrices)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -89,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     baselines = {name: fit_baseline(name, train, args.items) for name in RANKER_BASELINES}
     hybrid = HybridScorer(gru, MixtureWeights(), baselines[HYBRID_KNN])
     t = time.perf_counter()
-    weights = choose_weights(hybrid, valid).best
+    weights = choose_weights(hybrid, valid, batch_size=args.batch_size).best
     figures["weights"] = weights.to_dict()
     parts = RankerParts.fit(gru, baselines, train, weights)
-    table = ranker_table(parts, valid)
+    table = ranker_table(parts, valid, batch_size=args.batch_size)
     learned = fit_ranker(table, n_items=args.items)
     figures["ranker_seconds"] = time.perf_counter() - t
     figures["valid_out_of_fold"] = {k: learned.metrics[k] for k in ("recall@20", "mrr@20")}

@@ -146,7 +146,9 @@ def test_nightly_against_a_real_mlflow_server(tmp_path: Path, mlflow_server: str
     }
 
 
-def selection_config(tmp_path: Path, candidates: list[str], uri: str, name: str) -> Path:
+def selection_config(
+    tmp_path: Path, candidates: list[str], uri: str, name: str, serving: tuple[str, ...] = ()
+) -> Path:
     """A log of revisits (most clicks return to an earlier item), a validation day, and a
     barely trained GRU4Rec among the candidates."""
     log = tmp_path / "revisits.tsv"
@@ -169,6 +171,7 @@ def selection_config(tmp_path: Path, candidates: list[str], uri: str, name: str)
         *(f"{key} = {value}" for key, value in tiny.items()),
         "[serving]",
         "k = 5",
+        *serving,
     ]
     path = tmp_path / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -225,6 +228,23 @@ def test_nightly_serves_a_baseline_that_wins_on_valid(tmp_path: Path) -> None:
     )
     assert recommended.exit_code == 0, recommended.output
     assert pl.read_parquet(tmp_path / "r.parquet").equals(recs)
+
+
+def test_nightly_serves_the_ranker_through_its_index(tmp_path: Path) -> None:
+    """The ranker as the only candidate: the index stage indexes its GRU4Rec (HNSW), the
+    recommend stage takes the candidates from that index, as `recommend --index hnsw` does."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = selection_config(tmp_path, ["ranker"], uri, "ranker", serving=('index = "hnsw"',))
+    summary = run_selection(config)
+    assert summary["chosen"] == "ranker:rsc15" and summary["family"] == "ranker"
+    current = tmp_path / "ranker" / "current"
+    recs = pl.read_parquet(current / "recommendations.parquet")
+    data = current / "data" / "test.parquet"
+    out = tmp_path / "r.parquet"
+    argv = ["recommend", str(current / "model"), "--input", str(data), "--out", str(out)]
+    recommended = runner.invoke(app, [*argv, "-k", "5", "--index", "hnsw"])
+    assert recommended.exit_code == 0, recommended.output
+    assert pl.read_parquet(out).equals(recs) and recs.height > 0
 
 
 def run_selection(config: Path) -> dict:
