@@ -340,7 +340,8 @@ def _hold_lightgbm(threads: int) -> dict[str, Any]:
     params = {"objective": "lambdarank", "verbose": -1, "num_threads": threads}
     lightgbm.train(params, data, num_boost_round=20)
     maps = Path("/proc/self/maps").read_text().splitlines()
-    runtimes = sorted({line.split()[-1] for line in maps if "omp" in line.split()[-1]})
+    paths = {line.split()[-1] for line in maps if "/" in line}
+    runtimes = sorted(p for p in paths if Path(p).name.startswith(("libgomp", "libiomp", "libomp")))
     status = Path("/proc/self/status").read_text()
     os_threads = int(status.split("Threads:")[1].split()[0])
     return {"openmp_runtimes": runtimes, "os_threads": os_threads}
