@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=400_000)
     parser.add_argument("--queries", type=int, default=2000, help="query sessions served")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--weights",
+        metavar="REPEAT,DECAY,KNN",
+        help="the hybrid's weights (default: searched on valid, as select does; the search "
+        "scores every item of every prediction some 230 times)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument(
         "--batch-size",
@@ -94,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     baselines = {name: fit_baseline(name, train, args.items) for name in RANKER_BASELINES}
     hybrid = HybridScorer(gru, MixtureWeights(), baselines[HYBRID_KNN])
     t = time.perf_counter()
-    weights = choose_weights(hybrid, valid, batch_size=args.batch_size).best
+    if args.weights:
+        repeat, decay, knn = (float(x) for x in args.weights.split(","))
+        weights = MixtureWeights(repeat=repeat, decay=decay, knn=knn)
+        hybrid.weights = weights
+    else:
+        weights = choose_weights(hybrid, valid, batch_size=args.batch_size).best
     figures["weights"] = weights.to_dict()
     parts = RankerParts.fit(gru, baselines, train, weights)
     table = ranker_table(parts, valid, batch_size=args.batch_size)
