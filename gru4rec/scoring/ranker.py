@@ -330,7 +330,7 @@ class RankerScorer(SessionScorer):
         """(B, n_items): the candidates by the ranker's score, then the other items by
         GRU4Rec's, each below every candidate of its row."""
         out = []
-        for part in _row_chunks(batch, self.n_items):
+        for _first, part in _row_chunks(batch, self.n_items):
             candidates = self.builder.build(part, dense_gru=True)
             assert candidates.gru_dense is not None
             out.append(_dense_scores(candidates, self.predict(candidates)))
@@ -340,7 +340,7 @@ class RankerScorer(SessionScorer):
         """(B, k) scores and item indices, best first: from the candidates alone where every
         row has k of them, else from `score`."""
         values, indices = [], []
-        for part in _row_chunks(batch, self.n_items):
+        for _first, part in _row_chunks(batch, self.n_items):
             candidates = self.builder.build(part)
             if int(candidates.counts.min()) < k:
                 found = torch.topk(self.score(part), k, dim=1)
@@ -370,14 +370,15 @@ def tie_broken(predicted: np.ndarray, features: np.ndarray) -> np.ndarray:
     return predicted - _TIE_STEP * features[:, _GRU_RANK].astype(np.float64)
 
 
-def _row_chunks(batch: SessionBatch, n_items: int) -> list[SessionBatch]:
-    """`batch` cut into row blocks whose (rows, n_items) matrices stay near _DENSE_FLOATS."""
+def _row_chunks(batch: SessionBatch, n_items: int) -> list[tuple[int, SessionBatch]]:
+    """`batch` cut into row blocks whose (rows, n_items) matrices stay near _DENSE_FLOATS,
+    each with its first row."""
     step = max(1, _DENSE_FLOATS // max(n_items, 1))
     n_rows = batch.history.shape[0]
     if n_rows <= step:
-        return [batch]
+        return [(0, batch)]
     return [
-        SessionBatch(batch.history[i : i + step], [s[i : i + step] for s in batch.state])
+        (i, SessionBatch(batch.history[i : i + step], [s[i : i + step] for s in batch.state]))
         for i in range(0, n_rows, step)
     ]
 
@@ -457,7 +458,7 @@ def ranker_table(
             session_of_row[starts] = torch.arange(next_session, next_session + n_new)
             next_session += n_new
             targets = torch.as_tensor(step.targets, dtype=torch.int64)
-            for first, part in _row_chunk_ranges(batch, parts.gru.n_items):
+            for first, part in _row_chunks(batch, parts.gru.n_items):
                 rows_targets = targets[first : first + part.history.shape[0]]
                 candidates = builder.build(part, dense_gru=True)
                 is_target = candidates.items == rows_targets[candidates.rows]
@@ -478,12 +479,6 @@ def ranker_table(
         np.concatenate(repeats) if repeats else np.zeros(0, bool),
         np.concatenate(outside) if outside else np.zeros(0, np.float64),
     )
-
-
-def _row_chunk_ranges(batch: SessionBatch, n_items: int) -> list[tuple[int, SessionBatch]]:
-    step = max(1, _DENSE_FLOATS // max(n_items, 1))
-    chunks = _row_chunks(batch, n_items)
-    return [(i * step, chunk) for i, chunk in enumerate(chunks)]
 
 
 def _outside_ranks(
