@@ -30,6 +30,19 @@ def shared_file(relative: str) -> Path:
     return path
 
 
+def prepared_log(root: Path, spec: object) -> Path:
+    """A generated log (`SyntheticLog` spec) written under `root` and prepared with one
+    validation day: the data `select` needs."""
+    from gru4rec.pipelines.options import PrepareOptions
+    from gru4rec.pipelines.prepare import prepare
+    from gru4rec.pipelines.sources import resolve_spec
+    from gru4rec.pipelines.synthetic import generate_clicks, write_click_log
+
+    log = write_click_log(generate_clicks(spec), root / "clicks.tsv", "gru4rec-tsv")  # type: ignore[arg-type]
+    prepare([log], root / "prepared", resolve_spec("gru4rec-tsv"), PrepareOptions(valid_days=1))
+    return root / "prepared"
+
+
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared synthetic data set (1,500 sessions, 60 items) shared by the tests."""

@@ -33,6 +33,7 @@ from gru4rec.scoring.ranker import (
     table_metrics,
 )
 from gru4rec.serving.retrieval import IndexOptions, ItemIndex
+from tests.conftest import prepared_log
 
 N_ITEMS = 60
 SIZES = CandidateSizes(n_gru=10, n_knn=5, n_popular=3)
@@ -186,16 +187,10 @@ def test_fit_ranker_learns_something_out_of_fold(parts: RankerParts) -> None:
 @pytest.fixture(scope="module")
 def repeat_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated log with long sessions returning to their items, split with valid."""
-    from gru4rec.pipelines.options import PrepareOptions
-    from gru4rec.pipelines.prepare import prepare
-    from gru4rec.pipelines.sources import resolve_spec
-    from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+    from gru4rec.pipelines.synthetic import SyntheticLog
 
-    root = tmp_path_factory.mktemp("repeat-log")
     spec = SyntheticLog(n_sessions=900, n_items=120, days=10, seed=4, revisit=0.5, mean_length=8)
-    log = write_click_log(generate_clicks(spec), root / "clicks.tsv", "gru4rec-tsv")
-    prepare([log], root / "prepared", resolve_spec("gru4rec-tsv"), PrepareOptions(valid_days=1))
-    return root / "prepared"
+    return prepared_log(tmp_path_factory.mktemp("repeat-log"), spec)
 
 
 TINY = [

@@ -26,6 +26,7 @@ from gru4rec.scoring.ranker import RankerParts, RankerScorer, fit_ranker, ranker
 from gru4rec.serving.checkpoint import load_checkpoint
 from gru4rec.serving.recommend import Recommender
 from gru4rec.serving.saved_models import load_scorer, model_family, save_scorer
+from tests.conftest import prepared_log
 
 runner = CliRunner()
 TINY_GRU = [
@@ -43,16 +44,10 @@ TINY_GRU = [
 @pytest.fixture(scope="module")
 def revisit_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A log where most clicks return to an earlier item of the session, with a valid split."""
-    from gru4rec.pipelines.options import PrepareOptions
-    from gru4rec.pipelines.prepare import prepare
-    from gru4rec.pipelines.sources import resolve_spec
-    from gru4rec.pipelines.synthetic import SyntheticLog, generate_clicks, write_click_log
+    from gru4rec.pipelines.synthetic import SyntheticLog
 
-    root = tmp_path_factory.mktemp("revisit")
     spec = SyntheticLog(n_sessions=1200, n_items=80, days=10, seed=2, revisit=0.7, follow=0.2)
-    log = write_click_log(generate_clicks(spec), root / "clicks.tsv", "gru4rec-tsv")
-    prepare([log], root / "prepared", resolve_spec("gru4rec-tsv"), PrepareOptions(valid_days=1))
-    return root / "prepared"
+    return prepared_log(tmp_path_factory.mktemp("revisit"), spec)
 
 
 def every_family(prepared: Path, gru_dir: Path) -> dict[str, SessionScorer]:
