@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import gru4rec.scoring.hybrid as hybrid_module
 from gru4rec.errors import ConfigError
 from gru4rec.network.data import SessionData
 from gru4rec.network.model import GRU4Rec
@@ -170,3 +171,47 @@ def test_the_search_finds_the_knn_part_alone_where_it_is_best() -> None:
     # The vertex itself is in the grid and scores what the kNN baseline scores.
     vertex = dict(search.trials)[MixtureWeights(knn=1.0)]
     assert vertex["mrr@20"] == pytest.approx(alone["mrr@20"], abs=1e-12)
+
+
+def test_a_small_decay_keeps_the_items_far_back_in_a_long_session(gru: GRU4RecScorer) -> None:
+    # Item 5 opens a session of 102 events and is its target: 0.2**101 underflows to 0 in
+    # float32, 1.0**101 does not. Scored together, decay 1 must still see item 5 as part of
+    # the session (its target mass), and decay 0.2 must not.
+    valid = SessionData.from_sessions([[5, *[1, 2] * 50, 5], [3, 4, 3], [7, 8, 9, 7]])
+    hybrid = HybridScorer(gru, MixtureWeights())
+    candidates = [MixtureWeights(repeat=0.5, decay=0.2), MixtureWeights(repeat=0.5, decay=1.0)]
+    fast = evaluate_weights(hybrid, valid, candidates, cutoffs=(1, 5, 10, 20), batch_size=4)
+    for weights, metrics in zip(candidates, fast, strict=True):
+        plain = evaluate(HybridScorer(gru, weights), valid, cutoffs=(1, 5, 10, 20))
+        for key in ("recall@20", "mrr@20", "repeat_mrr@20"):
+            assert metrics[key] == pytest.approx(plain[key], abs=1e-12), (weights, key)
+    assert fast[1]["repeat_mrr@20"] > fast[0]["repeat_mrr@20"]
+
+
+class CountingHybrid(HybridScorer):
+    """A hybrid that counts how often its expensive parts are computed."""
+
+    calls = 0
+
+    def parts(self, batch, decay):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return super().parts(batch, decay)
+
+
+def test_the_search_computes_the_expensive_parts_once_for_all_stages(
+    gru: GRU4RecScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, valid = random_sessions(11, 80), random_sessions(12, 50, repeat_share=0.5)
+    knn = fit_baseline("vsknn", train, N_ITEMS)
+    kept = CountingHybrid(gru, MixtureWeights(), knn)
+    search = choose_weights(kept, valid, batch_size=16)
+    n_batches = kept.calls
+    one_pass = CountingHybrid(gru, MixtureWeights(), knn)
+    evaluate_weights(one_pass, valid, [MixtureWeights()], batch_size=16)
+    assert n_batches == one_pass.calls > 1  # three stages, one pass over valid
+    # Too many pairs to keep: every stage computes them again, with the same results.
+    monkeypatch.setattr(hybrid_module, "MAX_KEPT_PAIRS", 0)
+    again = CountingHybrid(gru, MixtureWeights(), knn)
+    search_again = choose_weights(again, valid, batch_size=16)
+    assert again.calls == 3 * n_batches
+    assert search_again.trials == search.trials and search_again.best == search.best
