@@ -2,6 +2,7 @@
 
     python -m benchmarks.family_table DATA [--preset rsc15] [--seeds 1-3] [--set KEY=VALUE]
         [--candidates spop,sknn,vsknn,gru4rec,hybrid,ranker] [--threads N] [--json OUT.json]
+    python -m benchmarks.family_table --from-json seed1.json --from-json seed2.json ...
 
 Per seed, exactly what `gru4rec select DATA --set seed=N` does (`gru4rec.jobs.selection`):
 each candidate is fitted on train_tr and scored on valid (the ranker out of fold), the one
@@ -9,12 +10,15 @@ each candidate is fitted on train_tr and scored on valid (the ranker out of fold
 on train and scored once on test (conservative ties), overall and on repeat / new targets.
 Prints each family's mean (sd) over the seeds, which family `select` chose per seed, and
 the seconds: each candidate's own work and the whole selection with and without the ranker
-(the GRU4Rec trainings, baselines and weight search are shared, counted once).
+(the GRU4Rec trainings, baselines and weight search are shared, counted once), and `select`'s
+whole time (the validation stage, then the chosen candidate refitted on train) with and
+without the ranker among the candidates.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -63,8 +67,13 @@ def run_seed(
         for candidate in chosen_list:
             family = FAMILIES[candidate.family]
             t = time.perf_counter()
-            final = family.fit_on_train(candidate, fitting, rows[candidate.name]["valid"])
+            final, charged = fitting.charged(
+                lambda c=candidate, f=family: f.fit_on_train(c, fitting, rows[c.name]["valid"])
+            )
             rows[candidate.name]["refit_wall"] = time.perf_counter() - t
+            # What `select` spends refitting this candidate when it is chosen: every fit it
+            # uses, also those an earlier candidate's refit made here.
+            rows[candidate.name]["refit_seconds"] = charged
             rows[candidate.name]["test"] = evaluate_split(
                 final, items, data, split="test", **fitting.evaluation
             )
@@ -74,7 +83,9 @@ def run_seed(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, help="prepared data with train_tr/valid/train/test")
+    parser.add_argument(
+        "data", type=Path, nargs="?", help="prepared data with train_tr/valid/train/test"
+    )
     parser.add_argument("--preset", default="rsc15")
     parser.add_argument("--seeds", default="1-3")
     parser.add_argument("--candidates", default="spop,sknn,vsknn,gru4rec,hybrid,ranker")
@@ -88,8 +99,23 @@ def main(argv: list[str] | None = None) -> int:
         help="a GRU4Rec override for every seed (repeatable); not the seed",
     )
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="RUNS.json",
+        help="print the table of runs saved with --json (repeatable: seeds run in parallel "
+        "processes) instead of running",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        runs = [run for path in args.from_json for run in json.loads(path.read_text())["runs"]]
+        print_table(sorted(runs, key=lambda run: run["seed"]))
+        return 0
 
+    if args.data is None:
+        parser.error("DATA is needed unless --from-json is given")
     from gru4rec.commands.options import parse_sets
     from gru4rec.fileio import write_json
 
@@ -106,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: select chooses {run['chosen']}; test {summary}", flush=True)
         if args.json:
             write_json(args.json, {"runs": runs})
+    print_table(runs)
+    return 0
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    """The families' mean (sd) over the runs, the choices, and the selection's seconds."""
     names = list(runs[0]["rows"])
     print("\n| family | valid R@20 / MRR@20 | test R@20 / MRR@20, mean (sd) | repeat | new |")
     print("|---|---|---|---|---|")
@@ -122,15 +154,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("chosen per seed:", ", ".join(run["chosen"] for run in runs))
     for run in runs:
-        walls = {name: row["valid_wall"] for name, row in run["rows"].items()}
-        ranker = sum(v for k, v in walls.items() if k.startswith("ranker"))
+        rows = run["rows"]
+        ranker = sum(row["valid_wall"] for name, row in rows.items() if name.startswith("ranker"))
         total = run["selection_seconds"]
         print(
             f"seed {run['seed']}: selection on valid {total:.0f} s, of which the ranker's own "
             f"{ranker:.0f} s (without it: {total - ranker:.0f} s; ratio "
             f"{total / max(total - ranker, 1e-9):.2f}x)"
         )
-    return 0
+        others = [name for name in rows if not name.startswith("ranker")]
+        if len(others) < len(rows) and others and "refit_seconds" in rows[run["chosen"]]:
+            # `select` = the valid stage + refitting the chosen candidate on train.
+            without = max(others, key=lambda name: rows[name]["valid"]["mrr@20"])
+            with_ranker = total + rows[run["chosen"]]["refit_seconds"]
+            plain = total - ranker + rows[without]["refit_seconds"]
+            print(
+                f"seed {run['seed']}: select with the ranker {with_ranker:.0f} s (chooses "
+                f"{run['chosen']}), without it {plain:.0f} s (chooses {without}): "
+                f"{with_ranker / max(plain, 1e-9):.2f}x"
+            )
 
 
 def _mean_sd(values: list[float], *, sd: bool) -> str:

@@ -222,6 +222,21 @@ def test_the_family_table_benchmark_runs(repeat_log: Path, tmp_path: Path, capsy
         assert rows["hybrid:rsc15"]["valid"]["mrr@20"] >= rows["gru4rec:rsc15"]["valid"]["mrr@20"]
     printed = capsys.readouterr().out
     assert "| ranker:rsc15 |" in printed and "ratio" in printed
+    assert printed.count("select with the ranker") == 2
+    for run in runs:  # a refit's charged seconds count every fit it uses
+        refits = {name: row["refit_seconds"] for name, row in run["rows"].items()}
+        assert refits["hybrid:rsc15"] >= refits["gru4rec:rsc15"] > 0
+    # Seeds saved by separate processes print as the same table.
+    for run in runs:
+        (tmp_path / f"seed{run['seed']}.json").write_text(json.dumps({"runs": [run]}))
+    merged = [
+        "--from-json",
+        str(tmp_path / "seed2.json"),
+        "--from-json",
+        str(tmp_path / "seed1.json"),
+    ]
+    assert family_table.main(merged) == 0
+    assert capsys.readouterr().out.strip() == printed.strip().split("\n\n", 1)[1].strip()
 
 
 def test_the_ranker_scale_benchmark_runs(tmp_path: Path) -> None:
