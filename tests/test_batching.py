@@ -31,11 +31,20 @@ def test_hand_traced_schedule() -> None:
         assert step.inputs.dtype == np.int64 and step.targets.dtype == np.int64
 
 
+def test_each_row_knows_its_session_when_asked() -> None:
+    # The schedule of the hand-traced test: sessions by (step, slot).
+    data = SessionData.from_sessions([[0, 1, 2], [3, 4], [5, 6, 7, 8], [9, 10]])
+    steps = list(session_parallel_steps(data, batch_size=2, with_sessions=True))
+    assert [step.sessions.tolist() for step in steps] == [[0, 1], [0, 2], [3, 2], [2]]  # type: ignore[union-attr]
+    assert all(step.sessions is None for step in session_parallel_steps(data, batch_size=2))
+
+
 def test_short_sessions_contribute_nothing() -> None:
     data = SessionData.from_sessions([[0], [1, 2], [], [3], [4, 5, 6]])
-    steps = list(session_parallel_steps(data, batch_size=1))
+    steps = list(session_parallel_steps(data, batch_size=1, with_sessions=True))
     assert [s.inputs.tolist() for s in steps] == [[1], [4], [5]]
     assert [s.reset.tolist() for s in steps] == [[True], [True], [False]]
+    assert [s.sessions.tolist() for s in steps] == [[1], [4], [4]]  # type: ignore[union-attr]
 
 
 def test_more_slots_than_sessions() -> None:

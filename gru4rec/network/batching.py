@@ -31,12 +31,15 @@ class Step:
     reset: (B_t,) bool rows whose hidden state is zeroed before this step (a new session).
     keep: (B_t,) int64 indices into the previous step's rows that continue into this step,
         applied to the hidden state BEFORE `reset`; None when the rows are unchanged.
+    sessions: (B_t,) int64 each row's session, its index in the data (None unless planned
+        `with_sessions`).
     """
 
     inputs: np.ndarray
     targets: np.ndarray
     reset: np.ndarray
     keep: np.ndarray | None
+    sessions: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +49,7 @@ class SessionParallelPlan:
     inputs, targets: (n_rows,) int64; reset: (n_rows,) bool; n_rows = sum of (length - 1).
     step_offsets: (n_steps + 1,) int64.
     keeps: {step: (B_t,) int64} for the steps where the batch shrinks.
+    sessions: (n_rows,) int64 each row's session (its index in the data), or None.
     """
 
     inputs: np.ndarray
@@ -53,6 +57,7 @@ class SessionParallelPlan:
     reset: np.ndarray
     step_offsets: np.ndarray
     keeps: dict[int, np.ndarray]
+    sessions: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -67,13 +72,23 @@ class SessionParallelPlan:
         offsets = self.step_offsets
         for t in range(self.n_steps):
             rows = slice(offsets[t], offsets[t + 1])
-            yield Step(self.inputs[rows], self.targets[rows], self.reset[rows], self.keeps.get(t))
+            yield Step(
+                self.inputs[rows],
+                self.targets[rows],
+                self.reset[rows],
+                self.keeps.get(t),
+                None if self.sessions is None else self.sessions[rows],
+            )
 
 
-def plan_session_parallel(data: SessionData, batch_size: int) -> SessionParallelPlan:
+def plan_session_parallel(
+    data: SessionData, batch_size: int, *, with_sessions: bool = False
+) -> SessionParallelPlan:
     """Schedule every session of `data` onto `batch_size` slots (see the module docstring).
 
     Sessions shorter than 2 events hold no (input, target) pair and are skipped.
+    `with_sessions` also records each row's session (8 bytes a row: evaluation wants it,
+    training does not).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -115,12 +130,15 @@ def plan_session_parallel(data: SessionData, batch_size: int) -> SessionParallel
         reset=reset,
         step_offsets=step_offsets,
         keeps=keeps,
+        sessions=sessions[row_session[order]].astype(np.int64) if with_sessions else None,
     )
 
 
-def session_parallel_steps(data: SessionData, batch_size: int) -> Iterator[Step]:
+def session_parallel_steps(
+    data: SessionData, batch_size: int, *, with_sessions: bool = False
+) -> Iterator[Step]:
     """Iterate the session-parallel steps of one pass over `data` (see `plan_session_parallel`)."""
-    return plan_session_parallel(data, batch_size).steps()
+    return plan_session_parallel(data, batch_size, with_sessions=with_sessions).steps()
 
 
 def _assign_slots(n_transitions: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -127,7 +127,7 @@ def candidate_recall(
     union's mean size: `recall_<source>`, `recall`, `mean_size`."""
     hits = dict.fromkeys([*SOURCES, "union"], 0)
     size, events = 0, 0
-    for batch, targets in scored_steps(sets.gru, data, batch_size):
+    for batch, targets, _sessions in scored_steps(sets.gru, data, batch_size):
         masks = sets.masks(batch)
         union = torch.zeros_like(masks["popular"])
         rows = torch.arange(len(targets))

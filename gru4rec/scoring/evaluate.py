@@ -259,7 +259,7 @@ def evaluate(
     """
     scorer = as_scorer(model)
     accumulator = MetricAccumulator(cutoffs, ties, scorer.n_items, item_support)
-    for batch, targets in scored_steps(scorer, data, batch_size):
+    for batch, targets, _sessions in scored_steps(scorer, data, batch_size):
         accumulator.update(scorer.score(batch), targets, repeat_targets(batch.history, targets))
         if progress is not None:
             progress(accumulator.n_events)
@@ -268,9 +268,10 @@ def evaluate(
 
 def scored_steps(
     scorer: SessionScorer, data: SessionData, batch_size: int
-) -> Iterator[tuple[SessionBatch, Tensor]]:
-    """Every prediction of the protocol: (prefixes, (B,) int64 targets) step by step, under
-    inference mode, with networks in eval mode (restored afterwards)."""
+) -> Iterator[tuple[SessionBatch, Tensor, np.ndarray]]:
+    """Every prediction of the protocol: (prefixes, (B,) int64 targets, (B,) int64 each
+    row's session in `data`) step by step, under inference mode, with networks in eval mode
+    (restored afterwards)."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     networks = scorer.networks()
@@ -280,9 +281,10 @@ def scored_steps(
     try:
         with torch.inference_mode():
             cursor = SessionCursor(scorer)
-            for step in session_parallel_steps(data, batch_size):
+            for step in session_parallel_steps(data, batch_size, with_sessions=True):
                 batch = cursor.step(step.inputs, step.keep, step.reset)
-                yield batch, torch.as_tensor(step.targets, device=scorer.device)
+                assert step.sessions is not None
+                yield batch, torch.as_tensor(step.targets, device=scorer.device), step.sessions
     finally:
         for network, mode in zip(networks, modes, strict=True):
             network.train(mode)

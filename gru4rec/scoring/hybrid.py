@@ -310,7 +310,7 @@ class _SparsePasses:
     def _compute(self) -> Iterator[_SparseBatch]:
         scorer = self.scorer
         depth = min(max(self.cutoffs) + 1, scorer.n_items)
-        for batch, targets in scored_steps(scorer, self.data, self.batch_size):
+        for batch, targets, _sessions in scored_steps(scorer, self.data, self.batch_size):
             # The touched pairs come from the largest decay: a small one underflows to 0
             # for items far back in a long session, which must still count as touched.
             parts = scorer.parts(batch, self.decays[-1])

@@ -45,8 +45,8 @@ from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.network.data import SessionData
 from gru4rec.scoring.baselines import Baseline
 from gru4rec.scoring.candidates import CandidateSets, CandidateSizes
-from gru4rec.scoring.contract import SessionBatch, SessionCursor, SessionScorer, repeat_targets
-from gru4rec.scoring.evaluate import MetricAccumulator, TieMode
+from gru4rec.scoring.contract import SessionBatch, SessionScorer, repeat_targets
+from gru4rec.scoring.evaluate import MetricAccumulator, TieMode, scored_steps
 from gru4rec.scoring.hybrid import MixtureWeights
 from gru4rec.scoring.neural import GRU4RecScorer
 
@@ -433,44 +433,24 @@ def ranker_table(
 ) -> RankerTable:
     """The candidate rows of every prediction of `data` (the protocol of
     `gru4rec.scoring.evaluate`), with exact GRU4Rec candidates."""
-    from gru4rec.network.batching import session_parallel_steps
-
     builder = FeatureBuilder(parts)
     features, labels, sizes, sessions, repeats, outside = [], [], [], [], [], []
-    scorer = parts.gru
-    cursor = SessionCursor(scorer)
-    session_of_row = torch.zeros(0, dtype=torch.int64)
-    next_session, n_done = 0, 0
-    networks = scorer.networks()
-    for network in networks:
-        network.eval()
-    with torch.inference_mode():
-        for step in session_parallel_steps(data, batch_size):
-            batch = cursor.step(step.inputs, step.keep, step.reset)
-            if step.keep is not None:
-                session_of_row = session_of_row[torch.as_tensor(step.keep)]
-            if len(session_of_row) < len(step.inputs):
-                grown = torch.zeros(len(step.inputs), dtype=torch.int64)
-                grown[: len(session_of_row)] = session_of_row
-                session_of_row = grown
-            starts = torch.as_tensor(step.reset, dtype=torch.bool)
-            n_new = int(starts.sum())
-            session_of_row[starts] = torch.arange(next_session, next_session + n_new)
-            next_session += n_new
-            targets = torch.as_tensor(step.targets, dtype=torch.int64)
-            for first, part in _row_chunks(batch, parts.gru.n_items):
-                rows_targets = targets[first : first + part.history.shape[0]]
-                candidates = builder.build(part, dense_gru=True)
-                is_target = candidates.items == rows_targets[candidates.rows]
-                features.append(candidates.features)
-                labels.append(is_target.numpy().astype(np.int8))
-                sizes.append(candidates.counts.numpy())
-                sessions.append(session_of_row[first : first + len(rows_targets)].numpy())
-                repeats.append(repeat_targets(part.history.cpu(), rows_targets).numpy())
-                outside.append(_outside_ranks(candidates, rows_targets, is_target, ties))
-            n_done += len(targets)
-            if progress is not None:
-                progress(n_done)
+    n_done = 0
+    for batch, targets, batch_sessions in scored_steps(parts.gru, data, batch_size):
+        targets = targets.cpu()
+        for first, part in _row_chunks(batch, parts.gru.n_items):
+            rows_targets = targets[first : first + part.history.shape[0]]
+            candidates = builder.build(part, dense_gru=True)
+            is_target = candidates.items == rows_targets[candidates.rows]
+            features.append(candidates.features)
+            labels.append(is_target.numpy().astype(np.int8))
+            sizes.append(candidates.counts.numpy())
+            sessions.append(batch_sessions[first : first + len(rows_targets)])
+            repeats.append(repeat_targets(part.history.cpu(), rows_targets).numpy())
+            outside.append(_outside_ranks(candidates, rows_targets, is_target, ties))
+        n_done += len(targets)
+        if progress is not None:
+            progress(n_done)
     return RankerTable(
         np.concatenate(features) if features else np.zeros((0, len(FEATURES)), np.float32),
         np.concatenate(labels) if labels else np.zeros(0, np.int8),
