@@ -133,11 +133,21 @@ class HybridScorer(SessionScorer):
     def score(self, batch: SessionBatch) -> Tensor:
         """(B, n_items) log-probabilities of the mixture."""
         parts = self.parts(batch, self.weights.decay)
-        extra = self.weights.repeat * parts.session
-        if parts.knn is not None and self.weights.knn > 0:
-            extra = extra + self.weights.knn * parts.knn
-        log_gru = parts.scores - parts.log_normaliser + self.weights.log_gru
-        return torch.logaddexp(log_gru, torch.log(extra))  # log 0 = -inf adds nothing
+        log_softmax = parts.scores - parts.log_normaliser
+        return mixture_log_prob(self.weights, log_softmax, parts.session, parts.knn)
+
+
+def mixture_log_prob(
+    weights: MixtureWeights, gru_log_softmax: Tensor, session: Tensor, knn: Tensor | None
+) -> Tensor:
+    """log p of the mixture (the module doc's formula), elementwise over any shape: dense
+    (B, n_items) scores or the (P,) values of chosen (row, item) pairs."""
+    extra = weights.repeat * session
+    if knn is not None and weights.knn > 0:
+        extra = extra + weights.knn * knn
+    return torch.logaddexp(
+        gru_log_softmax + weights.log_gru, torch.log(extra)
+    )  # log 0 adds nothing
 
 
 @dataclass(frozen=True, eq=False)
@@ -393,15 +403,10 @@ def _mixture_ranks(
 ) -> Tensor:
     """(B,) float64 ranks of the targets under the mixture `weights` (see evaluate_weights)."""
     log_gru_weight = weights.log_gru
-
-    def mixed(log_softmax: Tensor, session: Tensor, knn: Tensor | None) -> Tensor:
-        extra = weights.repeat * session
-        if knn is not None and weights.knn > 0:
-            extra = extra + weights.knn * knn
-        return torch.logaddexp(log_softmax + log_gru_weight, torch.log(extra))
-
-    target_mixed = mixed(parts.target_log_softmax, parts.target_session, parts.target_knn)
-    touched_mixed = mixed(parts.log_softmax, parts.session, parts.knn)  # (P,)
+    target_mixed = mixture_log_prob(
+        weights, parts.target_log_softmax, parts.target_session, parts.target_knn
+    )
+    touched_mixed = mixture_log_prob(weights, parts.log_softmax, parts.session, parts.knn)  # (P,)
     # An untouched item beats the target when its GRU4Rec score reaches this threshold;
     # an untouched target is its own threshold (exact, no rounding).
     threshold = torch.where(
@@ -487,5 +492,6 @@ __all__ = [
     "WeightSearch",
     "choose_weights",
     "evaluate_weights",
+    "mixture_log_prob",
     "session_distribution",
 ]

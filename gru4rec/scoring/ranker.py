@@ -47,7 +47,7 @@ from gru4rec.scoring.baselines import Baseline
 from gru4rec.scoring.candidates import CandidateSets, CandidateSizes
 from gru4rec.scoring.contract import SessionBatch, SessionScorer, repeat_targets
 from gru4rec.scoring.evaluate import MetricAccumulator, TieMode, scored_steps
-from gru4rec.scoring.hybrid import MixtureWeights
+from gru4rec.scoring.hybrid import MixtureWeights, mixture_log_prob
 from gru4rec.scoring.neural import GRU4RecScorer
 
 if TYPE_CHECKING:
@@ -249,10 +249,10 @@ class FeatureBuilder:
         columns["pop"] = self._log_pop[items]
         columns["pop_recent"] = self._log_recent[items]
 
-        weights = parts.weights
-        extra = weights.repeat * session + weights.knn * normalised["vsknn"]
-        log_gru = columns["gru_logp"] + weights.log_gru
-        columns["hybrid"] = torch.logaddexp(log_gru, torch.log(extra))
+        # The mixture normalised over the candidates (GRU4Rec's log-probability among them).
+        columns["hybrid"] = mixture_log_prob(
+            parts.weights, columns["gru_logp"], session, normalised["vsknn"]
+        )
         features = torch.stack([columns[name].float() for name in FEATURES], dim=1)
         return CandidateRows(rows, items, features.numpy(), counts, gru_dense)
 
