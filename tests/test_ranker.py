@@ -155,22 +155,41 @@ def test_top_k_from_the_candidates_equals_the_dense_top_k(ranker: RankerScorer) 
         values, items = ranker.top_k(batch, 10)
         dense = torch.topk(ranker.score(batch), 10, dim=1)
         wide = ranker.top_k(batch, N_ITEMS)  # more than the candidates: the dense path
+        ordered = torch.sort(ranker.score(batch), dim=1, descending=True).values
     assert torch.equal(items, dense.indices)
     torch.testing.assert_close(values, dense.values)
     assert wide[1].shape == (4, N_ITEMS)
+    assert torch.equal(wide[1][:, :10], items)  # the candidates first, then GRU4Rec's order
+    torch.testing.assert_close(wide[0], ordered)
+
+
+def test_a_wide_top_k_builds_the_candidates_once(
+    ranker: RankerScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds = []
+    build = ranker.builder.build
+    monkeypatch.setattr(ranker.builder, "build", lambda *a, **k: builds.append(1) or build(*a, **k))
+    batch = session_batch(ranker, [[1, 2, 3], [10]])
+    with torch.inference_mode():
+        ranker.top_k(batch, N_ITEMS)
+    assert len(builds) == 1  # the kNN votes and features are the costly part
 
 
 def test_candidates_through_an_exact_index_change_nothing(ranker: RankerScorer) -> None:
     batch = session_batch(ranker, [[1, 2, 3], [10], [5, 5, 6, 40]])
     with torch.inference_mode():
         exact = ranker.top_k(batch, 10)
+        wide = ranker.top_k(batch, N_ITEMS)
         ranker.use_index(ItemIndex.build(ranker.item_vectors(), IndexOptions("flat")))
         try:
             indexed = ranker.top_k(batch, 10)
+            indexed_wide = ranker.top_k(batch, N_ITEMS)  # past the candidates: GRU4Rec's order
         finally:
             ranker.use_index(None)
     assert torch.equal(indexed[1], exact[1])
     torch.testing.assert_close(indexed[0], exact[0])
+    assert torch.equal(indexed_wide[1], wide[1])
+    torch.testing.assert_close(indexed_wide[0], wide[0])
 
 
 def test_fit_ranker_learns_something_out_of_fold(parts: RankerParts) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -338,21 +338,26 @@ class RankerScorer(SessionScorer):
 
     def top_k(self, batch: SessionBatch, k: int) -> tuple[Tensor, Tensor]:
         """(B, k) scores and item indices, best first: from the candidates alone where every
-        row has k of them, else from `score`."""
+        row has k of them, else the candidates then the other items by GRU4Rec's order (as
+        `score`, with the same candidates)."""
         values, indices = [], []
         for _first, part in _row_chunks(batch, self.n_items):
             candidates = self.builder.build(part)
+            predicted = self.predict(candidates)
             if int(candidates.counts.min()) < k:
-                found = torch.topk(self.score(part), k, dim=1)
-                values.append(found.values.cpu())
-                indices.append(found.indices.cpu())
+                if candidates.gru_dense is None:  # candidates from the index: score the rest
+                    gru = self.parts.gru.score(part).float().cpu()
+                    candidates = replace(candidates, gru_dense=gru)
+                found = torch.topk(_dense_scores(candidates, predicted), k, dim=1)
+                values.append(found.values)
+                indices.append(found.indices)
                 continue
             width = int(candidates.counts.max())
             table = torch.full((part.history.shape[0], width), -math.inf, dtype=torch.float64)
             items = torch.zeros((part.history.shape[0], width), dtype=torch.int64)
             starts = torch.cumsum(candidates.counts, 0) - candidates.counts
             slot = torch.arange(len(candidates.rows)) - starts[candidates.rows]
-            table[candidates.rows, slot] = self.predict(candidates)
+            table[candidates.rows, slot] = predicted
             items[candidates.rows, slot] = candidates.items
             best = torch.topk(table, k, dim=1)
             values.append(best.values)
