@@ -18,6 +18,7 @@ without the ranker among the candidates.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -67,9 +68,10 @@ def run_seed(
         for candidate in chosen_list:
             family = FAMILIES[candidate.family]
             t = time.perf_counter()
-            final, charged = fitting.charged(
-                lambda c=candidate, f=family: f.fit_on_train(c, fitting, rows[c.name]["valid"])
+            refit = functools.partial(
+                family.fit_on_train, candidate, fitting, rows[candidate.name]["valid"]
             )
+            final, charged = fitting.charged(refit)
             rows[candidate.name]["refit_wall"] = time.perf_counter() - t
             # What `select` spends refitting this candidate when it is chosen: every fit it
             # uses, also those an earlier candidate's refit made here.
