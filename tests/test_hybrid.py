@@ -3,6 +3,8 @@ one-pass weight search against the plain evaluation of each candidate."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -215,3 +217,19 @@ def test_the_search_computes_the_expensive_parts_once_for_all_stages(
     search_again = choose_weights(again, valid, batch_size=16)
     assert again.calls == 3 * n_batches
     assert search_again.trials == search.trials and search_again.best == search.best
+
+
+def test_the_weight_search_benchmark_runs(
+    tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from benchmarks import weight_search
+
+    out = tmp_path / "w.json"
+    argv = ["--model", str(tiny_model), "--data", str(tiny_prepared), "--split", "test"]
+    assert weight_search.main([*argv, "--fit-split", "train", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["same_choice"] and figures["weightings"] > 100
+    assert figures["kept_seconds"] > 0 and figures["recomputed_seconds"] > 0
+    assert hybrid_module.MAX_KEPT_PAIRS == 50_000_000  # restored
