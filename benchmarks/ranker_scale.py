@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--weights",
         metavar="REPEAT,DECAY,KNN",
-        help="the hybrid's weights (default: searched on valid, as select does; the search "
-        "scores every item of every prediction some 230 times)",
+        help="the hybrid's weights (default: searched on valid, as select does: one pass "
+        "scoring every item for every validation prediction, then some 230 weightings)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument(
