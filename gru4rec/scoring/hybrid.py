@@ -145,9 +145,8 @@ def mixture_log_prob(
     extra = weights.repeat * session
     if knn is not None and weights.knn > 0:
         extra = extra + weights.knn * knn
-    return torch.logaddexp(
-        gru_log_softmax + weights.log_gru, torch.log(extra)
-    )  # log 0 adds nothing
+    # log 0 = -inf adds nothing; GRU4Rec's weight 0 gives -inf to its part likewise.
+    return torch.logaddexp(gru_log_softmax + weights.log_gru, torch.log(extra))
 
 
 @dataclass(frozen=True, eq=False)
