@@ -242,9 +242,11 @@ def test_the_family_table_benchmark_runs(repeat_log: Path, tmp_path: Path, capsy
     printed = capsys.readouterr().out
     assert "| ranker:rsc15 |" in printed and "ratio" in printed
     assert printed.count("select with the ranker") == 2
-    for run in runs:  # a refit's charged seconds count every fit it uses
-        refits = {name: row["refit_seconds"] for name, row in run["rows"].items()}
-        assert refits["hybrid:rsc15"] >= refits["gru4rec:rsc15"] > 0
+    for run in runs:  # a refit's charged seconds count every fit it uses, also earlier ones
+        hybrid, ranker = run["rows"]["hybrid:rsc15"], run["rows"]["ranker:rsc15"]
+        # Both reuse the GRU4Rec that gru4rec's refit trained on train: not in their walls.
+        assert hybrid["refit_seconds"] > hybrid["refit_wall"]
+        assert ranker["refit_seconds"] > ranker["refit_wall"]
     # Seeds saved by separate processes print as the same table.
     for run in runs:
         (tmp_path / f"seed{run['seed']}.json").write_text(json.dumps({"runs": [run]}))
