@@ -17,7 +17,14 @@ from gru4rec.network.data import SessionData
 from gru4rec.network.fast_step import FastStep
 from gru4rec.network.model import GRU4Rec
 from gru4rec.network.sampling import NegativeSampler
-from gru4rec.network.train import AutogradStep, Callback, EpochStats, FitResult, fit
+from gru4rec.network.train import (
+    AutogradStep,
+    Callback,
+    EpochStats,
+    FitResult,
+    diverging_epoch,
+    fit,
+)
 from gru4rec.scoring.evaluate import evaluate
 
 N_ITEMS = 12
@@ -141,6 +148,60 @@ def test_nan_loss_raises_before_the_update() -> None:
     with pytest.raises(TrainingDivergedError) as info:
         fit(model, data, config, item_support=SUPPORT, num_threads=1)
     assert (info.value.epoch, info.value.step) == (0, 0)
+
+
+def _epochs(*losses: float) -> list[EpochStats]:
+    return [EpochStats(i, loss, 10, 1.0, 10.0) for i, loss in enumerate(losses)]
+
+
+def test_diverging_epoch_is_the_first_tenfold_rise_over_the_lowest_earlier_loss() -> None:
+    assert diverging_epoch(_epochs(0.49, 146.0, 232.0, 3316.0)) == 1
+    assert diverging_epoch(_epochs(5.0, 0.5, 4.9, 5.1)) == 3  # 5.1 > 10 x 0.5; 4.9 is not
+    assert diverging_epoch(_epochs(9.0, 4.0, 3.5, 3.6)) is None  # falling, then a wobble
+    assert diverging_epoch(_epochs(300.0, 2.0)) is None  # a bad first epoch is no divergence
+    assert diverging_epoch([]) is None
+    assert FitResult(epochs=tuple(_epochs(1.0, 11.0))).diverging_epoch == 1
+
+
+class _BlowUpAfterFirstEpoch(Callback):
+    """Scales the item vectors 100x after epoch 0, as a run whose scores ran away would."""
+
+    def __init__(self, model: GRU4Rec) -> None:
+        self.model = model
+
+    def on_epoch_end(self, epoch: int, stats: EpochStats) -> None:
+        if epoch == 0:
+            with torch.no_grad():
+                self.model.item_weight.mul_(100.0)
+
+
+def test_a_diverging_training_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    data = SessionData.from_sessions([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]])
+    config = _config(n_epochs=3, loss="bpr-max", bpreg=1.0, logq=0.0, learning_rate=0.01)
+    model = GRU4Rec.from_config(N_ITEMS, config)
+    with caplog.at_level("WARNING", logger="gru4rec.network.train"):
+        result = fit(
+            model,
+            data,
+            config,
+            item_support=SUPPORT,
+            num_threads=1,
+            callbacks=[_BlowUpAfterFirstEpoch(model)],
+        )
+    assert result.diverging_epoch == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "epoch 1" in warnings[0] and "diverging" in warnings[0]
+
+
+def test_a_healthy_training_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    data = SessionData.from_sessions([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]])
+    config = _config(n_epochs=3, loss="bpr-max", bpreg=1.0, logq=0.0, learning_rate=0.01)
+    with caplog.at_level("WARNING", logger="gru4rec.network.train"):
+        result = fit(
+            GRU4Rec.from_config(N_ITEMS, config), data, config, item_support=SUPPORT, num_threads=1
+        )
+    assert result.diverging_epoch is None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 class Recorder(Callback):

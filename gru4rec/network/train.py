@@ -48,6 +48,11 @@ from gru4rec.network.sampling import NegativeSampler, logq_shifts
 
 logger = logging.getLogger(__name__)
 
+# An epoch whose mean loss is this many times the lowest earlier epoch's marks a run whose
+# scores grow without bound: healthy runs fall or move by a few percent from epoch to epoch,
+# while a diverging BPR-max run went 0.49 -> 146 in one epoch and never came back.
+DIVERGING_GROWTH = 10.0
+
 
 @dataclass(frozen=True)
 class EpochStats:
@@ -76,6 +81,21 @@ class FitResult:
     @property
     def final_loss(self) -> float:
         return self.epochs[-1].loss if self.epochs else math.nan
+
+    @property
+    def diverging_epoch(self) -> int | None:
+        """The first epoch whose loss is `DIVERGING_GROWTH` times an earlier one's, if any."""
+        return diverging_epoch(self.epochs)
+
+
+def diverging_epoch(epochs: Sequence[EpochStats]) -> int | None:
+    """The first of `epochs` whose loss is `DIVERGING_GROWTH` times an earlier one's, if any."""
+    lowest = math.inf
+    for stats in epochs:
+        if stats.loss > DIVERGING_GROWTH * lowest:
+            return stats.epoch
+        lowest = min(lowest, stats.loss)
+    return None
 
 
 class Callback:
@@ -208,6 +228,17 @@ def fit(
                     stats.events_per_s,
                     torch.get_num_threads(),
                 )
+                if diverging_epoch(epochs) == epoch:  # said once, at the first such epoch
+                    logger.warning(
+                        "epoch %d: loss %.4g is over %g times the lowest earlier epoch's "
+                        "(%.4g): the training is diverging and the model will score poorly; "
+                        "lower learning_rate or momentum (--set learning_rate=...), or try "
+                        "another preset",
+                        epoch,
+                        stats.loss,
+                        DIVERGING_GROWTH,
+                        min(e.loss for e in epochs[:-1]),
+                    )
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, stats)
         final_state = step.optimizer_state()
