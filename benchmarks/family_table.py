@@ -65,16 +65,18 @@ def run_seed(
             on_valid = FAMILIES[candidate.family].score_on_valid(candidate, fitting)
             rows[candidate.name] = {"valid": on_valid, "valid_wall": time.perf_counter() - t}
         selection_seconds = time.perf_counter() - started
+        paid = fitting.made()  # spent in the valid stage: `select` reuses them when it refits
         for candidate in chosen_list:
             family = FAMILIES[candidate.family]
             t = time.perf_counter()
             refit = functools.partial(
                 family.fit_on_train, candidate, fitting, rows[candidate.name]["valid"]
             )
-            final, charged = fitting.charged(refit)
+            final, charged = fitting.charged(refit, paid=paid)
             rows[candidate.name]["refit_wall"] = time.perf_counter() - t
             # What `select` spends refitting this candidate when it is chosen: every fit it
-            # uses, also those an earlier candidate's refit made here.
+            # uses, also those an earlier candidate's refit made here, but not those of the
+            # valid stage (the ranker's learned model), already in `selection_seconds`.
             rows[candidate.name]["refit_seconds"] = charged
             rows[candidate.name]["test"] = evaluate_split(
                 final, items, data, split="test", **fitting.evaluation

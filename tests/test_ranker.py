@@ -243,10 +243,12 @@ def test_the_family_table_benchmark_runs(repeat_log: Path, tmp_path: Path, capsy
     assert "| ranker:rsc15 |" in printed and "ratio" in printed
     assert printed.count("select with the ranker") == 2
     for run in runs:  # a refit's charged seconds count every fit it uses, also earlier ones
-        hybrid, ranker = run["rows"]["hybrid:rsc15"], run["rows"]["ranker:rsc15"]
-        # Both reuse the GRU4Rec that gru4rec's refit trained on train: not in their walls.
-        assert hybrid["refit_seconds"] > hybrid["refit_wall"]
-        assert ranker["refit_seconds"] > ranker["refit_wall"]
+        gru = run["rows"]["gru4rec:rsc15"]["refit_seconds"]  # GRU4Rec trained on train
+        for name in ("hybrid:rsc15", "ranker:rsc15"):
+            # Both reuse that GRU4Rec, charged though not in their walls; the ranker's learned
+            # model, made in the valid stage, is not charged again.
+            row = run["rows"][name]
+            assert row["refit_seconds"] == pytest.approx(row["refit_wall"] + gru, abs=0.05)
     # Seeds saved by separate processes print as the same table.
     for run in runs:
         (tmp_path / f"seed{run['seed']}.json").write_text(json.dumps({"runs": [run]}))

@@ -4,6 +4,7 @@ served by `recommend` and the pyfunc model, chosen on valid by `gru4rec select`.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,14 @@ from typer.testing import CliRunner
 
 from gru4rec.cli import app
 from gru4rec.errors import CheckpointError, ConfigError
-from gru4rec.jobs.selection import RANKER_BASELINES, Candidate, parse_candidates, select_model
+from gru4rec.jobs import selection
+from gru4rec.jobs.selection import (
+    RANKER_BASELINES,
+    Candidate,
+    Fitting,
+    parse_candidates,
+    select_model,
+)
 from gru4rec.jobs.train_evaluate import evaluate_split
 from gru4rec.network.data import load_items, load_split
 from gru4rec.scoring.baselines import fit_baseline
@@ -134,6 +142,43 @@ def test_candidates_are_parsed_and_checked() -> None:
     for bad in ("spop:x", "transformer", "gru4rec:nope", " , "):
         with pytest.raises(ConfigError):
             parse_candidates(bad)
+
+
+def test_a_fit_is_charged_to_every_user_except_where_already_paid(
+    tiny_prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+
+    def slow_fit(name: str, data: object, n_items: int) -> str:
+        made.append(name)
+        time.sleep(0.2)
+        return f"fitted {name}"
+
+    monkeypatch.setattr(selection, "fit_baseline", slow_fit)
+    fitting = Fitting(
+        tiny_prepared,
+        load_items(tiny_prepared),
+        tmp_path,
+        metric="mrr@20",
+        ties="conservative",
+        overrides=None,
+        device="cpu",
+        num_threads=1,
+        callbacks=None,
+    )
+    first, seconds = fitting.charged(lambda: fitting.baseline("spop", "train"))
+    assert first == "fitted spop" and seconds >= 0.2
+    paid = fitting.made()
+    assert paid == {("baseline", "spop", "train")}
+    # Made once; a later user is charged its full cost, unless it is marked as paid.
+    again, seconds = fitting.charged(lambda: fitting.baseline("spop", "train"))
+    assert again == first and seconds >= 0.2
+    _, seconds = fitting.charged(lambda: fitting.baseline("spop", "train"), paid=paid)
+    assert seconds < 0.1
+    _, seconds = fitting.charged(
+        lambda: (fitting.baseline("spop", "train"), fitting.baseline("sknn", "train")), paid=paid
+    )
+    assert 0.2 <= seconds < 0.35 and made == ["spop", "sknn"]
 
 
 def test_select_serves_the_baseline_that_wins_on_valid(

@@ -27,7 +27,7 @@ import functools
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -229,13 +229,20 @@ class Fitting:
     def score_on_valid(self, scorer: SessionScorer) -> dict[str, Any]:
         return evaluate_split(scorer, self.items, self.data_dir, split="valid", **self.evaluation)
 
-    def charged(self, work: Callable[[], Any]) -> tuple[Any, float]:
-        """`work()` and its seconds, counting the full cost of every fit it used."""
+    def charged(
+        self, work: Callable[[], Any], *, paid: Collection[tuple[str, ...]] = ()
+    ) -> tuple[Any, float]:
+        """`work()` and its seconds, counting the full cost of every fit it used except the
+        `paid` ones (e.g. `made()` before it: what an earlier stage already spent)."""
         self._used, self._fitting_seconds = set(), 0.0
         started = time.perf_counter()
         result = work()
         own = time.perf_counter() - started - self._fitting_seconds
-        return result, own + sum(self._cost[key] for key in self._used)
+        return result, own + sum(self._cost[key] for key in self._used if key not in paid)
+
+    def made(self) -> frozenset[tuple[str, ...]]:
+        """The fits made so far (keys for `charged(paid=...)`)."""
+        return frozenset(self._fits)
 
     def _fit(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
         if key not in self._fits:
