@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,6 +192,27 @@ def test_a_diverging_training_is_reported_once(caplog: pytest.LogCaptureFixture)
     assert result.diverging_epoch == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "epoch 1" in warnings[0] and "diverging" in warnings[0]
+
+
+def test_a_diverging_training_is_tagged_in_mlflow(tmp_path: Path) -> None:
+    import mlflow
+
+    from gru4rec.serving import tracking
+
+    data = SessionData.from_sessions([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]])
+    config = _config(n_epochs=3, loss="bpr-max", bpreg=1.0, logq=0.0, learning_rate=0.01)
+    ids = {}
+    for name in ("diverging", "healthy"):
+        model = GRU4Rec.from_config(N_ITEMS, config)
+        blow_up = [_BlowUpAfterFirstEpoch(model)] if name == "diverging" else []
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        with tracking.start_run(uri, "gru4rec-tests", name) as run:
+            callbacks = [tracking.MlflowCallback(), *blow_up]
+            fit(model, data, config, item_support=SUPPORT, num_threads=1, callbacks=callbacks)
+            ids[name] = run.info.run_id
+    client = mlflow.MlflowClient()
+    assert client.get_run(ids["diverging"]).data.tags["diverging_epoch"] == "1"
+    assert "diverging_epoch" not in client.get_run(ids["healthy"]).data.tags
 
 
 def test_a_healthy_training_says_nothing(caplog: pytest.LogCaptureFixture) -> None:

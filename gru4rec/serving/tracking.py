@@ -104,6 +104,8 @@ class MlflowCallback(Callback):
                 "final_train_loss": result.final_loss,
             }
         )
+        if result.diverging_epoch is not None:  # searchable: tags.diverging_epoch != ''
+            mlflow.set_tag("diverging_epoch", str(result.diverging_epoch))
 
 
 def log_inputs(data_dir: Path, tags: Mapping[str, str]) -> None:
