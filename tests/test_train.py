@@ -164,6 +164,12 @@ def test_diverging_epoch_is_the_first_tenfold_rise_over_the_lowest_earlier_loss(
     assert FitResult(epochs=tuple(_epochs(1.0, 11.0))).diverging_epoch == 1
 
 
+def _bpr_max_run() -> tuple[SessionData, GRU4RecConfig]:
+    """Three short sessions and a three-epoch BPR-max config that trains without diverging."""
+    data = SessionData.from_sessions([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]])
+    return data, _config(n_epochs=3, loss="bpr-max", bpreg=1.0, logq=0.0, learning_rate=0.01)
+
+
 class _BlowUpAfterFirstEpoch(Callback):
     """Scales the item vectors 100x after epoch 0, as a run whose scores ran away would."""
 
@@ -177,8 +183,7 @@ class _BlowUpAfterFirstEpoch(Callback):
 
 
 def test_a_diverging_training_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
-    data = SessionData.from_sessions([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]])
-    config = _config(n_epochs=3, loss="bpr-max", bpreg=1.0, logq=0.0, learning_rate=0.01)
+    data, config = _bpr_max_run()
     model = GRU4Rec.from_config(N_ITEMS, config)
     with caplog.at_level("WARNING", logger="gru4rec.network.train"):
         result = fit(
@@ -199,8 +204,7 @@ def test_a_diverging_training_is_tagged_in_mlflow(tmp_path: Path) -> None:
 
     from gru4rec.serving import tracking
 
-    data = SessionData.from_sessions([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]])
-    config = _config(n_epochs=3, loss="bpr-max", bpreg=1.0, logq=0.0, learning_rate=0.01)
+    data, config = _bpr_max_run()
     ids = {}
     for name in ("diverging", "healthy"):
         model = GRU4Rec.from_config(N_ITEMS, config)
@@ -216,8 +220,7 @@ def test_a_diverging_training_is_tagged_in_mlflow(tmp_path: Path) -> None:
 
 
 def test_a_healthy_training_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    data = SessionData.from_sessions([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]])
-    config = _config(n_epochs=3, loss="bpr-max", bpreg=1.0, logq=0.0, learning_rate=0.01)
+    data, config = _bpr_max_run()
     with caplog.at_level("WARNING", logger="gru4rec.network.train"):
         result = fit(
             GRU4Rec.from_config(N_ITEMS, config), data, config, item_support=SUPPORT, num_threads=1
