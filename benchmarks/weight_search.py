@@ -49,16 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     knn = fit_baseline(args.knn, fit_on, items.height)
     figures: dict[str, Any] = {"threads": torch.get_num_threads()}
     searches = {}
-    kept_limit = hybrid.MAX_KEPT_PAIRS
-    for way, limit in (("kept", kept_limit), ("recomputed", 0)):
-        hybrid.MAX_KEPT_PAIRS = limit
-        try:
-            mixture = hybrid.HybridScorer(gru, hybrid.MixtureWeights(), knn)  # type: ignore[arg-type]
-            started = time.perf_counter()
-            searches[way] = hybrid.choose_weights(mixture, split)
-            figures[f"{way}_seconds"] = time.perf_counter() - started
-        finally:
-            hybrid.MAX_KEPT_PAIRS = kept_limit
+    for way, limit in (("kept", hybrid.MAX_KEPT_PAIRS), ("recomputed", 0)):
+        mixture = hybrid.HybridScorer(gru, hybrid.MixtureWeights(), knn)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        searches[way] = hybrid.choose_weights(mixture, split, max_kept_pairs=limit)
+        figures[f"{way}_seconds"] = time.perf_counter() - started
     kept, recomputed = searches["kept"], searches["recomputed"]
     same = kept.best == recomputed.best and kept.trials == recomputed.trials
     figures.update(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gru4rec.errors import ConfigError
 from gru4rec.network.config import override_text
+from gru4rec.scoring.cutoffs import CUTOFFS
 
 if TYPE_CHECKING:
     from gru4rec.jobs.selection import SelectionResult
@@ -86,7 +87,7 @@ def train(
     model: str = "gru4rec",
     preset: str = "rsc15",
     settings: Mapping[str, Any] | None = None,
-    cutoffs: Sequence[int] = (1, 5, 10, 20),
+    cutoffs: Sequence[int] = CUTOFFS,
     ties: TieMode = "conservative",
     device: str = "auto",
     track: bool = False,

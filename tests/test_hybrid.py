@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import gru4rec.scoring.hybrid as hybrid_module
 from gru4rec.errors import ConfigError
 from gru4rec.network.data import SessionData
 from gru4rec.network.model import GRU4Rec
@@ -201,7 +200,7 @@ class CountingHybrid(HybridScorer):
 
 
 def test_the_search_computes_the_expensive_parts_once_for_all_stages(
-    gru: GRU4RecScorer, monkeypatch: pytest.MonkeyPatch
+    gru: GRU4RecScorer,
 ) -> None:
     train, valid = random_sessions(11, 80), random_sessions(12, 50, repeat_share=0.5)
     knn = fit_baseline("vsknn", train, N_ITEMS)
@@ -212,9 +211,8 @@ def test_the_search_computes_the_expensive_parts_once_for_all_stages(
     evaluate_weights(one_pass, valid, [MixtureWeights()], batch_size=16)
     assert n_batches == one_pass.calls > 1  # three stages, one pass over valid
     # Too many pairs to keep: every stage computes them again, with the same results.
-    monkeypatch.setattr(hybrid_module, "MAX_KEPT_PAIRS", 0)
     again = CountingHybrid(gru, MixtureWeights(), knn)
-    search_again = choose_weights(again, valid, batch_size=16)
+    search_again = choose_weights(again, valid, batch_size=16, max_kept_pairs=0)
     assert again.calls == 3 * n_batches
     assert search_again.trials == search.trials and search_again.best == search.best
 
@@ -232,4 +230,3 @@ def test_the_weight_search_benchmark_runs(
     figures = json.loads(out.read_text())
     assert figures["same_choice"] and figures["weightings"] > 100
     assert figures["kept_seconds"] > 0 and figures["recomputed_seconds"] > 0
-    assert hybrid_module.MAX_KEPT_PAIRS == 50_000_000  # restored

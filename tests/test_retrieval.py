@@ -15,9 +15,9 @@ from gru4rec.cli import app
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.jobs.train_evaluate import evaluate_split
 from gru4rec.scoring.neural import item_vectors, query_vectors
-from gru4rec.serving import recommend as recommend_module
+from gru4rec.scoring.topk import exact_top_k
 from gru4rec.serving.checkpoint import load_checkpoint
-from gru4rec.serving.recommend import Recommender, exact_top_k
+from gru4rec.serving.recommend import Recommender
 from gru4rec.serving.retrieval import IndexOptions, ItemIndex
 
 runner = CliRunner()
@@ -73,16 +73,13 @@ def test_recommendations_for_test_prefixes_reproduce_the_evaluation(
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # fused loop / torch.topk
-def test_exact_top_k_in_blocks_equals_topk_of_all_scores(
-    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
-) -> None:
+def test_exact_top_k_in_blocks_equals_topk_of_all_scores(dtype: torch.dtype) -> None:
     generator = torch.Generator().manual_seed(1)
     states = torch.randn(1500, 8, generator=generator, dtype=dtype)
     weight = torch.randn(5000, 8, generator=generator, dtype=dtype)
     bias = torch.randn(5000, 1, generator=generator, dtype=dtype)
     # 1,024 x 2,048 scores per block: two blocks of states, three of items (one short).
-    monkeypatch.setattr(recommend_module, "SCORE_BLOCK_FLOATS", 1024 * 2048)
-    values, indices = exact_top_k(states, weight, bias, 25)
+    values, indices = exact_top_k(states, weight, bias, 25, block_floats=1024 * 2048)
     expected = torch.topk(torch.addmm(bias.T, states, weight.T), 25, dim=1)
     assert torch.equal(indices, expected.indices)
     torch.testing.assert_close(values, expected.values)

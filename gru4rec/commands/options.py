@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from gru4rec.errors import ConfigError
+from gru4rec.scoring.cutoffs import CUTOFFS, spelled
 
 _console = Console(stderr=True)
 T = TypeVar("T")
@@ -104,8 +105,8 @@ Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (defaul
 Cutoffs = Annotated[
     list[str] | None,
     typer.Option(
-        help="Metric cutoffs, comma-separated or repeated: --cutoffs 1,5,10,20 "
-        "[default: 1,5,10,20].",
+        help=f"Metric cutoffs, comma-separated or repeated: --cutoffs {spelled()} "
+        f"[default: {spelled()}].",
         metavar="K,...",
     ),
 ]
@@ -113,8 +114,6 @@ Cutoffs = Annotated[
 JsonOut = Annotated[
     Path | None, typer.Option("--json", help="Also write what is printed, as JSON, to this file.")
 ]
-
-DEFAULT_CUTOFFS = (1, 5, 10, 20)
 
 
 def parse_cutoffs(values: list[str] | None, extra: list[str] | None = None) -> tuple[int, ...]:
@@ -139,7 +138,7 @@ def parse_cutoffs(values: list[str] | None, extra: list[str] | None = None) -> t
             )
     words = [word for text in texts for word in text.replace(",", " ").split()]
     if not words:
-        return DEFAULT_CUTOFFS
+        return CUTOFFS
     try:
         cutoffs = tuple(sorted({int(word) for word in words}))
     except ValueError:

@@ -15,6 +15,7 @@ from gru4rec.jobs.selection import parse_candidates
 from gru4rec.network.config import apply_overrides, get_preset, override_text
 from gru4rec.pipelines.options import PrepareOptions
 from gru4rec.pipelines.sources import SourceSpec, resolve_spec
+from gru4rec.scoring.cutoffs import CUTOFFS
 from gru4rec.scoring.evaluate import TIE_MODES
 from gru4rec.serving.retrieval import IndexOptions
 
@@ -60,7 +61,7 @@ class NightlyConfig:
     # run a little, README "Warm start"); 0: never.
     warm_scratch_every: int = 7
     device: str = "auto"
-    cutoffs: tuple[int, ...] = (1, 5, 10, 20)
+    cutoffs: tuple[int, ...] = CUTOFFS
     ties: str = "conservative"
     index: str = "flat"
     k: int = 20

@@ -41,6 +41,7 @@ from gru4rec.network.data import SessionData, load_items, load_split
 from gru4rec.network.train import Callback
 from gru4rec.scoring.baselines import BASELINES, Baseline, fit_baseline
 from gru4rec.scoring.contract import SessionScorer
+from gru4rec.scoring.cutoffs import with_metric
 from gru4rec.scoring.evaluate import TieMode
 from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights, WeightSearch, choose_weights
 from gru4rec.scoring.neural import GRU4RecScorer, as_scorer
@@ -155,8 +156,7 @@ class Fitting:
         self.data_dir, self.items, self.scratch = data_dir, items, scratch
         self.metric, self.ties, self.overrides = metric, ties, overrides
         self.device, self.num_threads, self.callbacks = device, num_threads, callbacks
-        cutoff = int(metric.partition("@")[2])
-        self.evaluation: dict[str, Any] = {"ties": ties, "cutoffs": sorted({1, 5, 10, 20, cutoff})}
+        self.evaluation: dict[str, Any] = {"ties": ties, "cutoffs": with_metric(metric)}
         self._splits: dict[str, SessionData] = {}
         self._fits: dict[tuple[str, ...], Any] = {}
         self._cost: dict[tuple[str, ...], float] = {}

@@ -28,6 +28,7 @@ from gru4rec.network.warm_start import (
     warm_start_model,
 )
 from gru4rec.scoring.contract import SessionScorer
+from gru4rec.scoring.cutoffs import CUTOFFS
 from gru4rec.scoring.evaluate import TieMode, evaluate
 from gru4rec.serving.checkpoint import (
     CONFIG_FILE,
@@ -39,8 +40,6 @@ from gru4rec.serving.checkpoint import (
 from gru4rec.serving.saved_models import GRU_DIR, model_family
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CUTOFFS = (1, 5, 10, 20)
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,7 +192,7 @@ def evaluate_split(
     data_dir: Path,
     *,
     split: str = "test",
-    cutoffs: Sequence[int] = DEFAULT_CUTOFFS,
+    cutoffs: Sequence[int] = CUTOFFS,
     ties: TieMode = "conservative",
     batch_size: int = 512,
     progress: Callable[[int], None] | None = None,

@@ -33,6 +33,7 @@ from gru4rec.errors import ConfigError, Gru4RecError, InputDataError
 from gru4rec.network.batching import session_parallel_steps
 from gru4rec.network.model import GRU4Rec
 from gru4rec.scoring.contract import SessionBatch, SessionCursor, SessionScorer, repeat_targets
+from gru4rec.scoring.cutoffs import CUTOFFS
 from gru4rec.scoring.neural import as_scorer
 
 if TYPE_CHECKING:
@@ -234,7 +235,7 @@ def evaluate(
     model: SessionScorer | GRU4Rec,
     data: SessionData,
     *,
-    cutoffs: Sequence[int] = (1, 5, 10, 20),
+    cutoffs: Sequence[int] = CUTOFFS,
     ties: TieMode = "conservative",
     batch_size: int = 512,
     item_support: np.ndarray | None = None,

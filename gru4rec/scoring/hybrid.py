@@ -39,6 +39,7 @@ from gru4rec.errors import ConfigError
 from gru4rec.network.data import SessionData
 from gru4rec.scoring.baselines import Baseline
 from gru4rec.scoring.contract import SessionBatch, SessionScorer, repeat_targets
+from gru4rec.scoring.cutoffs import with_metric
 from gru4rec.scoring.evaluate import MetricAccumulator, TieMode, scored_steps
 from gru4rec.scoring.neural import GRU4RecScorer
 
@@ -260,7 +261,7 @@ class _SparseBatch:
 class _SparsePasses:
     """The sparse parts of every batch of `data`, for every decay in `decays`: the expensive
     components (GRU4Rec's scores, the kNN votes) are computed on the first pass and kept
-    for the next ones while they hold at most MAX_KEPT_PAIRS touched pairs."""
+    for the next ones while they hold at most `max_kept_pairs` touched pairs."""
 
     def __init__(
         self,
@@ -270,8 +271,10 @@ class _SparsePasses:
         cutoffs: Sequence[int],
         ties: TieMode,
         batch_size: int,
+        max_kept_pairs: int = MAX_KEPT_PAIRS,
     ) -> None:
         self.scorer, self.data, self.batch_size = scorer, data, batch_size
+        self.max_kept_pairs = max_kept_pairs
         self.cutoffs, self.ties = cutoffs, ties
         self.decays = sorted(set(decays))
         self._kept: list[_SparseBatch] | None = None
@@ -284,7 +287,7 @@ class _SparsePasses:
         n_pairs = 0
         for sparse in self._compute():
             n_pairs += len(sparse.rows)
-            if kept is not None and n_pairs > MAX_KEPT_PAIRS:
+            if kept is not None and n_pairs > self.max_kept_pairs:
                 kept = None  # too many to keep: every pass computes them again
             if kept is not None:
                 kept.append(sparse)
@@ -456,17 +459,18 @@ def choose_weights(
     metric: str = "mrr@20",
     ties: TieMode = "conservative",
     batch_size: int = 512,
+    max_kept_pairs: int = MAX_KEPT_PAIRS,
 ) -> WeightSearch:
     """Search the mixture weights on `data` (a validation split): stage one tries every
     repeat and kNN weight of the grid together (decay 1), stage two every decay of the best
     `N_DECAY_SEEDS` of stage one, stage three the grid neighbours of the best so far.
     Ties in the metric go to the earlier (simpler) candidate. Sets and returns the best
-    weights."""
-    _name, _, cutoff = metric.partition("@")
-    cutoffs = sorted({1, 5, 10, 20, int(cutoff) if cutoff.isdigit() else 20})
+    weights. max_kept_pairs: the most touched pairs the stages replay from memory (above
+    it, each stage computes them again)."""
+    cutoffs = with_metric(metric)
     trials: list[tuple[MixtureWeights, dict[str, Any]]] = []
     # GRU4Rec's scores and the kNN votes of valid are computed once for the three stages.
-    passes = _SparsePasses(scorer, data, DECAY_GRID, cutoffs, ties, batch_size)
+    passes = _SparsePasses(scorer, data, DECAY_GRID, cutoffs, ties, batch_size, max_kept_pairs)
 
     def run(candidates: list[MixtureWeights]) -> list[MixtureWeights]:
         """Score the untried candidates; every trial so far, best first."""

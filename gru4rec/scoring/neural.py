@@ -21,6 +21,7 @@ from gru4rec.network.config import GRU4RecConfig
 from gru4rec.network.model import GRU4Rec
 from gru4rec.network.repeat import RepeatGRU4Rec
 from gru4rec.scoring.contract import SessionBatch, SessionScorer
+from gru4rec.scoring.topk import exact_top_k
 
 
 def item_vectors(model: GRU4Rec) -> np.ndarray:
@@ -73,6 +74,11 @@ class GRU4RecScorer(SessionScorer):
     def query_vectors(self, batch: SessionBatch) -> Tensor:
         return batch.state[-1]
 
+    def top_k(self, batch: SessionBatch, k: int) -> tuple[Tensor, Tensor]:
+        # Blocked matmuls and a compiled top k: the full score matrix is never built.
+        model = self.model
+        return exact_top_k(batch.state[-1], model.item_weight, model.item_bias, k)
+
 
 class RepeatGRU4RecScorer(GRU4RecScorer):
     """The repeat-aware GRU4Rec behind the scoring contract: its state is the GRU's and the
@@ -87,6 +93,9 @@ class RepeatGRU4RecScorer(GRU4RecScorer):
 
     def score(self, batch: SessionBatch) -> Tensor:
         return self.repeat_model.score_mixture(batch.state[-2], batch.state[-1])
+
+    def top_k(self, batch: SessionBatch, k: int) -> tuple[Tensor, Tensor]:
+        return SessionScorer.top_k(self, batch, k)
 
     def item_vectors(self) -> Any:
         raise NotImplementedError("repeat-aware scores are not inner products")

@@ -46,6 +46,7 @@ from gru4rec.network.data import SessionData
 from gru4rec.scoring.baselines import Baseline
 from gru4rec.scoring.candidates import CandidateSets, CandidateSizes
 from gru4rec.scoring.contract import SessionBatch, SessionScorer, repeat_targets
+from gru4rec.scoring.cutoffs import CUTOFFS
 from gru4rec.scoring.evaluate import MetricAccumulator, TieMode, scored_steps
 from gru4rec.scoring.hybrid import MixtureWeights, mixture_log_prob
 from gru4rec.scoring.neural import GRU4RecScorer
@@ -536,7 +537,7 @@ def fit_ranker(
     table: RankerTable,
     *,
     n_items: int,
-    cutoffs: Sequence[int] = (1, 5, 10, 20),
+    cutoffs: Sequence[int] = CUTOFFS,
     ties: TieMode = "conservative",
     seed: int = 42,
     num_threads: int | None = None,

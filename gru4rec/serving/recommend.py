@@ -20,10 +20,9 @@ import torch
 from torch import Tensor
 
 from gru4rec.errors import CheckpointError, ConfigError
-from gru4rec.network import kernels
 from gru4rec.network.model import GRU4Rec
 from gru4rec.scoring.contract import SessionScorer, session_batch
-from gru4rec.scoring.neural import GRU4RecScorer, as_scorer, query_vectors
+from gru4rec.scoring.neural import as_scorer, query_vectors
 from gru4rec.serving.retrieval import INDEX_DIR, INDEX_KINDS, IndexOptions, ItemIndex
 
 logger = logging.getLogger(__name__)
@@ -38,64 +37,12 @@ class EncodeReport:
     empty_sessions: tuple[int, ...]  # positions of sessions with no known item (no output)
 
 
-SCORE_BLOCK_FLOATS = 8 * 2**20  # one block of scores: 32 MB in fp32
-
-
-@torch.inference_mode()
-def exact_top_k(states: Tensor, weight: Tensor, bias: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The k best items by `h . W + b` for each state: (S, k) scores and item indices.
-
-    states: (S, H); weight: (n_items, H); bias: (n_items, 1) or (n_items,). The (S, n_items)
-    score matrix is never built: blocks of up to 1,024 states x SCORE_BLOCK_FLOATS / rows
-    items are scored by one matmul each (big enough to run near the machine's peak), and
-    on CPU a one-pass C loop (`kernels.compiled().top_k_rows`) merges each block into the running top k
-    while it is still in cache. Elsewhere (GPU, float64) `torch.topk` per block of states.
-    Ties: the lower item index first on CPU; in `torch.topk`'s order elsewhere.
-    """
-    n_states, n_items = states.shape[0], weight.shape[0]
-    bias = bias.reshape(-1)
-    block_rows = max(1, min(n_states, 1024))
-    block_cols = min(n_items, max(1024, SCORE_BLOCK_FLOATS // block_rows))
-    values = torch.empty(n_states, k, dtype=states.dtype, device=states.device)
-    indices = torch.empty(n_states, k, dtype=torch.int64, device=states.device)
-    fused = kernels.compiled() if _contiguous_fp32_cpu(states, weight, bias) else None
-    if fused is None:
-        block_cols = n_items
-    buffer = torch.empty(block_rows * block_cols, dtype=states.dtype, device=states.device)
-    for start in range(0, n_states, block_rows):
-        stop = min(start + block_rows, n_states)
-        for first in range(0, n_items, block_cols):
-            last = min(first + block_cols, n_items)
-            scores = buffer[: (stop - start) * (last - first)].view(stop - start, last - first)
-            torch.addmm(bias[first:last], states[start:stop], weight[first:last].T, out=scores)
-            if fused is not None:
-                fused.top_k_rows(
-                    scores,
-                    k,
-                    values[start:stop],
-                    indices[start:stop],
-                    offset=first,
-                    merge=first > 0,
-                )
-            else:
-                torch.topk(scores, k, dim=1, out=(values[start:stop], indices[start:stop]))
-    return values, indices
-
-
-def _contiguous_fp32_cpu(*tensors: Tensor) -> bool:
-    """Whether the compiled top-k loop can read `tensors`."""
-    return all(
-        t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors
-    )
-
-
 class Recommender:
     """A trained model of any family plus its item map, ready to score sessions.
 
     index: a FAISS `ItemIndex` over the model's item vectors (for families whose score is
         an inner product it answers; for the ranker it gives GRU4Rec's candidates); None
-        scores all items (exact, the reference for the index): GRU4Rec with blocked matmuls
-        and a C top-k, other families through their `top_k`.
+        scores all items through the scorer's `top_k` (exact: the reference for the index).
     """
 
     def __init__(
@@ -217,11 +164,6 @@ class Recommender:
             scores, indices = self.index.search(
                 query_vectors(self.scorer.query_vectors(batch)), wanted
             )
-        elif isinstance(self.scorer, GRU4RecScorer) and self.scorer.inner_product:
-            model = self.scorer.model
-            states = self.scorer.query_vectors(batch)
-            values, positions = exact_top_k(states, model.item_weight, model.item_bias, wanted)
-            scores, indices = values.float().cpu().numpy(), positions.cpu().numpy()
         else:
             values, positions = self.scorer.top_k(batch, wanted)
             scores, indices = values.float().cpu().numpy(), positions.cpu().numpy()
