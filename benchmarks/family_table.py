@@ -40,9 +40,10 @@ def run_seed(
     threads: int | None,
     overrides: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    from gru4rec.jobs.selection import FAMILIES, Fitting, parse_candidates
+    from gru4rec.jobs.selection import Fitting, parse_candidates
     from gru4rec.jobs.train_evaluate import evaluate_split
     from gru4rec.network.data import load_items
+    from gru4rec.serving import families
 
     items = load_items(data)
     chosen_list = parse_candidates(candidates, preset)
@@ -62,15 +63,15 @@ def run_seed(
         started = time.perf_counter()
         for candidate in chosen_list:
             t = time.perf_counter()
-            on_valid = FAMILIES[candidate.family].score_on_valid(candidate, fitting)
+            on_valid = families.get(candidate.family).score_on_valid(candidate, fitting)
             rows[candidate.name] = {"valid": on_valid, "valid_wall": time.perf_counter() - t}
         selection_seconds = time.perf_counter() - started
         paid = fitting.made()  # spent in the valid stage: `select` reuses them when it refits
         for candidate in chosen_list:
-            family = FAMILIES[candidate.family]
+            family = families.get(candidate.family)
             t = time.perf_counter()
             refit = functools.partial(
-                family.fit_on_train, candidate, fitting, rows[candidate.name]["valid"]
+                family.fit, candidate, fitting, "train", rows[candidate.name]["valid"]
             )
             final, charged = fitting.charged(refit, paid=paid)
             rows[candidate.name]["refit_wall"] = time.perf_counter() - t

@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     import polars as pl
     import torch
 
-    from gru4rec.jobs.selection import HYBRID_KNN, RANKER_BASELINES
     from gru4rec.network.config import apply_overrides, get_preset
     from gru4rec.network.data import SessionData
     from gru4rec.network.families import build_network
@@ -63,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights, choose_weights
     from gru4rec.scoring.neural import GRU4RecScorer
     from gru4rec.scoring.ranker import RankerParts, RankerScorer, fit_ranker, ranker_table
+    from gru4rec.serving.families.hybrid import HYBRID_KNN
+    from gru4rec.serving.families.ranker import RANKER_BASELINES
     from gru4rec.serving.recommend import Recommender
     from gru4rec.serving.retrieval import IndexOptions, ItemIndex
 

@@ -107,10 +107,23 @@ def _postgres_bin() -> Path:
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent
-    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    installed = {
+        version: initdb
+        for initdb in Path("/usr/lib/postgresql").glob("*/bin/initdb")
+        if (version := _postgres_version(initdb.parents[1].name)) is not None
+    }
     if not installed:
         pytest.skip("PostgreSQL is not installed (Debian: apt-get install -y postgresql)")
-    return installed[-1].parent
+    return installed[max(installed)].parent
+
+
+def _postgres_version(folder: str) -> tuple[int, ...] | None:
+    """The version a folder of /usr/lib/postgresql is named for ('9.6' -> (9, 6), '15' ->
+    (15,)), compared as numbers: as text '9.6' would sort after '15'. None if not a version."""
+    parts = folder.split(".")
+    if not all(part.isdigit() for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
 
 
 def _unprivileged() -> tuple[int, int]:

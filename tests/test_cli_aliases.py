@@ -5,6 +5,7 @@ session's recommendations (`recommend --items`) and an item's neighbours (`simil
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,9 +25,19 @@ def run(*args: str, code: int = 0) -> str:
     return " ".join(result.output.split())
 
 
+def table_rows(said: str, n_columns: int) -> list[list[str]]:
+    """The body rows of the rich tables in `said` (whitespace collapsed by `run`), cell by cell."""
+    cells = r"│ " + r" │ ".join([r"([^│┃\s]+)"] * n_columns) + r" │"
+    return [list(row) for row in re.findall(cells, said)]
+
+
 def test_generate_writes_to_out_and_the_old_positional_warns(tmp_path: Path) -> None:
     new, old = tmp_path / "new.tsv", tmp_path / "old.tsv"
-    assert "deprecated" not in run("generate", "--out", str(new), "--sessions", "50")
+    said = run("generate", "--out", str(new), "--sessions", "50")
+    assert "deprecated" not in said
+    log = pl.read_csv(new, separator="\t")
+    assert log.columns == ["SessionId", "ItemId", "Time"] and log["SessionId"].n_unique() == 50
+    assert f"wrote {log.height:,} events of 50 sessions to" in said
     said = run("generate", str(old), "--sessions", "50")
     assert "deprecated: gru4rec generate FILE is now gru4rec generate --out FILE" in said
     assert new.read_bytes() == old.read_bytes()
@@ -37,10 +48,14 @@ def test_evaluate_and_index_take_the_data_as_a_positional(
     tiny_model: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
     new, old = tmp_path / "new.json", tmp_path / "old.json"
-    run("evaluate", str(tiny_model), str(tiny_prepared), "--json", str(new))
+    said = run("evaluate", str(tiny_model), str(tiny_prepared), "--json", str(new))
+    metrics = json.loads(new.read_text())
+    assert "deprecated" not in said and metrics["cutoffs"] == [1, 5, 10, 20]
+    assert metrics["n_events"] > 0 and 0 < metrics["recall@20"] <= 1
+    assert f"{metrics['n_events']:,} events" in said
     said = run("evaluate", str(tiny_model), "--data", str(tiny_prepared), "--json", str(old))
     assert "deprecated: --data is now DATA" in said
-    assert json.loads(new.read_text()) == json.loads(old.read_text())
+    assert json.loads(old.read_text()) == metrics
     assert "missing option DATA" in run("evaluate", str(tiny_model), code=2)
     model = shutil.copytree(tiny_model, tmp_path / "model")  # the shared model stays unindexed
     said = run("index", str(model), "--data", str(tiny_prepared), "--no-track")
@@ -103,6 +118,9 @@ def test_baselines_take_candidates_and_the_old_models_warns(
         "baselines", str(tiny_prepared), "--models", "pop,spop", "--no-track", "--json", str(old)
     )
     assert "deprecated: --models is now --candidates" in said
+    written = json.loads(new.read_text())
+    assert list(written) == ["pop", "spop"]
+    assert all(m["n_events"] > 0 and 0 < m["recall@20"] <= 1 for m in written.values())
     drop = {"fit_seconds"}
     assert [
         {k: v for k, v in m.items() if k not in drop} for m in json.loads(new.read_text()).values()
@@ -120,8 +138,26 @@ def test_cutoffs_old_space_form_warns_and_a_stray_argument_is_named(
     )
     assert "deprecated: --cutoffs 3 7 is now --cutoffs 3,7" in said
     assert json.loads(out.read_text())["cutoffs"] == [3, 7]
-    said = run("evaluate", str(tiny_model), str(tiny_prepared), "--cutoffs", "5", "--cutoffs", "1")
-    assert "recall@5" in said or "5" in said
+    repeated = tmp_path / "repeated.json"
+    said = run(
+        "evaluate",
+        str(tiny_model),
+        str(tiny_prepared),
+        "--cutoffs",
+        "5",
+        "--cutoffs",
+        "1",
+        "--json",
+        str(repeated),
+    )
+    assert "deprecated" not in said  # the repeated option is a current spelling
+    metrics = json.loads(repeated.read_text())
+    assert metrics["cutoffs"] == [1, 5]
+    # The table: one row per cutoff, in order, with the metrics the run measured.
+    names = ("recall", "mrr", "ndcg", "coverage", "popularity", "repeat_recall", "new_recall")
+    assert table_rows(said, 1 + len(names)) == [
+        [str(k), *(f"{metrics[f'{name}@{k}']:.4f}" for name in names)] for k in (1, 5)
+    ]
     said = run(
         "train", str(tiny_prepared), "--out", str(tmp_path / "x"), "--no-track", "oops", code=2
     )
@@ -139,7 +175,11 @@ def test_recommend_items_prints_one_session(
     expected, _ = api.load(tiny_model).recommend([[items[3], items[7]]], k=5)
     extra = ["--json", str(tmp_path / "one.json")] if with_json else []
     said = run("recommend", str(tiny_model), "--items", ",".join(session), "-k", "5", *extra)
-    assert all(str(item) in said for item in expected["item_id"].to_list())
+    # The same model, index and session as `expected`: the same ranking, printed rank by rank.
+    assert table_rows(said, 3) == [
+        [str(rank), str(item), f"{score:.4f}"]
+        for rank, item, score in expected.select("rank", "item_id", "score").iter_rows()
+    ]
     if with_json:
         ranked = json.loads((tmp_path / "one.json").read_text())["ranked"]
         assert [row["item_id"] for row in ranked] == expected["item_id"].to_list()
@@ -162,11 +202,23 @@ def test_similar_lists_the_nearest_items_through_the_index(
     vectors = model.scorer.item_vectors()[:, :-1]  # the output vectors, without the bias
     scores = vectors @ vectors[4]
     scores[4] = -np.inf
-    expected = [items[i] for i in np.argsort(-scores, kind="stable")[:5]]
+    order = np.argsort(-scores, kind="stable")[:6]  # one beyond k: the 5th may tie the 6th
     out = tmp_path / "similar.json"
     said = run("similar", str(tiny_model), str(items[4]), "-k", "5", "--json", str(out))
     ranked = json.loads(out.read_text())["ranked"]
-    assert [row["item_id"] for row in ranked] == expected
-    assert str(items[4]) not in [str(row["item_id"]) for row in ranked]
-    assert str(expected[0]) in said
+    got = [items.index(row["item_id"]) for row in ranked]
+    # The index sums in another order than numpy: scores agree to float32 rounding, and items
+    # must be the same wherever no other score is near enough for that rounding to swap them.
+    reported = np.array([row["score"] for row in ranked])
+    np.testing.assert_allclose(reported, scores[order[:5]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores[got], reported, rtol=1e-5, atol=1e-5)
+    assert len(set(got)) == 5 and 4 not in got
+    apart = np.abs(np.diff(scores[order])) > 1e-4 * np.maximum(1.0, np.abs(scores[order[1:]]))
+    alone = np.concatenate(([True], apart[:-1])) & apart
+    assert [g for g, a in zip(got, alone, strict=True) if a] == [
+        o for o, a in zip(order[:5].tolist(), alone, strict=True) if a
+    ]
+    assert table_rows(said, 3) == [
+        [str(row["rank"]), str(row["item_id"]), f"{row['score']:.4f}"] for row in ranked
+    ]
     assert "is not in the model's catalogue" in run("similar", str(tiny_model), "nope", code=2)

@@ -1,8 +1,8 @@
 """Every kernel backend computes what the plain torch operations compute.
 
-The interface's methods run on every backend present: the torch backend and the compiled
-loops for each instruction set this CPU runs (baseline, AVX2, AVX-512), all against torch
-or autograd. The loops only the compiled library has (sampling, dropout, top-k) run on
+The interface's methods run on every backend: the torch backend and the compiled loops for
+each instruction set (baseline, AVX2, AVX-512), all against torch or autograd; an
+instruction set this CPU lacks is a skip that names it. The loops only the compiled library has (sampling, dropout, top-k) run on
 each of its instruction sets. Float32 tolerances: the loops' exp is a polynomial within
 about 1 ulp, and the AVX-512 optimiser's 1/sqrt is an estimate refined to within 2 ulp;
 sums run in another order; so agreement to a few ulp relative (1.3e-6, torch's float32
@@ -30,29 +30,49 @@ from gru4rec.network.optim import adagrad_momentum_dense_, adagrad_momentum_dist
 from gru4rec.network.train import _threads
 
 HYPER = {"lr": 0.1, "momentum": 0.3, "eps": 1e-6}
-COMPILED = [f"compiled-{isa}" for isa in kernels.isa_levels()]
-BACKENDS = ["torch", *COMPILED]
+COMPILED = [f"compiled-{isa}" for isa in kernels.isa_levels()]  # those this host runs
+# Every instruction set is a test of its own, run or skipped with the reason: the report
+# says which ISAs this host covered and which it did not.
+EVERY_COMPILED = [f"compiled-{isa}" for isa in kernels.ISAS]
+BACKENDS = ["torch", *EVERY_COMPILED]
+ISA_NAMES = {"base": "x86-64 baseline", "avx2": "AVX2 (x86-64-v3)", "avx512": "AVX-512 (x86-64-v4)"}
 _CPU32 = (torch.device("cpu"), torch.float32)
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compiled_or_skip(isa: str) -> CompiledKernels:
+    """The compiled loops of `isa`, or a skip naming the ISA and why this host cannot run them."""
+    if not kernels.isa_levels():
+        pytest.skip(
+            f"the compiled kernels are not loaded ({kernels.unavailable_reason()}): the {isa} "
+            "kernels are not tested on this host"
+        )
+    if isa not in kernels.isa_levels():
+        pytest.skip(
+            f"this CPU has no {ISA_NAMES[isa]}: the {isa} kernels are not tested on this host"
+        )
+    backend = kernels.compiled(isa)
+    assert backend is not None and backend.isa == isa  # that ISA's loops, not another's
+    return backend
 
 
 def _backend(name: str) -> Kernels:
     if name == "torch":
         return kernels.TorchKernels()
-    backend = kernels.compiled(name.removeprefix("compiled-"))
-    assert backend is not None
-    return backend
+    return _compiled_or_skip(name.removeprefix("compiled-"))
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Kernels:
-    """Each backend present: torch, and the compiled loops per instruction set."""
+    """Each backend: torch, and the compiled loops per instruction set (skipped, with the
+    reason, where this host cannot run them)."""
     return _backend(request.param)
 
 
-@pytest.fixture(params=COMPILED or [pytest.param("none", marks=pytest.mark.skip("not built"))])
+@pytest.fixture(params=EVERY_COMPILED)
 def compiled(request: pytest.FixtureRequest) -> CompiledKernels:
-    """The compiled loops, per instruction set this CPU runs."""
+    """The compiled loops per instruction set (skipped, with the reason, where this host
+    cannot run them)."""
     backend = _backend(request.param)
     assert isinstance(backend, CompiledKernels)
     return backend
@@ -388,6 +408,21 @@ def test_add_to_rows_matches_index_add(backend: Kernels) -> None:
     expected.index_add_(0, slot, src)
     backend.add_to_rows(dst, 4, slot, src)
     torch.testing.assert_close(dst, expected)
+
+
+@pytest.mark.parametrize("isa", kernels.ISAS)
+def test_the_isa_cap_selects_that_isas_loops(isa: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GRU4REC_ISA is how a run is pinned to one instruction set (to compare them): the
+    # default backend must then be that ISA's loops.
+    _compiled_or_skip(isa)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setenv("GRU4REC_ISA", isa)
+            kernels.compiled.cache_clear()
+            capped = kernels.kernels_for(torch.device("cpu"), torch.float32)
+            assert isinstance(capped, CompiledKernels) and capped.isa == isa
+    finally:
+        kernels.compiled.cache_clear()
 
 
 # ------------------------------------------------------------------------- where from

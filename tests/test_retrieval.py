@@ -19,6 +19,7 @@ from gru4rec.scoring.topk import exact_top_k
 from gru4rec.serving.checkpoint import load_checkpoint
 from gru4rec.serving.recommend import Recommender
 from gru4rec.serving.retrieval import IndexOptions, ItemIndex
+from tests.rankings import assert_same_ranking
 
 runner = CliRunner()
 
@@ -30,13 +31,19 @@ def test_exact_index_equals_brute_force_scores(tiny_model: Path) -> None:
         brute = model.score_all(states)  # h @ W.T + b
     index = ItemIndex.build(item_vectors(model), IndexOptions("flat"))
     scores, ids = index.search(query_vectors(states), 10)
-    expected = torch.topk(brute, 10, dim=1)
-    np.testing.assert_allclose(scores, expected.values.numpy(), rtol=1e-5, atol=1e-5)
-    # Item for item, except where two scores tie (their order is arbitrary).
-    gaps = np.diff(expected.values.numpy(), axis=1)
-    untied = np.concatenate([np.abs(gaps) > 1e-6, np.ones((50, 1), bool)], axis=1)
-    untied &= np.concatenate([np.ones((50, 1), bool), np.abs(gaps) > 1e-6], axis=1)
-    assert (ids[untied] == expected.indices.numpy()[untied]).all()
+    # One beyond k: the 10th item may tie with the 11th.
+    expected = torch.topk(brute, 11, dim=1)
+    values, indices = expected.values.numpy(), expected.indices.numpy()
+    np.testing.assert_allclose(scores, values[:, :10], rtol=1e-5, atol=1e-5)
+    # FAISS sums in another order than torch, so scores differ by float32 rounding (above)
+    # and near-tied items may swap: each item found scores what it should, and items match
+    # wherever both neighbours' scores are further than that rounding can close.
+    found = np.take_along_axis(brute.numpy(), ids, axis=1)
+    np.testing.assert_allclose(found, scores, rtol=1e-5, atol=1e-5)
+    apart = np.abs(np.diff(values, axis=1)) > 1e-4 * np.maximum(1.0, np.abs(values[:, 1:]))
+    untied = np.concatenate([np.ones((50, 1), bool), apart[:, :-1]], axis=1) & apart
+    assert untied.mean() > 0.5  # most ranks are compared item for item
+    assert (ids[untied] == indices[:, :10][untied]).all()
 
 
 @pytest.mark.parametrize("index", ["flat", "none"])
@@ -170,7 +177,7 @@ def test_recommend_cli_writes_long_parquet(
     assert recs.group_by("session_id").agg(pl.col("rank").max())["rank"].max() == 5
     assert "sessions served" in result.output
     again = tmp_path / "again.parquet"
-    runner.invoke(
+    repeated = runner.invoke(
         app,
         [
             "recommend",
@@ -184,6 +191,7 @@ def test_recommend_cli_writes_long_parquet(
             "--exclude-seen",
         ],
     )
+    assert repeated.exit_code == 0, repeated.output
     assert pl.read_parquet(again).equals(recs)  # deterministic
 
 
@@ -308,7 +316,7 @@ def test_recommend_from_an_mlflow_alias(
     )
     assert result.exit_code == 0, result.output
     direct = tmp_path / "direct.parquet"
-    runner.invoke(
+    exact = runner.invoke(
         app,
         [
             "recommend",
@@ -323,11 +331,9 @@ def test_recommend_from_an_mlflow_alias(
             "none",
         ],
     )
-    assert (
-        pl.read_parquet(out)
-        .select("session_id", "item_id")
-        .equals(pl.read_parquet(direct).select("session_id", "item_id"))
-    )
+    assert exact.exit_code == 0, exact.output
+    # The saved FAISS index against torch's exact scores: the same up to near-ties.
+    assert_same_ranking(pl.read_parquet(out), pl.read_parquet(direct), "session_id")
     bad = runner.invoke(
         app,
         [

@@ -39,6 +39,6 @@ def test_a_model_of_release_0_1_0_loads_and_scores_as_it_did(family: str, tmp_pa
 
 
 def test_every_family_of_this_release_has_a_saved_model_of_0_1_0() -> None:
-    from gru4rec.serving.saved_models import FAMILIES
+    from gru4rec.serving import families
 
-    assert set(EXPECTED) == set(FAMILIES)
+    assert set(EXPECTED) == set(families.names())

@@ -17,13 +17,7 @@ from typer.testing import CliRunner
 from gru4rec.cli import app
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.jobs import selection
-from gru4rec.jobs.selection import (
-    RANKER_BASELINES,
-    Candidate,
-    Fitting,
-    parse_candidates,
-    select_model,
-)
+from gru4rec.jobs.selection import Fitting, parse_candidates, select_model
 from gru4rec.jobs.train_evaluate import evaluate_split
 from gru4rec.network.data import load_items, load_split
 from gru4rec.scoring.baselines import fit_baseline
@@ -32,6 +26,8 @@ from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights
 from gru4rec.scoring.neural import GRU4RecScorer
 from gru4rec.scoring.ranker import RankerParts, RankerScorer, fit_ranker, ranker_table
 from gru4rec.serving.checkpoint import load_checkpoint
+from gru4rec.serving.families import Candidate
+from gru4rec.serving.families.ranker import RANKER_BASELINES
 from gru4rec.serving.recommend import Recommender
 from gru4rec.serving.saved_models import load_scorer, model_family, save_scorer
 from tests.conftest import prepared_log
@@ -147,13 +143,21 @@ def test_candidates_are_parsed_and_checked() -> None:
 def test_a_fit_is_charged_to_every_user_except_where_already_paid(
     tiny_prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A fake clock that moves only when the test says so: each fit takes exactly 2 s and
+    # nothing else takes any time, so every charge is exact whatever the machine's load.
+    now = [1000.0]
+
+    def spend(seconds: float) -> None:
+        now[0] += seconds
+
     made: list[str] = []
 
     def slow_fit(name: str, data: object, n_items: int) -> str:
         made.append(name)
-        time.sleep(0.2)
+        spend(2.0)
         return f"fitted {name}"
 
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
     monkeypatch.setattr(selection, "fit_baseline", slow_fit)
     fitting = Fitting(
         tiny_prepared,
@@ -167,18 +171,24 @@ def test_a_fit_is_charged_to_every_user_except_where_already_paid(
         callbacks=None,
     )
     first, seconds = fitting.charged(lambda: fitting.baseline("spop", "train"))
-    assert first == "fitted spop" and seconds >= 0.2
+    assert first == "fitted spop" and seconds == pytest.approx(2.0)  # counted once, not twice
     paid = fitting.made()
     assert paid == {("baseline", "spop", "train")}
     # Made once; a later user is charged its full cost, unless it is marked as paid.
     again, seconds = fitting.charged(lambda: fitting.baseline("spop", "train"))
-    assert again == first and seconds >= 0.2
+    assert again == first and seconds == pytest.approx(2.0)
     _, seconds = fitting.charged(lambda: fitting.baseline("spop", "train"), paid=paid)
-    assert seconds < 0.1
+    assert seconds == pytest.approx(0.0)
+    # The work's own time is charged as well, besides the fits it used that were not paid.
     _, seconds = fitting.charged(
-        lambda: (fitting.baseline("spop", "train"), fitting.baseline("sknn", "train")), paid=paid
+        lambda: (
+            spend(0.5),
+            fitting.baseline("spop", "train"),
+            fitting.baseline("sknn", "train"),
+        ),
+        paid=paid,
     )
-    assert 0.2 <= seconds < 0.35 and made == ["spop", "sknn"]
+    assert seconds == pytest.approx(2.5) and made == ["spop", "sknn"]
 
 
 def test_select_serves_the_baseline_that_wins_on_valid(
@@ -260,6 +270,8 @@ def test_select_without_a_valid_split_says_how_to_make_one(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("family", ["vsknn", "hybrid", "repeat", "ranker"])
 def test_train_any_family_from_the_cli(revisit_prepared: Path, tmp_path: Path, family: str) -> None:
+    import polars as pl
+
     out, metrics = tmp_path / family, tmp_path / f"{family}.json"
     result = runner.invoke(
         app,
@@ -305,7 +317,21 @@ def test_train_any_family_from_the_cli(revisit_prepared: Path, tmp_path: Path, f
             str(recs),
         ],
     )
-    assert served.exit_code == 0, served.output and recs.exists()
+    assert served.exit_code == 0, served.output
+    assert recs.is_file()
+    table = pl.read_parquet(recs).sort("session_id", "rank")
+    assert table.columns == ["session_id", "rank", "item_id", "score"]
+    test_sessions = pl.read_parquet(revisit_prepared / "test.parquet")["session_id"]
+    assert set(table["session_id"].to_list()) == set(test_sessions.to_list())
+    per_session = table.group_by("session_id", maintain_order=True).agg(
+        pl.col("rank"), pl.col("item_id").n_unique().alias("distinct"), pl.col("score")
+    )
+    for ranks, distinct, scores in per_session.select("rank", "distinct", "score").iter_rows():
+        # The default k (20) of a catalogue of 80 items: ranks 1..20 of distinct items, best first.
+        assert ranks == list(range(1, 21)) and distinct == 20
+        assert scores == sorted(scores, reverse=True)
+    catalogue = set(load_items(revisit_prepared)["item_id"].to_list())
+    assert set(table["item_id"].to_list()) <= catalogue
 
 
 def test_train_refuses_an_unknown_family(revisit_prepared: Path, tmp_path: Path) -> None:
@@ -321,7 +347,8 @@ def test_train_refuses_an_unknown_family(revisit_prepared: Path, tmp_path: Path)
             "--no-track",
         ],
     )
-    assert result.exit_code == 2 and "'transformer' is not one of 'gru4rec'" in result.output
+    assert result.exit_code == 2
+    assert "'transformer' is not a model family: use one of gru4rec, repeat," in result.output
 
 
 def test_select_tracks_a_parent_run_and_a_run_per_candidate(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from gru4rec.commands.options import (
     Cutoffs,
     Device,
     DeviceChoice,
+    Family,
     JsonOut,
     Preset,
     PresetChoice,
@@ -30,18 +30,6 @@ from gru4rec.commands.options import (
 from gru4rec.fileio import write_json
 
 console = Console(stderr=True)
-
-
-class ModelChoice(StrEnum):
-    gru4rec = "gru4rec"
-    repeat = "repeat"
-    hybrid = "hybrid"
-    ranker = "ranker"
-    pop = "pop"
-    spop = "spop"
-    iknn = "iknn"
-    sknn = "sknn"
-    vsknn = "vsknn"
 
 
 out_console = Console(width=None if sys.stdout.isatty() else 160)
@@ -62,16 +50,7 @@ def train(
             "--set n_epochs=5 --set layers=200 --set loss=bpr-max.",
         ),
     ] = None,
-    model: Annotated[
-        ModelChoice,
-        typer.Option(
-            help="Model family: gru4rec; repeat (GRU4Rec with a learned repeat gate over the "
-            "session's last repeat_window items, default 10); hybrid (GRU4Rec mixed with the "
-            "session's items and V-SKNN, weights chosen on valid: needs train_tr/valid); ranker "
-            "(LambdaMART over candidates of GRU4Rec, kNN and the session, learned on valid); or "
-            "a baseline: pop, spop, iknn, sknn, vsknn. `gru4rec select` chooses for you."
-        ),
-    ] = ModelChoice.gru4rec,
+    model: Family = "gru4rec",
     device: Device = DeviceChoice.auto,
     train_split: Annotated[
         str, typer.Option(help="Split to train on (train, or train_tr for tuning).")
@@ -129,7 +108,7 @@ def train(
         done = api.train(
             data_dir,
             out,
-            model=model.value,
+            model=model,
             preset=preset.value,
             settings=parse_sets(set_ or []),
             split=train_split,

@@ -23,6 +23,40 @@ _console = Console(stderr=True)
 T = TypeVar("T")
 
 
+def _family(name: str) -> str:
+    """A registered family's name (the registry is read here, not when the command line
+    starts: it imports the models)."""
+    from gru4rec.serving import families
+
+    if name not in families.REGISTRY:
+        raise typer.BadParameter(
+            f"{name!r} is not a model family: use one of {', '.join(families.names())}."
+        )
+    return name
+
+
+def _complete_family(incomplete: str) -> list[str]:
+    from gru4rec.serving import families
+
+    return [name for name in families.names() if name.startswith(incomplete)]
+
+
+Family = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        parser=_family,
+        metavar="FAMILY",
+        autocompletion=_complete_family,
+        help="Model family: gru4rec; repeat (GRU4Rec with a learned repeat gate over the "
+        "session's last repeat_window items, default 10); hybrid (GRU4Rec mixed with the "
+        "session's items and V-SKNN, weights chosen on valid: needs train_tr/valid); ranker "
+        "(LambdaMART over candidates of GRU4Rec, kNN and the session, learned on valid); or "
+        "a baseline: pop, spop, iknn, sknn, vsknn. `gru4rec select` chooses for you.",
+    ),
+]
+
+
 class DeviceChoice(StrEnum):
     auto = "auto"
     cpu = "cpu"

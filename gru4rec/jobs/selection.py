@@ -30,55 +30,28 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeVar, cast
 
 import polars as pl
 
 from gru4rec.errors import ConfigError, InputDataError
 from gru4rec.jobs.train_evaluate import evaluate_split, train_model
-from gru4rec.network.config import GRU4RecConfig, apply_overrides, get_preset
+from gru4rec.network.config import GRU4RecConfig, get_preset
 from gru4rec.network.data import SessionData, load_items, load_split
 from gru4rec.network.train import Callback
-from gru4rec.scoring.baselines import BASELINES, Baseline, fit_baseline
+from gru4rec.scoring.baselines import Baseline, fit_baseline
 from gru4rec.scoring.contract import SessionScorer
 from gru4rec.scoring.cutoffs import with_metric
 from gru4rec.scoring.evaluate import TieMode
-from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights, WeightSearch, choose_weights
 from gru4rec.scoring.neural import GRU4RecScorer, as_scorer
-from gru4rec.scoring.ranker import (
-    RankerFit,
-    RankerParts,
-    RankerScorer,
-    fit_ranker,
-    ranker_table,
-)
-from gru4rec.serving.saved_models import save_scorer
+from gru4rec.serving import families
+from gru4rec.serving.families import Candidate
+from gru4rec.serving.saved_models import load_scorer, save_scorer
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = "spop,sknn,vsknn,gru4rec,hybrid,ranker"
-HYBRID_KNN = "vsknn"  # the kNN component of hybrids: the best baseline on both public logs
-RANKER_BASELINES = ("vsknn", "sknn", "iknn")  # the ranker's neighbour features
-DEFAULT_REPEAT_WINDOW = "10"  # items of the session the repeat-aware GRU4Rec looks back on
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One entry of the candidate list: a family and, for the GRU4Rec families, a preset."""
-
-    family: str
-    preset: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.family if self.preset is None else f"{self.family}:{self.preset}"
-
-    @property
-    def preset_name(self) -> str:
-        """The preset of a GRU4Rec family (an error for a baseline, which has none)."""
-        if self.preset is None:
-            raise ConfigError(f"candidate {self.name} has no GRU4Rec preset")
-        return self.preset
+T = TypeVar("T")
 
 
 def parse_candidates(text: str, preset: str = "rsc15") -> list[Candidate]:
@@ -87,17 +60,20 @@ def parse_candidates(text: str, preset: str = "rsc15") -> list[Candidate]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        family, _, chosen = part.partition(":")
-        if family in FAMILIES and FAMILIES[family].takes_preset:
+        name, _, chosen = part.partition(":")
+        family = families.REGISTRY.get(name)
+        if family is not None and family.takes_preset:
             get_preset(chosen or preset)  # an unknown preset is an error now, not after training
-            candidate = Candidate(family, chosen or preset)
-        elif family in FAMILIES and not chosen:
-            candidate = Candidate(family)
+            candidate = Candidate(name, chosen or preset)
+        elif family is not None and not chosen:
+            candidate = Candidate(name)
         else:
+            with_preset = [n for n, f in families.REGISTRY.items() if f.takes_preset]
+            others = [n for n, f in families.REGISTRY.items() if not f.takes_preset]
             raise ConfigError(
-                f"unknown candidate {part!r}: use gru4rec[:PRESET], repeat[:PRESET], "
-                f"hybrid[:PRESET], ranker[:PRESET] or one of "
-                f"{', '.join(BASELINES)}."
+                f"unknown candidate {part!r}: use "
+                f"{', '.join(f'{n}[:PRESET]' for n in with_preset)} or one of "
+                f"{', '.join(others)}."
             )
         if candidate not in candidates:
             candidates.append(candidate)
@@ -135,10 +111,10 @@ class SelectionResult:
 
 
 class Fitting:
-    """What the candidates of one selection share: the data, the protocol, and every fit
-    made so far, each made once (the GRU4Rec trained for `gru4rec:P` serves `hybrid:P`, the
-    V-SKNN candidate serves the hybrids' kNN part). A fit's cost in seconds is charged to
-    every candidate that uses it."""
+    """What the candidates of one selection share (`gru4rec.serving.families.base.Fitting`):
+    the data, the protocol, and every fit made so far, each made once (the GRU4Rec trained
+    for `gru4rec:P` serves `hybrid:P`, the V-SKNN candidate serves the hybrids' kNN part). A
+    fit's cost in seconds is charged to every candidate that uses it."""
 
     def __init__(
         self,
@@ -154,9 +130,12 @@ class Fitting:
         callbacks: Callable[[str], Sequence[Callback]] | None,
     ) -> None:
         self.data_dir, self.items, self.scratch = data_dir, items, scratch
-        self.metric, self.ties, self.overrides = metric, ties, overrides
+        self.metric, self.ties, self.overrides = metric, ties, dict(overrides or {})
         self.device, self.num_threads, self.callbacks = device, num_threads, callbacks
-        self.evaluation: dict[str, Any] = {"ties": ties, "cutoffs": with_metric(metric)}
+        self.cutoffs = with_metric(metric)
+        self.seed = int(self.overrides.get("seed", 42))
+        self.n_items = items.height
+        self.evaluation: dict[str, Any] = {"ties": ties, "cutoffs": self.cutoffs}
         self._splits: dict[str, SessionData] = {}
         self._fits: dict[tuple[str, ...], Any] = {}
         self._cost: dict[tuple[str, ...], float] = {}
@@ -170,61 +149,14 @@ class Fitting:
 
     def baseline(self, name: str, split: str) -> Baseline:
         """The baseline `name` fitted on `split`."""
-        return self._fit(
+        return self.shared(
             ("baseline", name, split),
             lambda: fit_baseline(name, self.split(split), self.items.height),
         )
 
-    def network(self, preset: str, split: str, *, repeat: bool = False) -> GRU4RecScorer:
-        """GRU4Rec (or the repeat-aware one) with `preset` and the overrides, trained on `split`."""
-        family = "repeat" if repeat else "gru4rec"
-        config = _config(preset, self.overrides, repeat=repeat)
-        out = self.scratch / f"{family}-{preset}-{split}"
-        return self._fit((family, preset, split), lambda: self._train(config, out, split))
-
-    def hybrid_search(self, preset: str) -> WeightSearch:
-        """The hybrid's weights for GRU4Rec with `preset`, searched on valid."""
-
-        def search() -> WeightSearch:
-            mixture = HybridScorer(
-                self.network(preset, "train_tr"),
-                MixtureWeights(),
-                self.baseline(HYBRID_KNN, "train_tr"),
-            )
-            return choose_weights(mixture, self.split("valid"), metric=self.metric, ties=self.ties)
-
-        return self._fit(("weights", preset), search)
-
-    def ranker_parts(self, preset: str, split: str, weights: MixtureWeights) -> RankerParts:
-        """The ranker's components fitted on `split`."""
-        baselines = {name: self.baseline(name, split) for name in RANKER_BASELINES}
-        network = self.network(preset, split)
-        return RankerParts.fit(network, baselines, self.split(split), weights)
-
-    def ranker(self, preset: str) -> tuple[RankerFit, float]:
-        """LambdaMART learned out of fold on valid over components fitted on train_tr, and
-        its candidates' recall there."""
-
-        def learn() -> tuple[RankerFit, float]:
-            parts = self.ranker_parts(preset, "train_tr", self.hybrid_search(preset).best)
-            table = ranker_table(parts, self.split("valid"), ties=self.ties)
-            logger.info(
-                "ranker: %d candidate rows for %d predictions on valid (recall %.4f)",
-                len(table.labels),
-                len(table.group_sizes),
-                table.recall,
-            )
-            fit = fit_ranker(
-                table,
-                n_items=self.items.height,
-                cutoffs=self.evaluation["cutoffs"],
-                ties=self.ties,
-                seed=int((self.overrides or {}).get("seed", 42)),
-                num_threads=self.num_threads,
-            )
-            return fit, table.recall
-
-        return self._fit(("ranker", preset), learn)
+    def trained(self, config: GRU4RecConfig, split: str, key: tuple[str, ...]) -> GRU4RecScorer:
+        """GRU4Rec with `config` trained on `split` (made once per `key`)."""
+        return self.shared(key, lambda: self._train(config, self.scratch / "-".join(key), split))
 
     def score_on_valid(self, scorer: SessionScorer) -> dict[str, Any]:
         return evaluate_split(scorer, self.items, self.data_dir, split="valid", **self.evaluation)
@@ -244,14 +176,14 @@ class Fitting:
         """The fits made so far (keys for `charged(paid=...)`)."""
         return frozenset(self._fits)
 
-    def _fit(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+    def shared(self, key: tuple[str, ...], make: Callable[[], T]) -> T:
         if key not in self._fits:
             started = time.perf_counter()
             self._fits[key] = make()
             self._cost[key] = time.perf_counter() - started
             self._fitting_seconds += self._cost[key]
         self._used.add(key)
-        return self._fits[key]
+        return cast(T, self._fits[key])
 
     def _train(self, config: GRU4RecConfig, out: Path, split: str) -> GRU4RecScorer:
         callbacks = self.callbacks(f"GRU4Rec on {split}") if self.callbacks else ()
@@ -267,108 +199,6 @@ class Fitting:
         scorer = as_scorer(model.eval(), config)
         assert isinstance(scorer, GRU4RecScorer)  # the neural families' scorers
         return scorer
-
-
-class Family(Protocol):
-    """How the candidates of one family are fitted and scored."""
-
-    takes_preset: bool  # a GRU4Rec preset (`family:PRESET`)
-
-    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
-        """Fitted on train_tr, the metrics on valid (and what was chosen there)."""
-        ...
-
-    def fit_on_train(
-        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
-    ) -> SessionScorer:
-        """Fitted again on the whole train split, with what was chosen on valid."""
-        ...
-
-
-class BaselineFamily:
-    takes_preset = False
-
-    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
-        return fitting.score_on_valid(fitting.baseline(candidate.family, "train_tr"))
-
-    def fit_on_train(
-        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
-    ) -> SessionScorer:
-        return fitting.baseline(candidate.family, "train")
-
-
-@dataclass(frozen=True)
-class NetworkFamily:
-    repeat: bool  # the repeat-aware GRU4Rec
-    takes_preset = True
-
-    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
-        network = fitting.network(candidate.preset_name, "train_tr", repeat=self.repeat)
-        return fitting.score_on_valid(network)
-
-    def fit_on_train(
-        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
-    ) -> SessionScorer:
-        return fitting.network(candidate.preset_name, "train", repeat=self.repeat)
-
-
-class HybridFamily:
-    """GRU4Rec with the session's items and V-SKNN votes, the weights searched on valid
-    (the search's own metrics of the best weights: exact at the cutoffs, no coverage)."""
-
-    takes_preset = True
-
-    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
-        search = fitting.hybrid_search(candidate.preset_name)
-        logger.info("%s: %d weightings tried on valid", candidate.name, len(search.trials))
-        metrics = dict(search.trials)[search.best]
-        return {**metrics, "weights": search.best.to_dict(), "n_weights_tried": len(search.trials)}
-
-    def fit_on_train(
-        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
-    ) -> SessionScorer:
-        return HybridScorer(
-            fitting.network(candidate.preset_name, "train"),
-            MixtureWeights(**on_valid["weights"]),
-            fitting.baseline(HYBRID_KNN, "train"),
-        )
-
-
-class RankerFamily:
-    """LambdaMART over the candidates (`gru4rec.scoring.ranker`): its validation metrics are
-    out of fold; refitted on train, the components change and the learned model does not."""
-
-    takes_preset = True
-
-    def score_on_valid(self, candidate: Candidate, fitting: Fitting) -> dict[str, Any]:
-        fit, recall = fitting.ranker(candidate.preset_name)
-        weights = fitting.hybrid_search(candidate.preset_name).best
-        return {
-            **fit.metrics,
-            "weights": weights.to_dict(),
-            "ranker_rounds": fit.rounds,
-            "candidate_recall": recall,
-        }
-
-    def fit_on_train(
-        self, candidate: Candidate, fitting: Fitting, on_valid: dict[str, Any]
-    ) -> SessionScorer:
-        fit, _recall = fitting.ranker(candidate.preset_name)
-        weights = MixtureWeights(**on_valid["weights"])
-        return RankerScorer(
-            fitting.ranker_parts(candidate.preset_name, "train", weights), fit.booster
-        )
-
-
-# Every family a candidate can name; a new family registers here.
-FAMILIES: dict[str, Family] = {
-    **{name: BaselineFamily() for name in BASELINES},
-    "gru4rec": NetworkFamily(repeat=False),
-    "repeat": NetworkFamily(repeat=True),
-    "hybrid": HybridFamily(),
-    "ranker": RankerFamily(),
-}
-CHOSEN_ON_VALID = ("hybrid", "ranker")  # families whose fitting needs the validation split
 
 
 def select_model(
@@ -417,7 +247,7 @@ def select_model(
             callbacks=callbacks,
         )
         for candidate in candidates:
-            family = FAMILIES[candidate.family]
+            family = families.get(candidate.family)
             metrics, seconds[candidate.name] = fitting.charged(
                 functools.partial(family.score_on_valid, candidate, fitting)
             )
@@ -428,7 +258,7 @@ def select_model(
         # The first of equally good candidates wins (the order given: simpler ones first).
         chosen = max(candidates, key=lambda c: on_valid[c.name][metric])
         logger.info("chose %s; refitting it on train", chosen.name)
-        final = FAMILIES[chosen.family].fit_on_train(chosen, fitting, on_valid[chosen.name])
+        final = families.get(chosen.family).fit(chosen, fitting, "train", on_valid[chosen.name])
         headline = (metric, "recall@20", "mrr@20")
         extra = {
             "data_dir": str(data_dir.resolve()),
@@ -467,58 +297,48 @@ def fit_family(
     num_threads: int | None = None,
     callbacks: Callable[[str], Sequence[Callback]] | None = None,
 ) -> tuple[SessionScorer, pl.DataFrame]:
-    """`gru4rec train --model FAMILY` for the families other than plain GRU4Rec: a baseline
-    fitted on `split`; a hybrid or a ranker as `select_model` with it as the only candidate
-    (chosen or learned on valid, refitted on train). Saves to `out_dir`; returns (scorer,
-    item map)."""
-    items = load_items(data_dir)
-    if family in BASELINES:
-        data, _ = load_split(data_dir, split, item_ids=items["item_id"])
-        scorer = fit_baseline(family, data, items.height)
-        save_scorer(
+    """`gru4rec train --model FAMILY`: a family that chooses nothing on valid (a baseline)
+    fitted on `split`; one that does (a hybrid, the ranker) as `select_model` with it as the
+    only candidate (chosen or learned on valid, refitted on train). Saves to `out_dir`;
+    returns (scorer, item map)."""
+    chosen = families.get(family)
+    candidate = Candidate(family, preset if chosen.takes_preset else None)
+    if chosen.chosen_on_valid:
+        if split != "train":
+            raise ConfigError(
+                f"--model {family} fits on train_tr, chooses on valid and refits on train; "
+                "drop --train-split."
+            )
+        result = select_model(
+            data_dir,
             out_dir,
-            scorer,
+            [candidate],
+            overrides=overrides,
+            metric=metric,
+            ties=ties,
+            device=device,
+            num_threads=num_threads,
+            callbacks=callbacks,
+        )
+        return load_scorer(result.model_dir, device=device)
+    items = load_items(data_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fit-", dir=out_dir.parent) as scratch:
+        fitting = Fitting(
+            data_dir,
             items,
-            train_data=data,
-            extra={"data_dir": str(Path(data_dir).resolve()), "train_split": split},
+            Path(scratch),
+            metric=metric,
+            ties=ties,
+            overrides=overrides,
+            device=device,
+            num_threads=num_threads,
+            callbacks=callbacks,
         )
-        return scorer, items
-    if family not in CHOSEN_ON_VALID:
-        raise ConfigError(
-            f"unknown model family {family!r}: use gru4rec, repeat, hybrid, ranker or one of "
-            f"{', '.join(BASELINES)}."
-        )
-    if split != "train":
-        raise ConfigError(
-            f"--model {family} fits on train_tr, chooses on valid and refits on train; "
-            "drop --train-split."
-        )
-    result = select_model(
-        data_dir,
-        out_dir,
-        [Candidate(family, preset)],
-        overrides=overrides,
-        metric=metric,
-        ties=ties,
-        device=device,
-        num_threads=num_threads,
-        callbacks=callbacks,
-    )
-    from gru4rec.serving.saved_models import load_scorer
-
-    return load_scorer(result.model_dir, device=device)
-
-
-def _config(
-    preset: str, overrides: Mapping[str, str] | None, *, repeat: bool = False
-) -> GRU4RecConfig:
-    """The preset with the overrides; `repeat`: the repeat-aware model (repeat_window > 0)."""
-    values = dict(overrides or {})
-    if repeat:
-        values.setdefault("repeat_window", DEFAULT_REPEAT_WINDOW)
-    else:
-        values.pop("repeat_window", None)  # the plain families stay plain
-    return apply_overrides(get_preset(preset), values)
+        scorer = chosen.fit(candidate, fitting, split, {})
+        extra = {"data_dir": str(Path(data_dir).resolve()), "train_split": split}
+        save_scorer(out_dir, scorer, items, train_data=fitting.split(split), extra=extra)
+    return scorer, items
 
 
 def _check_metric(metric: str) -> None:
@@ -531,7 +351,6 @@ def _check_metric(metric: str) -> None:
 
 __all__ = [
     "DEFAULT_CANDIDATES",
-    "Candidate",
     "SelectionResult",
     "fit_family",
     "parse_candidates",

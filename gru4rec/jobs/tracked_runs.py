@@ -18,20 +18,14 @@ import polars as pl
 
 from gru4rec.errors import ConfigError
 from gru4rec.fileio import write_json
-from gru4rec.jobs.selection import (
-    DEFAULT_REPEAT_WINDOW,
-    Candidate,
-    SelectionResult,
-    fit_family,
-    select_model,
-)
+from gru4rec.jobs.selection import SelectionResult, fit_family, select_model
 from gru4rec.jobs.tracked_training import train_tracked
 from gru4rec.jobs.train_evaluate import evaluate_split, load_warm_start
 from gru4rec.jobs.tuning import Dimension, TrackingTarget, Trial, default_storage, optuna_search
 from gru4rec.network.config import GRU4RecConfig, apply_overrides, get_preset
 from gru4rec.network.train import Callback
-
-GRU_FAMILIES = ("gru4rec", "repeat")
+from gru4rec.serving import families
+from gru4rec.serving.families import Candidate
 
 
 @dataclass
@@ -78,9 +72,13 @@ def train_run(
     from gru4rec.serving import tracking
 
     start = None
+    spec = families.get(family)
     for option, value in (("--warm-start", warm_start), ("--window-days", window_days)):
-        if value is not None and family not in ("gru4rec", "repeat"):
-            raise ConfigError(f"{option} trains a GRU4Rec or repeat model, not {family}.")
+        if value is not None and not spec.warm_start:
+            trainable = [n for n, f in families.REGISTRY.items() if f.warm_start]
+            raise ConfigError(
+                f"{option} trains a model epoch by epoch ({', '.join(trainable)}), not {family}."
+            )
     if keep_missing and warm_start is None:
         raise ConfigError("--keep-missing-items goes with --warm-start (it names the old items).")
     if warm_start is not None:
@@ -92,15 +90,14 @@ def train_run(
         run = tracking.start_run(tracking_uri, experiment, run_name)
     with run:
         tags = {"command": "train", "family": family}
-        if family in (*GRU_FAMILIES, "hybrid"):
+        if spec.takes_preset:
             tags["preset"] = preset
         if start is not None:
             tags["warm_start"] = start.source
         seconds = None
         scorer: Any
-        if family in GRU_FAMILIES:
-            if family == "repeat" and config.repeat_window == 0:
-                config = apply_overrides(config, {"repeat_window": DEFAULT_REPEAT_WINDOW})
+        if spec.warm_start:
+            config = spec.configure(config)
             scorer, items, result = train_tracked(
                 data_dir,
                 config,

@@ -30,6 +30,7 @@ from gru4rec.network.warm_start import (
 from gru4rec.scoring.contract import SessionScorer
 from gru4rec.scoring.cutoffs import CUTOFFS
 from gru4rec.scoring.evaluate import TieMode, evaluate
+from gru4rec.serving import families
 from gru4rec.serving.checkpoint import (
     CONFIG_FILE,
     load_checkpoint,
@@ -37,7 +38,7 @@ from gru4rec.serving.checkpoint import (
     resolve_device,
     save_checkpoint,
 )
-from gru4rec.serving.saved_models import GRU_DIR, model_family
+from gru4rec.serving.saved_models import model_family
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,14 @@ def load_warm_start(source: str, keep_missing: bool = False) -> WarmStartSource:
     `models:/NAME@champion`; of a hybrid, its GRU4Rec part)."""
     from gru4rec.serving.tracking import fetch_checkpoint
 
-    model_dir = fetch_checkpoint(source)
-    family = model_family(model_dir)
-    if family == "hybrid":
-        model_dir = model_dir / GRU_DIR
-    elif family not in ("gru4rec", "repeat"):
+    fetched = fetch_checkpoint(source)
+    family = model_family(fetched)
+    model_dir = families.get(family).network_dir(fetched)
+    if model_dir is None:
+        holders = [n for n, f in families.REGISTRY.items() if f.network_dir(fetched) is not None]
         raise ConfigError(
             f"warm start from {source}: it holds a {family} model, which has no weights to "
-            "start from; name a GRU4Rec, repeat or hybrid model."
+            f"start from; name a model of one of {', '.join(holders)}."
         )
     model, config, items = load_checkpoint(model_dir, device="cpu")
     extra = json.loads((model_dir / CONFIG_FILE).read_text()).get("extra", {})
