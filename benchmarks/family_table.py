@@ -43,6 +43,7 @@ def run_seed(
     from gru4rec.jobs.selection import Fitting, parse_candidates
     from gru4rec.jobs.train_evaluate import evaluate_split
     from gru4rec.network.data import load_items
+    from gru4rec.options import Compute
     from gru4rec.serving import families
 
     items = load_items(data)
@@ -53,11 +54,8 @@ def run_seed(
             data,
             items,
             Path(scratch),
-            metric="mrr@20",
-            ties="conservative",
-            overrides={**(overrides or {}), "seed": str(seed)},
-            device="cpu",
-            num_threads=threads,
+            settings=overrides,
+            compute=Compute("cpu", threads, seed),
             callbacks=None,
         )
         started = time.perf_counter()

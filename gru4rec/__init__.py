@@ -18,10 +18,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from gru4rec.api import Recommender, SelectionResult, TrainRun, load, prepare, select, train
+    from gru4rec.options import Compute, Evaluation, Tracking
 
 __all__ = [
+    "Compute",
+    "Evaluation",
     "Recommender",
     "SelectionResult",
+    "Tracking",
     "TrainRun",
     "__version__",
     "load",

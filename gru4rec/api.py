@@ -8,8 +8,11 @@
     model = gru4rec.load("model")             # or an MLflow URI: "models:/shop@champion"
     recs = model.recommend([["a", "b"], ["c"]], k=20)  # session, rank, item_id, score
 
-Each function is also a command: `gru4rec prepare`, `select`, `train`, `recommend`.
-Nothing is tracked in MLflow unless asked (`track=True`); the commands track by default.
+Each function is also a command: `gru4rec prepare`, `select`, `train`, `recommend`, with
+the same names for the same options; the shared ones travel as objects of `gru4rec.options`
+(`Compute`: device, threads, seed; `Tracking`: MLflow; `Evaluation`: splits, cutoffs, ties,
+metric). Nothing is tracked in MLflow unless asked (`Tracking(track=True)`); the commands
+track by default.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from gru4rec.errors import ConfigError
 from gru4rec.network.config import override_text
-from gru4rec.scoring.cutoffs import CUTOFFS
+from gru4rec.options import Compute, Evaluation, Tracking
 
 if TYPE_CHECKING:
     from gru4rec.jobs.selection import SelectionResult
     from gru4rec.jobs.tracked_runs import TrainRun
     from gru4rec.network.train import Callback
-    from gru4rec.scoring.evaluate import TieMode
     from gru4rec.serving.recommend import Recommender
 
 # Each function imports what it runs: preparing a log loads Polars, not torch or MLflow.
@@ -87,35 +89,43 @@ def train(
     model: str = "gru4rec",
     preset: str = "rsc15",
     settings: Mapping[str, Any] | None = None,
-    cutoffs: Sequence[int] = CUTOFFS,
-    ties: TieMode = "conservative",
-    device: str = "auto",
-    track: bool = False,
+    evaluation: Evaluation = Evaluation(),
+    compute: Compute = Compute(),
+    tracking: Tracking = Tracking(),
+    warm_start: str | Path | None = None,
+    keep_missing_items: bool = False,
+    window_days: float | None = None,
     callbacks: Sequence[Callback] = (),
-    **run_options: Any,
 ) -> TrainRun:
     """Train a model family (GRU4Rec by default) on prepared data, save it to `out` and
     score it on the test split.
 
-    settings: GRU4Rec settings over the preset's, e.g. {"n_epochs": 5, "layers": "200"}.
-    track: log the run (and the model) to MLflow.
-    run_options: as `gru4rec train` (split, test_split, valid_split, threads, register,
-        warm_start, keep_missing, window_days, tracking_uri, experiment, run_name).
+    model: a family of `gru4rec.serving.families` (gru4rec, repeat, hybrid, ranker or a
+        baseline). settings: GRU4Rec settings over the preset's, e.g. {"n_epochs": 5}.
+    evaluation: the splits (train, test, per-epoch valid), cutoffs and ties.
+    compute: device, threads, seed. tracking: MLflow (nothing is logged unless `track`).
+    warm_start: a GRU4Rec model (directory or MLflow URI) to continue from;
+        keep_missing_items: keep its items the data no longer has.
+    window_days: train on the sessions of the training split's last N days only.
     Returns the model (`scorer`), its item map and test metrics (`metrics`).
     """
     from gru4rec.jobs.tracked_runs import train_run
+    from gru4rec.jobs.train_evaluate import WarmStart
 
+    if keep_missing_items and warm_start is None:
+        raise ConfigError("--keep-missing-items goes with --warm-start (it names the old items).")
     return train_run(
         Path(data),
         Path(out),
-        family=model,
+        model=model,
         preset=preset,
-        overrides={key: override_text(value) for key, value in (settings or {}).items()},
-        evaluation={"cutoffs": tuple(cutoffs), "ties": ties},
-        device=device,
+        settings=_settings(settings),
+        evaluation=evaluation,
+        compute=compute,
+        tracking=tracking,
+        warm_start=None if warm_start is None else WarmStart(str(warm_start), keep_missing_items),
+        window_days=window_days,
         callbacks=callbacks,
-        track=track,
-        **run_options,
     )
 
 
@@ -126,18 +136,20 @@ def select(
     candidates: str | Sequence[str] | None = None,
     preset: str = "rsc15",
     settings: Mapping[str, Any] | None = None,
-    metric: str = "mrr@20",
-    ties: TieMode = "conservative",
-    device: str = "auto",
-    track: bool = False,
-    **run_options: Any,
+    evaluation: Evaluation = Evaluation(),
+    compute: Compute = Compute(),
+    tracking: Tracking = Tracking(experiment="gru4rec-select"),
+    callbacks: Callable[[str], Sequence[Callback]] | None = None,
+    report: Callable[[str], None] = lambda line: None,
 ) -> SelectionResult:
-    """Fit every candidate family on train_tr, choose the best on valid, refit it on train,
-    save it to `out` and score it once on test.
+    """Fit every candidate family on train_tr, choose the best on valid by
+    `evaluation.metric`, refit it on train, save it to `out` and score it once on test.
 
     candidates: "spop,vsknn,gru4rec,hybrid:diginetica" or a list of names
         (`family[:PRESET]`); None: `gru4rec select`'s default, spop,sknn,vsknn,gru4rec,hybrid,
-        ranker.
+        ranker. preset: of the candidates that train GRU4Rec and name none.
+    callbacks: training callbacks for each GRU4Rec training, given its description;
+        report: called with one line per candidate scored.
     Returns every candidate's validation metrics, the choice and its test metrics.
     """
     from gru4rec.jobs.selection import DEFAULT_CANDIDATES, parse_candidates
@@ -146,18 +158,22 @@ def select(
     if candidates is None:
         candidates = DEFAULT_CANDIDATES
     names = candidates if isinstance(candidates, str) else ",".join(candidates)
-    result, _model_uri = select_run(
+    return select_run(
         Path(data),
         Path(out),
         parse_candidates(names, preset),
-        overrides={key: override_text(value) for key, value in (settings or {}).items()},
-        metric=metric,
-        ties=ties,
-        device=device,
-        track=track,
-        **run_options,
+        settings=_settings(settings),
+        evaluation=evaluation,
+        compute=compute,
+        tracking=tracking,
+        callbacks=callbacks,
+        report=report,
     )
-    return result
+
+
+def _settings(settings: Mapping[str, Any] | None) -> dict[str, str]:
+    """GRU4Rec settings as `--set` spells them (numbers, booleans and lists as text)."""
+    return {key: override_text(value) for key, value in (settings or {}).items()}
 
 
 def load(model: str | Path, *, device: str = "auto", index: str = "auto") -> Recommender:
@@ -190,4 +206,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'gru4rec.api' has no attribute {name!r}")
 
 
-__all__ = ["Recommender", "SelectionResult", "TrainRun", "load", "prepare", "select", "train"]
+__all__ = [
+    "Compute",
+    "Evaluation",
+    "Recommender",
+    "SelectionResult",
+    "Tracking",
+    "TrainRun",
+    "load",
+    "prepare",
+    "select",
+    "train",
+]

@@ -237,18 +237,7 @@ def clean(
     item_ids = item_ids.sort()
     step = "read"
     if spec.event_filter:
-        log.rows.append(
-            {
-                "step": "read",
-                "scope": "all",
-                "events": raw_rows(),
-                "sessions": None,
-                "items": None,
-                "dropped_events": 0,
-                "dropped_sessions": 0,
-                "dropped_items": 0,
-            }
-        )
+        log.record_unfiltered(raw_rows())
         step = f"event filter: {', '.join(spec.event_filter)}"
     building = "session_id" not in raw.collect_schema().names()
     if building:
@@ -566,6 +555,30 @@ def split(
     names = ["train", "test"]
 
     valid_days = options.valid_days if options.valid_days is not None else test_days
+    if _valid_split(space, train, items, has_time, valid_days, options, log):
+        names += ["train_tr", "valid"]
+    check_splits(  # the days of what was split, for the message of a split too small
+        log,
+        options,
+        names,
+        kept_split,
+        lambda name: start_days if name == "test" else train.start_days(),
+    )
+    return {name: merged(space, name) for name in names}, items
+
+
+def _valid_split(
+    space: Workspace,
+    train: SplitStats,
+    items: pl.DataFrame,
+    has_time: bool,
+    valid_days: float,
+    options: PrepareOptions,
+    log: StepLog,
+) -> bool:
+    """`prepare.split`'s validation split of train's buckets (by `options.valid_fraction`,
+    else the last `valid_days` of train's session starts), logged; whether there is one."""
+    n_items = train.totals.n_items
     parts = ("train_tr", "valid")
 
     def train_part(bucket: int) -> pl.DataFrame:
@@ -589,15 +602,7 @@ def split(
         log.record(valid_label, valid.totals.counts(), scope="valid")
         known = pl.Series(np.flatnonzero(train_tr.totals.support)).cast(items["item_id"].dtype)
         _drop_unknown(space, "valid", known, options, log, n_items)
-        names += ["train_tr", "valid"]
-    check_splits(  # the days of what was split, for the message of a split too small
-        log,
-        options,
-        names,
-        kept_split,
-        lambda name: start_days if name == "test" else train.start_days(),
-    )
-    return {name: merged(space, name) for name in names}, items
+    return later is not None
 
 
 def merging() -> pl.Config:

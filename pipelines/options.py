@@ -128,6 +128,22 @@ class StepLog:
         if self._report:
             self._report(step)
 
+    def record_unfiltered(self, events: int) -> None:
+        """The `events` read before the event filter, as the first row ("read"); their
+        sessions and items are not counted (None), nor, then, what the filter drops of them."""
+        self.rows.append(
+            {
+                "step": "read",
+                "scope": "all",
+                "events": events,
+                "sessions": None,
+                "items": None,
+                "dropped_events": 0,
+                "dropped_sessions": 0,
+                "dropped_items": 0,
+            }
+        )
+
     def scopes(self) -> list[str]:
         """The splits counted, in the order first counted."""
         return list(dict.fromkeys(row["scope"] for row in self.rows if row["scope"] != "all"))

@@ -70,19 +70,7 @@ def clean(
     events = read_events(paths, spec, compact=True, pair=pair)
     step = "read"
     if spec.event_filter:
-        raw = _raw_row_count(paths, spec)
-        log.rows.append(
-            {
-                "step": "read",
-                "scope": "all",
-                "events": raw,
-                "sessions": None,
-                "items": None,
-                "dropped_events": 0,
-                "dropped_sessions": 0,
-                "dropped_items": 0,
-            }
-        )
+        log.record_unfiltered(_raw_row_count(paths, spec))
         step = f"event filter: {', '.join(spec.event_filter)}"
     if "session_id" not in events.columns:
         events = steps.build_sessions(events, options.idle_gap)
@@ -288,6 +276,30 @@ def _manifest(
         "seconds": round(time.perf_counter() - started, 3),
     }
     return json.loads(json.dumps(manifest))  # return exactly what is written
+
+
+def summary_notes(manifest: dict[str, Any]) -> list[str]:
+    """What a manifest says beyond its step counts, a line each: how many buckets prepared
+    it, and where every time split cut (with the sessions after the log's bulk)."""
+    lines = []
+    if manifest["buckets"] > 1:
+        lines.append(
+            f"prepared in {manifest['buckets']} buckets of sessions, one in memory at a time "
+            "(--buckets 1 holds the whole log in memory: faster where it fits)"
+        )
+    for name, where in manifest.get("time_splits", {}).items():
+        lines.append(
+            f"{name}: sessions from {where['boundary']} UTC ({where['measured_from']}); "
+            f"clicks {where['clicks'][0]} .. {where['clicks'][1]}, session starts "
+            f"{where['session_starts'][0]} .. {where['session_starts'][1]}"
+        )
+        if where.get("stragglers"):
+            lines.append(
+                f"{name}: {where['stragglers']:,} sessions start on {where['straggler_days']} "
+                "thin days after the log's bulk (under a tenth of a typical day's starts each): "
+                f"kept in {name}, and the {name} period counted back from the bulk's end"
+            )
+    return lines
 
 
 def _as_written(

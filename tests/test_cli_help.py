@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from gru4rec import __version__
 from gru4rec.cli import app
-from gru4rec.commands.options import FormatChoice, IndexKindChoice, PresetChoice, TieChoice
+from gru4rec.commands.options import IndexKindChoice, TieChoice
 from gru4rec.network.config import PRESETS
-from gru4rec.pipelines.sources import FORMAT_NAMES
+from gru4rec.pipelines.sources import FORMATS
 from gru4rec.scoring.evaluate import TIE_MODES
 from gru4rec.serving.retrieval import INDEX_KINDS
 
@@ -67,14 +67,22 @@ def test_the_command_list_shows_every_summary_whole() -> None:
         assert command.short_help in line and not line.endswith("..."), line
 
 
+def test_the_command_line_shows_exactly_the_registries_names() -> None:
+    # --preset and --format are made from the registries (PRESETS' and FORMATS' light
+    # modules): the command line shows exactly their names, in their order.
+    for command in ("train", "tune", "select"):
+        assert f"--preset <{'|'.join(PRESETS)}>" in _help(command, width=1000), command
+    assert f"one of {', '.join(FORMATS)}. The named" in _words(_help("prepare", width=80))
+    assert f"one of {', '.join(FORMATS)} (prepared:" in _words(_help("recommend", width=80))
+    bad = runner.invoke(app, ["train", "d", "--out", "m", "--preset", "nope"])
+    assert bad.exit_code == 2 and ", ".join(map(repr, PRESETS)) in _words(bad.output)
+
+
 def test_fixed_choices_are_listed_and_match_the_library() -> None:
-    assert [choice.value for choice in FormatChoice] == list(FORMAT_NAMES)
-    assert [choice.value for choice in PresetChoice] == list(PRESETS)
     assert [choice.value for choice in TieChoice] == list(TIE_MODES)
     assert [choice.value for choice in IndexKindChoice] == list(INDEX_KINDS)
     assert "--device <auto|cpu|cuda>" in _help("train", width=80)
     assert "--ties <standard|conservative|median>" in _help("evaluate", width=80)
-    assert all(name in _words(_help("prepare", width=80)) for name in FORMAT_NAMES)
     bad = runner.invoke(app, ["evaluate", "m", "d", "--ties", "loose"])
     assert bad.exit_code == 2 and "loose" in bad.output
 

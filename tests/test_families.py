@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from gru4rec.cli import app
 from gru4rec.jobs.selection import Fitting, parse_candidates, select_model
 from gru4rec.network.data import SessionData, load_items
+from gru4rec.options import Compute
 from gru4rec.scoring.contract import SessionBatch, SessionScorer, session_batch
 from gru4rec.serving import families
 from gru4rec.serving.families import Candidate, Family
@@ -125,8 +126,7 @@ def test_a_family_defined_in_a_test_file_alone_goes_everywhere(
         follow_log,
         tmp_path / "best",
         parse_candidates("pop,successor"),
-        device="cpu",
-        num_threads=1,
+        compute=Compute("cpu", threads=1),
     )
     assert result.candidates["successor"]["mrr@20"] > result.candidates["pop"]["mrr@20"]
     assert result.chosen == "successor" and result.family == "successor"
@@ -222,11 +222,8 @@ def fitting(follow_log: Path, tmp_path_factory: pytest.TempPathFactory) -> Fitti
         follow_log,
         load_items(follow_log),
         tmp_path_factory.mktemp("fits"),
-        metric="mrr@20",
-        ties="conservative",
-        overrides=TINY_GRU,
-        device="cpu",
-        num_threads=1,
+        settings=TINY_GRU,
+        compute=Compute("cpu", threads=1),
         callbacks=None,
     )
 

@@ -24,7 +24,7 @@ import torch
 
 import gru4rec.network
 from gru4rec.network import kernels
-from gru4rec.network.kernels import CompiledKernels, Kernels, LossScratch, RowScratch
+from gru4rec.network.kernels import CompiledKernels, Kernels, LossScratch, RowScratch, loader
 from gru4rec.network.losses import sampled_loss_and_grad
 from gru4rec.network.optim import adagrad_momentum_dense_, adagrad_momentum_distinct_rows_
 from gru4rec.network.train import _threads
@@ -479,7 +479,7 @@ def test_an_extension_outside_the_package_is_refused(
         with monkeypatch.context() as patch:
             patch.setitem(sys.modules, "gru4rec.network._kernels", stray)
             patch.setattr(gru4rec.network, "_kernels", stray, raising=False)
-            kernels._load.cache_clear()
+            loader._load.cache_clear()
             kernels.compiled.cache_clear()
             assert kernels.compiled() is None
             assert "is not inside the package" in kernels.unavailable_reason()
@@ -487,7 +487,7 @@ def test_an_extension_outside_the_package_is_refused(
                 kernels.kernels_for(torch.device("cpu"), torch.float32), kernels.TorchKernels
             )
     finally:
-        kernels._load.cache_clear()
+        loader._load.cache_clear()
         kernels.compiled.cache_clear()
     assert kernels.compiled() is not None
 

@@ -17,8 +17,9 @@ import pytest
 
 from gru4rec.jobs import selection
 from gru4rec.jobs.selection import SelectionResult, parse_candidates, select_model
-from gru4rec.scoring import ranker
-from gru4rec.scoring.ranker import FEATURES, N_FOLDS, RankerTable, fit_ranker
+from gru4rec.options import Compute
+from gru4rec.scoring.ranker import FEATURES, RankerTable, fitting
+from gru4rec.scoring.ranker.fitting import N_FOLDS, fit_ranker
 from tests.conftest import prepared_log
 
 TINY_GRU = {"n_epochs": "1", "layers": "8", "n_sample": "16", "batch_size": "16"}
@@ -38,9 +39,8 @@ def _select(data: Path, out: Path, on_candidate: Any = None) -> SelectionResult:
         data,
         out,
         parse_candidates(EVERY_FAMILY),
-        overrides=TINY_GRU,
-        device="cpu",
-        num_threads=1,
+        settings=TINY_GRU,
+        compute=Compute("cpu", threads=1),
         on_candidate=on_candidate,
     )
 
@@ -140,7 +140,7 @@ def test_no_fold_model_of_the_ranker_scores_a_session_it_learned_from(
 ) -> None:
     table = _crafted_table()
     models: list[dict[str, set[int]]] = []
-    real_train = ranker._train
+    real_train = fitting._train
 
     def train(lightgbm: Any, table: RankerTable, groups: np.ndarray, stop: Any, *rest: Any) -> Any:
         booster = real_train(lightgbm, table, groups, stop, *rest)
@@ -156,7 +156,7 @@ def test_no_fold_model_of_the_ranker_scores_a_session_it_learned_from(
         booster.predict = traced
         return booster
 
-    monkeypatch.setattr(ranker, "_train", train)
+    monkeypatch.setattr(fitting, "_train", train)
     fit_ranker(table, n_items=100, num_threads=1)
     scoring = [model for model in models if model["scored"]]
     assert len(scoring) == N_FOLDS  # one model per fold scores; the final model does not

@@ -26,12 +26,12 @@ from gru4rec.scoring.ranker import (
     FeatureBuilder,
     RankerParts,
     RankerScorer,
-    _rank_in_rows,
     fit_ranker,
     popularity,
     ranker_table,
     table_metrics,
 )
+from gru4rec.scoring.ranker.features import _rank_in_rows
 from gru4rec.serving.retrieval import IndexOptions, ItemIndex
 from tests.conftest import prepared_log
 

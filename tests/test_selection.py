@@ -20,6 +20,7 @@ from gru4rec.jobs import selection
 from gru4rec.jobs.selection import Fitting, parse_candidates, select_model
 from gru4rec.jobs.train_evaluate import evaluate_split
 from gru4rec.network.data import load_items, load_split
+from gru4rec.options import Compute
 from gru4rec.scoring.baselines import fit_baseline
 from gru4rec.scoring.contract import SessionScorer, session_batch
 from gru4rec.scoring.hybrid import HybridScorer, MixtureWeights
@@ -163,11 +164,7 @@ def test_a_fit_is_charged_to_every_user_except_where_already_paid(
         tiny_prepared,
         load_items(tiny_prepared),
         tmp_path,
-        metric="mrr@20",
-        ties="conservative",
-        overrides=None,
-        device="cpu",
-        num_threads=1,
+        compute=Compute("cpu", threads=1),
         callbacks=None,
     )
     first, seconds = fitting.charged(lambda: fitting.baseline("spop", "train"))
@@ -201,9 +198,8 @@ def test_select_serves_the_baseline_that_wins_on_valid(
         revisit_prepared,
         tmp_path / "best",
         parse_candidates("gru4rec,spop"),
-        overrides=overrides,
-        device="cpu",
-        num_threads=1,
+        settings=overrides,
+        compute=Compute("cpu", threads=1),
     )
     valid = result.candidates
     assert valid["spop"]["mrr@20"] > valid["gru4rec:rsc15"]["mrr@20"]

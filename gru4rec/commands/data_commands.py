@@ -12,7 +12,22 @@ from rich.console import Console
 from rich.table import Table
 
 from gru4rec.commands.failures import friendly_errors
-from gru4rec.commands.options import FormatChoice, JsonOut, deprecated, required
+from gru4rec.commands.options import (
+    EventCol,
+    EventFilter,
+    FormatChoice,
+    ItemCol,
+    JsonOut,
+    OrderCol,
+    Separator,
+    SessionCol,
+    SplitCol,
+    TimeCol,
+    TimeUnit,
+    UserCol,
+    deprecated,
+    required,
+)
 from gru4rec.fileio import write_json
 
 # Wide enough for the summary table when the output is a file or a pipe (rich assumes 80).
@@ -113,41 +128,16 @@ def prepare(
             "set the column options below; generic needs them.",
         ),
     ] = FormatChoice.gru4rec_tsv,
-    session_col: Annotated[str | None, typer.Option(help="Session id column.")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Item id column.")] = None,
-    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
-    time_unit: Annotated[
-        str | None, typer.Option(help="Unit of the time column: s, ms or iso (ISO-8601 text).")
-    ] = None,
-    user_col: Annotated[
-        str | None,
-        typer.Option(
-            help="User id column; without a session column, sessions are built from "
-            "user + idle gap."
-        ),
-    ] = None,
-    event_col: Annotated[str | None, typer.Option(help="Event-type column.")] = None,
-    event_filter: Annotated[
-        list[str] | None,
-        typer.Option(help="Keep only this event type (repeat the option for several)."),
-    ] = None,
-    order_col: Annotated[
-        str | None,
-        typer.Option(
-            help="Position of an event inside its session: orders equal times, or "
-            "stands in for time in logs without one."
-        ),
-    ] = None,
-    split_col: Annotated[
-        str | None,
-        typer.Option(help="Column holding a published split ('train'/'test') to keep exactly."),
-    ] = None,
-    separator: Annotated[
-        str | None,
-        typer.Option(
-            help="Field separator of text logs (default: tab for .tsv/.txt/.dat, comma otherwise)."
-        ),
-    ] = None,
+    session_col: SessionCol = None,
+    item_col: ItemCol = None,
+    time_col: TimeCol = None,
+    time_unit: TimeUnit = None,
+    user_col: UserCol = None,
+    event_col: EventCol = None,
+    event_filter: EventFilter = None,
+    order_col: OrderCol = None,
+    split_col: SplitCol = None,
+    separator: Separator = None,
     idle_gap: Annotated[
         float, typer.Option(help="Seconds of inactivity that end a user's session.")
     ] = 3600.0,
@@ -227,6 +217,7 @@ def prepare(
     filter support, split by time, map items; writes Parquet + manifest.json to OUT.
     """
     from gru4rec import api
+    from gru4rec.pipelines.prepare import summary_notes
 
     with err_console.status("preparing") as status:
         manifest = api.prepare(
@@ -258,23 +249,8 @@ def prepare(
             min_split_sessions=min_split_sessions,
         )
     out_console.print(summary_table(manifest))
-    if manifest["buckets"] > 1:
-        out_console.print(
-            f"prepared in {manifest['buckets']} buckets of sessions, one in memory at a time "
-            "(--buckets 1 holds the whole log in memory: faster where it fits)"
-        )
-    for name, where in manifest.get("time_splits", {}).items():
-        out_console.print(
-            f"{name}: sessions from {where['boundary']} UTC ({where['measured_from']}); "
-            f"clicks {where['clicks'][0]} .. {where['clicks'][1]}, session starts "
-            f"{where['session_starts'][0]} .. {where['session_starts'][1]}"
-        )
-        if where.get("stragglers"):
-            out_console.print(
-                f"{name}: {where['stragglers']:,} sessions start on {where['straggler_days']} "
-                "thin days after the log's bulk (under a tenth of a typical day's starts each): "
-                f"kept in {name}, and the {name} period counted back from the bulk's end"
-            )
+    for line in summary_notes(manifest):
+        out_console.print(line)
     if json_out:
         write_json(json_out, manifest)
     err_console.print(f"wrote {out} in {manifest['seconds']} s")

@@ -3,7 +3,9 @@ stderr, and metric tables."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +20,10 @@ from rich.table import Table
 
 from gru4rec.network.config import GRU4RecConfig
 from gru4rec.network.train import Callback, EpochStats
+
+if TYPE_CHECKING:
+    from gru4rec.jobs.selection import SelectionResult
+    from gru4rec.jobs.tracked_runs import BaselineRow, TuneRun
 
 
 def progress_bar(console: Console | None = None) -> Progress:
@@ -75,3 +81,77 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
         f"targets seen earlier in their session (repeat): {metrics.get('n_repeat_events', 0):,}"
     )
     return table
+
+
+def candidates_table(result: SelectionResult, data_dir: Path, ties: str) -> Table:
+    """`select`'s candidates on valid, the chosen one marked, with their seconds."""
+    table = Table(title=f"{data_dir}: candidates on valid, {ties} ties")
+    for column in ("candidate", "recall@20", "mrr@20", "repeat mrr@20", "new mrr@20", "seconds"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for name, values in result.candidates.items():
+        mark = " (chosen)" if name == result.chosen else ""
+        table.add_row(
+            name + mark,
+            *(
+                f"{values.get(k, float('nan')):.4f}"
+                for k in ("recall@20", "mrr@20", "repeat_mrr@20", "new_mrr@20")
+            ),
+            f"{result.seconds.get(name, 0.0):,.1f}",
+        )
+    return table
+
+
+def trials_table(done: TuneRun, preset: str, metric: str) -> Table:
+    """`tune`'s trials, best first."""
+    table = Table(title=f"tune {preset}: {len(done.trials)} trials on valid, best first")
+    for name in ("trial", "state", "epochs", metric, *done.trials[0].overrides):
+        table.add_column(name, justify="right")
+    for trial in done.trials:
+        table.add_row(
+            str(trial.number + 1),
+            trial.state,
+            str(trial.epochs),
+            f"{trial.metrics[metric]:.4f}",
+            *trial.overrides.values(),
+        )
+    return table
+
+
+BASELINE_COLUMNS = (
+    "model",
+    "recall@20",
+    "mrr@20",
+    "ndcg@20",
+    "coverage@20",
+    "repeat mrr@20",
+    "new mrr@20",
+    "train s",
+)
+
+
+def baseline_lines(rows: Sequence[BaselineRow]) -> list[list[str]]:
+    """The cells of `baselines`' table, one line a model (BASELINE_COLUMNS)."""
+    keys = [key.replace(" ", "_") for key in BASELINE_COLUMNS[1:7]]
+    return [
+        [
+            row.name,
+            *(f"{row.metrics.get(key, float('nan')):.4f}" for key in keys),
+            "" if row.seconds is None else f"{row.seconds:,.1f}",
+        ]
+        for row in rows
+    ]
+
+
+def baselines_table(rows: Sequence[BaselineRow], title: str) -> Table:
+    table = Table(title=title)
+    for column in BASELINE_COLUMNS:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for line in baseline_lines(rows):
+        table.add_row(*line)
+    return table
+
+
+def markdown_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    """A Markdown table of `lines` under `header`."""
+    text = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+    return text + "".join("| " + " | ".join(line) + " |\n" for line in lines)

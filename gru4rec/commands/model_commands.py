@@ -13,13 +13,18 @@ from gru4rec.commands.options import (
     Cutoffs,
     Device,
     DeviceChoice,
+    Experiment,
     Family,
     JsonOut,
     Preset,
     PresetChoice,
+    Register,
+    Seed,
+    Settings,
     Threads,
     TieChoice,
     Ties,
+    Track,
     TrackingUri,
     hidden_alias,
     parse_cutoffs,
@@ -28,6 +33,7 @@ from gru4rec.commands.options import (
     required,
 )
 from gru4rec.fileio import write_json
+from gru4rec.options import Compute, Evaluation, Tracking
 
 console = Console(stderr=True)
 
@@ -42,14 +48,7 @@ def train(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
     preset: Preset = PresetChoice.rsc15,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override a setting, key=value (repeatable), e.g. "
-            "--set n_epochs=5 --set layers=200 --set loss=bpr-max.",
-        ),
-    ] = None,
+    set_: Settings = None,
     model: Family = "gru4rec",
     device: Device = DeviceChoice.auto,
     train_split: Annotated[
@@ -65,15 +64,12 @@ def train(
     cutoffs: Cutoffs = None,
     ties: Ties = TieChoice.conservative,
     threads: Threads = None,
+    seed: Seed = None,
     tracking_uri: TrackingUri = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "gru4rec",
+    experiment: Experiment = "gru4rec",
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
-    register: Annotated[
-        str | None, typer.Option(help="Register the model under this name in the MLflow registry.")
-    ] = None,
-    track: Annotated[
-        bool, typer.Option(help="Log to MLflow (--no-track: train without it).")
-    ] = True,
+    register: Register = None,
+    track: Track = True,
     json_out: JsonOut = None,
     warm_start: Annotated[
         str | None,
@@ -103,7 +99,9 @@ def train(
     from gru4rec import api
     from gru4rec.commands.display import EpochProgress, metrics_table, progress_bar
 
-    metric_cutoffs = parse_cutoffs(cutoffs, list(ctx.args))
+    evaluation = Evaluation(
+        train_split, test_split, valid_split, parse_cutoffs(cutoffs, list(ctx.args)), ties.value
+    )
     with progress_bar(console) as progress:
         done = api.train(
             data_dir,
@@ -111,22 +109,13 @@ def train(
             model=model,
             preset=preset.value,
             settings=parse_sets(set_ or []),
-            split=train_split,
-            test_split=test_split,
-            valid_split=valid_split,
-            cutoffs=metric_cutoffs,
-            ties=ties.value,
-            device=device.value,
-            threads=threads,
-            callbacks=[EpochProgress(progress)],
-            track=track,
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            run_name=run_name,
-            register=register,
+            evaluation=evaluation,
+            compute=Compute(device.value, threads, seed),
+            tracking=Tracking(track, tracking_uri, experiment, run_name, register),
             warm_start=warm_start,
-            keep_missing=keep_missing_items,
+            keep_missing_items=keep_missing_items,
             window_days=window_days,
+            callbacks=[EpochProgress(progress)],
         )
     if done.train_seconds is not None:
         console.print(f"saved the model to {out} ({done.train_seconds:.1f} s of training)")

@@ -9,18 +9,22 @@ the length of a recommendation list, `--json FILE` writes what a command prints.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from collections.abc import Iterable
+from enum import EnumMeta, StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from gru4rec.errors import ConfigError
-from gru4rec.scoring.cutoffs import CUTOFFS, spelled
+from gru4rec.network.presets import PRESET_SETTINGS
+from gru4rec.options import CUTOFFS, spelled
+from gru4rec.pipelines.formats import FORMATS
 
 _console = Console(stderr=True)
 T = TypeVar("T")
+E = TypeVar("E")
 
 
 def _family(name: str) -> str:
@@ -69,27 +73,65 @@ class TieChoice(StrEnum):
     median = "median"
 
 
-class PresetChoice(StrEnum):
-    """The named presets of `gru4rec.network.config.PRESETS` (a test keeps them in step)."""
-
-    rsc15 = "rsc15"
-    yoochoose = "yoochoose"
-    rees46 = "rees46"
-    coveo = "coveo"
-    retailrocket = "retailrocket"
-    diginetica = "diginetica"
+def _choices(name: str, values: Iterable[str]) -> Any:
+    """A StrEnum of `values` (a registry's names), each member named as Python spells it
+    (gru4rec-tsv: `gru4rec_tsv`)."""
+    return StrEnum(name, {value.replace("-", "_"): value for value in values}, module=__name__)
 
 
-class FormatChoice(StrEnum):
-    """The log layouts of `gru4rec.pipelines.sources.FORMAT_NAMES` (a test keeps them in step)."""
+if TYPE_CHECKING:  # mypy cannot see members made at run time: here any member name is one
 
-    gru4rec_tsv = "gru4rec-tsv"
-    prepared = "prepared"
-    yoochoose = "yoochoose"
-    diginetica = "diginetica"
-    retailrocket = "retailrocket"
-    trivago = "trivago"
-    generic = "generic"
+    class _Registry(EnumMeta):
+        def __getattr__(cls: type[E], name: str) -> E: ...
+
+    class PresetChoice(StrEnum, metaclass=_Registry):
+        """The named presets: the names of `gru4rec.network.presets.PRESET_SETTINGS`."""
+
+    class FormatChoice(StrEnum, metaclass=_Registry):
+        """The log layouts: the names of `gru4rec.pipelines.formats.FORMATS`."""
+
+else:
+    # From the registries' light modules (not `network.config` or `pipelines.sources`,
+    # which build configs and load Polars): the command line starts fast.
+    PresetChoice = _choices("PresetChoice", PRESET_SETTINGS)
+    FormatChoice = _choices("FormatChoice", FORMATS)
+
+# The columns of a log (`pipelines.formats.SourceSpec`'s fields): the named formats set
+# them, the generic one needs them; `prepare` and `recommend` read logs with them.
+SessionCol = Annotated[str | None, typer.Option(help="Session id column.")]
+ItemCol = Annotated[str | None, typer.Option(help="Item id column.")]
+TimeCol = Annotated[str | None, typer.Option(help="Timestamp column.")]
+TimeUnit = Annotated[
+    str | None, typer.Option(help="Unit of the time column: s, ms or iso (ISO-8601 text).")
+]
+UserCol = Annotated[
+    str | None,
+    typer.Option(
+        help="User id column; without a session column, sessions are built from user + idle gap."
+    ),
+]
+EventCol = Annotated[str | None, typer.Option(help="Event-type column.")]
+EventFilter = Annotated[
+    list[str] | None,
+    typer.Option(help="Keep only this event type (repeat the option for several)."),
+]
+OrderCol = Annotated[
+    str | None,
+    typer.Option(
+        help="Position of an event inside its session: orders equal times, or stands in for "
+        "time in logs without one."
+    ),
+]
+SplitCol = Annotated[
+    str | None,
+    typer.Option(help="Column holding a published split ('train'/'test') to keep exactly."),
+]
+Separator = Annotated[
+    str | None,
+    typer.Option(
+        help="Field separator of text logs (default: tab for .tsv/.txt/.dat, comma otherwise)."
+    ),
+]
 
 
 class IndexKindChoice(StrEnum):
@@ -148,6 +190,33 @@ Cutoffs = Annotated[
 JsonOut = Annotated[
     Path | None, typer.Option("--json", help="Also write what is printed, as JSON, to this file.")
 ]
+
+
+Seed = Annotated[
+    int | None,
+    typer.Option(help="Seed of every random choice (default: the preset's).", show_default=False),
+]
+
+Settings = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a GRU4Rec setting, key=value (repeatable), e.g. --set n_epochs=5 "
+        "--set layers=200 --set loss=bpr-max.",
+    ),
+]
+
+Metric = Annotated[
+    str, typer.Option(help="The validation metric to maximise: recall@k, mrr@k or ndcg@k.")
+]
+
+Experiment = Annotated[str, typer.Option(help="MLflow experiment name.")]
+
+Register = Annotated[
+    str | None, typer.Option(help="Register the model under this name in the MLflow registry.")
+]
+
+Track = Annotated[bool, typer.Option(help="Log to MLflow (--no-track: run without it).")]
 
 
 def parse_cutoffs(values: list[str] | None, extra: list[str] | None = None) -> tuple[int, ...]:
@@ -231,16 +300,26 @@ __all__ = [
     "Device",
     "DeviceChoice",
     "EngineChoice",
+    "EventCol",
+    "EventFilter",
     "FormatChoice",
     "IndexChoice",
     "IndexKindChoice",
+    "ItemCol",
     "JsonOut",
+    "OrderCol",
     "Preset",
     "PresetChoice",
+    "Separator",
+    "SessionCol",
+    "SplitCol",
     "Threads",
     "TieChoice",
     "Ties",
+    "TimeCol",
+    "TimeUnit",
     "TrackingUri",
+    "UserCol",
     "deprecated",
     "hidden_alias",
     "parse_cutoffs",

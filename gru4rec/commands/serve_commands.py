@@ -18,7 +18,13 @@ from gru4rec.commands.options import (
     FormatChoice,
     IndexChoice,
     IndexKindChoice,
+    ItemCol,
     JsonOut,
+    OrderCol,
+    Separator,
+    SessionCol,
+    TimeCol,
+    TimeUnit,
     deprecated,
     hidden_alias,
     renamed,
@@ -146,16 +152,12 @@ def recommend(
             f"{', '.join(FormatChoice)} (prepared: session_id, item_id, time).",
         ),
     ] = FormatChoice.prepared,
-    session_col: Annotated[str | None, typer.Option(help="Session id column.")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Item id column.")] = None,
-    time_col: Annotated[str | None, typer.Option(help="Time column.")] = None,
-    time_unit: Annotated[
-        str | None, typer.Option(help="Unit of the time column: s, ms or iso.")
-    ] = None,
-    order_col: Annotated[
-        str | None, typer.Option(help="Position column (instead of a time).")
-    ] = None,
-    separator: Annotated[str | None, typer.Option(help="Field separator of text input.")] = None,
+    session_col: SessionCol = None,
+    item_col: ItemCol = None,
+    time_col: TimeCol = None,
+    time_unit: TimeUnit = None,
+    order_col: OrderCol = None,
+    separator: Separator = None,
     exclude_seen: Annotated[
         bool,
         typer.Option(

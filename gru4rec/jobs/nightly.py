@@ -416,10 +416,9 @@ def _train(
         data_dir,
         run_dir / "model",
         parse_candidates(",".join(config.candidates), config.preset),
-        overrides=config.overrides,
-        metric=config.metric,
-        ties=config.ties,  # type: ignore[arg-type]
-        device=config.device,
+        settings=config.overrides,
+        evaluation=config.evaluation,
+        compute=config.compute,
         on_candidate=on_candidate,
     )
     mlflow.log_dict(_jsonable(result.to_json()), "selection.json")

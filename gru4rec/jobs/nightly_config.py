@@ -13,9 +13,9 @@ from typing import Any
 from gru4rec.errors import ConfigError
 from gru4rec.jobs.selection import parse_candidates
 from gru4rec.network.config import apply_overrides, get_preset, override_text
+from gru4rec.options import CUTOFFS, Compute, Evaluation
 from gru4rec.pipelines.options import PrepareOptions
 from gru4rec.pipelines.sources import SourceSpec, resolve_spec
-from gru4rec.scoring.cutoffs import CUTOFFS
 from gru4rec.scoring.evaluate import TIE_MODES
 from gru4rec.serving.retrieval import IndexOptions
 
@@ -68,6 +68,15 @@ class NightlyConfig:
     exclude_seen: bool = False
     engine: str = "local"  # recommend stage: local, or ray (a local Ray instance or RAY_ADDRESS)
     keep_runs: int = 3  # run directories kept (the published one always is)
+
+    @property
+    def compute(self) -> Compute:
+        return Compute(device=self.device)
+
+    @property
+    def evaluation(self) -> Evaluation:
+        """How candidates are chosen and every model scored."""
+        return Evaluation(cutoffs=self.cutoffs, ties=self.ties, metric=self.metric)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> NightlyConfig:

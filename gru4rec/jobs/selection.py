@@ -39,10 +39,9 @@ from gru4rec.jobs.train_evaluate import evaluate_split, train_model
 from gru4rec.network.config import GRU4RecConfig, get_preset
 from gru4rec.network.data import SessionData, load_items, load_split
 from gru4rec.network.train import Callback
+from gru4rec.options import Compute, Evaluation, with_metric
 from gru4rec.scoring.baselines import Baseline, fit_baseline
 from gru4rec.scoring.contract import SessionScorer
-from gru4rec.scoring.cutoffs import with_metric
-from gru4rec.scoring.evaluate import TieMode
 from gru4rec.scoring.neural import GRU4RecScorer, as_scorer
 from gru4rec.serving import families
 from gru4rec.serving.families import Candidate
@@ -122,20 +121,19 @@ class Fitting:
         items: pl.DataFrame,
         scratch: Path,
         *,
-        metric: str,
-        ties: TieMode,
-        overrides: Mapping[str, str] | None,
-        device: str,
-        num_threads: int | None,
-        callbacks: Callable[[str], Sequence[Callback]] | None,
+        settings: Mapping[str, str] | None = None,
+        evaluation: Evaluation = Evaluation(),
+        compute: Compute = Compute(),
+        callbacks: Callable[[str], Sequence[Callback]] | None = None,
     ) -> None:
         self.data_dir, self.items, self.scratch = data_dir, items, scratch
-        self.metric, self.ties, self.overrides = metric, ties, dict(overrides or {})
-        self.device, self.num_threads, self.callbacks = device, num_threads, callbacks
-        self.cutoffs = with_metric(metric)
-        self.seed = int(self.overrides.get("seed", 42))
+        self.settings = compute.seeded(settings or {})
+        self.metric, self.ties = evaluation.metric, evaluation.ties
+        self.cutoffs = with_metric(evaluation.metric, evaluation.cutoffs)
+        self.compute, self.threads, self.callbacks = compute, compute.threads, callbacks
+        self.seed = int(self.settings.get("seed", 42))
         self.n_items = items.height
-        self.evaluation: dict[str, Any] = {"ties": ties, "cutoffs": self.cutoffs}
+        self.evaluation: dict[str, Any] = {"ties": self.ties, "cutoffs": self.cutoffs}
         self._splits: dict[str, SessionData] = {}
         self._fits: dict[tuple[str, ...], Any] = {}
         self._cost: dict[tuple[str, ...], float] = {}
@@ -192,8 +190,8 @@ class Fitting:
             config,
             out,
             split=split,
-            device=self.device,
-            num_threads=self.num_threads,
+            device=self.compute.device,
+            num_threads=self.threads,
             callbacks=callbacks,
         )
         scorer = as_scorer(model.eval(), config)
@@ -206,55 +204,35 @@ def select_model(
     out_dir: Path,
     candidates: Sequence[Candidate],
     *,
-    overrides: Mapping[str, str] | None = None,
-    metric: str = "mrr@20",
-    ties: TieMode = "conservative",
-    device: str = "auto",
-    num_threads: int | None = None,
+    settings: Mapping[str, str] | None = None,
+    evaluation: Evaluation = Evaluation(),
+    compute: Compute = Compute(),
     callbacks: Callable[[str], Sequence[Callback]] | None = None,
     on_candidate: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> SelectionResult:
-    """Choose among `candidates` on `valid`, refit the best on `train`, save it to `out_dir`
-    and score it on `test` (see the module docstring).
+    """Choose among `candidates` on `valid` by `evaluation.metric`, refit the best on
+    `train`, save it to `out_dir` and score it on `test` (see the module docstring).
 
-    overrides: `--set` values applied to every GRU4Rec preset (e.g. the seed).
+    settings: `--set` values applied to every GRU4Rec preset.
     callbacks: training callbacks for a GRU4Rec training, given its description.
     on_candidate: called with each candidate's name and validation metrics as they come.
     """
     data_dir = Path(data_dir)
-    for split in ("train_tr", "valid", "train", "test"):
-        if not (data_dir / f"{split}.parquet").is_file():
-            raise InputDataError(
-                f"{data_dir / f'{split}.parquet'} is missing: selection fits on train_tr, "
-                "chooses on valid, refits on train and scores on test. Prepare the log with a "
-                "validation split (`gru4rec prepare ... --valid-days N` or --valid-fraction F)."
-            )
-    _check_metric(metric)
+    _check_splits(data_dir)
     items = load_items(data_dir)
-    on_valid: dict[str, dict[str, Any]] = {}
-    seconds: dict[str, float] = {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".select-", dir=out_dir.parent) as scratch:
         fitting = Fitting(
             data_dir,
             items,
             Path(scratch),
-            metric=metric,
-            ties=ties,
-            overrides=overrides,
-            device=device,
-            num_threads=num_threads,
+            settings=settings,
+            evaluation=evaluation,
+            compute=compute,
             callbacks=callbacks,
         )
-        for candidate in candidates:
-            family = families.get(candidate.family)
-            metrics, seconds[candidate.name] = fitting.charged(
-                functools.partial(family.score_on_valid, candidate, fitting)
-            )
-            on_valid[candidate.name] = metrics
-            logger.info("candidate %s on valid: %s %.4f", candidate.name, metric, metrics[metric])
-            if on_candidate is not None:
-                on_candidate(candidate.name, metrics)
+        on_valid, seconds = _score_candidates(candidates, fitting, on_candidate)
+        metric = evaluation.metric
         # The first of equally good candidates wins (the order given: simpler ones first).
         chosen = max(candidates, key=lambda c: on_valid[c.name][metric])
         logger.info("chose %s; refitting it on train", chosen.name)
@@ -283,44 +261,75 @@ def select_model(
     )
 
 
+def _check_splits(data_dir: Path) -> None:
+    for split in ("train_tr", "valid", "train", "test"):
+        if not (data_dir / f"{split}.parquet").is_file():
+            raise InputDataError(
+                f"{data_dir / f'{split}.parquet'} is missing: selection fits on train_tr, "
+                "chooses on valid, refits on train and scores on test. Prepare the log with a "
+                "validation split (`gru4rec prepare ... --valid-days N` or --valid-fraction F)."
+            )
+
+
+def _score_candidates(
+    candidates: Sequence[Candidate],
+    fitting: Fitting,
+    on_candidate: Callable[[str, dict[str, Any]], None] | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Every candidate fitted on train_tr and scored on valid: (metrics, seconds) by name."""
+    on_valid: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    for candidate in candidates:
+        family = families.get(candidate.family)
+        metrics, seconds[candidate.name] = fitting.charged(
+            functools.partial(family.score_on_valid, candidate, fitting)
+        )
+        on_valid[candidate.name] = metrics
+        logger.info(
+            "candidate %s on valid: %s %.4f",
+            candidate.name,
+            fitting.metric,
+            metrics[fitting.metric],
+        )
+        if on_candidate is not None:
+            on_candidate(candidate.name, metrics)
+    return on_valid, seconds
+
+
 def fit_family(
-    family: str,
+    model: str,
     data_dir: Path,
     out_dir: Path,
     *,
     preset: str = "rsc15",
-    overrides: Mapping[str, str] | None = None,
-    split: str = "train",
-    metric: str = "mrr@20",
-    ties: TieMode = "conservative",
-    device: str = "auto",
-    num_threads: int | None = None,
+    settings: Mapping[str, str] | None = None,
+    evaluation: Evaluation = Evaluation(),
+    compute: Compute = Compute(),
     callbacks: Callable[[str], Sequence[Callback]] | None = None,
 ) -> tuple[SessionScorer, pl.DataFrame]:
     """`gru4rec train --model FAMILY`: a family that chooses nothing on valid (a baseline)
-    fitted on `split`; one that does (a hybrid, the ranker) as `select_model` with it as the
-    only candidate (chosen or learned on valid, refitted on train). Saves to `out_dir`;
-    returns (scorer, item map)."""
-    chosen = families.get(family)
-    candidate = Candidate(family, preset if chosen.takes_preset else None)
-    if chosen.chosen_on_valid:
+    fitted on `evaluation.train_split`; one that does (a hybrid, the ranker) as
+    `select_model` with it as the only candidate (chosen or learned on valid, refitted on
+    train). Saves to `out_dir`; returns (scorer, item map)."""
+    family = families.get(model)
+    candidate = Candidate(model, preset if family.takes_preset else None)
+    split = evaluation.train_split
+    if family.chosen_on_valid:
         if split != "train":
             raise ConfigError(
-                f"--model {family} fits on train_tr, chooses on valid and refits on train; "
+                f"--model {model} fits on train_tr, chooses on valid and refits on train; "
                 "drop --train-split."
             )
         result = select_model(
             data_dir,
             out_dir,
             [candidate],
-            overrides=overrides,
-            metric=metric,
-            ties=ties,
-            device=device,
-            num_threads=num_threads,
+            settings=settings,
+            evaluation=evaluation,
+            compute=compute,
             callbacks=callbacks,
         )
-        return load_scorer(result.model_dir, device=device)
+        return load_scorer(result.model_dir, device=compute.device)
     items = load_items(data_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fit-", dir=out_dir.parent) as scratch:
@@ -328,25 +337,15 @@ def fit_family(
             data_dir,
             items,
             Path(scratch),
-            metric=metric,
-            ties=ties,
-            overrides=overrides,
-            device=device,
-            num_threads=num_threads,
+            settings=settings,
+            evaluation=evaluation,
+            compute=compute,
             callbacks=callbacks,
         )
-        scorer = chosen.fit(candidate, fitting, split, {})
+        scorer = family.fit(candidate, fitting, split, {})
         extra = {"data_dir": str(Path(data_dir).resolve()), "train_split": split}
         save_scorer(out_dir, scorer, items, train_data=fitting.split(split), extra=extra)
     return scorer, items
-
-
-def _check_metric(metric: str) -> None:
-    name, _, cutoff = metric.partition("@")
-    if name not in ("recall", "mrr", "ndcg") or not cutoff.isdigit() or int(cutoff) < 1:
-        raise ConfigError(
-            f"--metric must be recall@k, mrr@k or ndcg@k (e.g. mrr@20); got {metric!r}."
-        )
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The tracked runs behind `gru4rec train`, `select` and `tune`: each opens its MLflow run,
+"""The tracked runs behind `gru4rec train`, `select`, `tune` and `baselines`: each opens its MLflow run,
 does the work and logs the result, so that the commands only parse options and print.
 
 Progress display and printing stay with the caller: `callbacks` (per training, for progress
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,28 @@ from gru4rec.errors import ConfigError
 from gru4rec.fileio import write_json
 from gru4rec.jobs.selection import SelectionResult, fit_family, select_model
 from gru4rec.jobs.tracked_training import train_tracked
-from gru4rec.jobs.train_evaluate import evaluate_split, load_warm_start
-from gru4rec.jobs.tuning import Dimension, TrackingTarget, Trial, default_storage, optuna_search
-from gru4rec.network.config import GRU4RecConfig, apply_overrides, get_preset
+from gru4rec.jobs.train_evaluate import (
+    WarmStart,
+    evaluate_baseline,
+    evaluate_model_dir,
+    evaluate_split,
+    load_warm_start,
+)
+from gru4rec.jobs.tuning import (
+    Study,
+    TrackingTarget,
+    Trial,
+    authors_space,
+    default_storage,
+    optuna_search,
+    parse_dimension,
+)
+from gru4rec.network.config import apply_overrides, get_preset
 from gru4rec.network.train import Callback
+from gru4rec.options import Compute, Evaluation, Tracking
 from gru4rec.serving import families
 from gru4rec.serving.families import Candidate
+from gru4rec.serving.saved_models import read_extra
 
 
 @dataclass
@@ -44,109 +60,117 @@ def train_run(
     data_dir: Path,
     out: Path,
     *,
-    family: str,
-    preset: str,
-    overrides: dict[str, str],
-    split: str = "train",
-    test_split: str = "test",
-    valid_split: str | None = None,
-    evaluation: dict[str, Any],
-    device: str = "auto",
-    threads: int | None = None,
-    callbacks: Sequence[Callback] = (),
-    track: bool = True,
-    tracking_uri: str | None = None,
-    experiment: str = "gru4rec",
-    run_name: str | None = None,
-    register: str | None = None,
-    warm_start: str | None = None,
-    keep_missing: bool = False,
+    model: str = "gru4rec",
+    preset: str = "rsc15",
+    settings: Mapping[str, str] | None = None,
+    evaluation: Evaluation = Evaluation(),
+    compute: Compute = Compute(),
+    tracking: Tracking = Tracking(),
+    warm_start: WarmStart | None = None,
     window_days: float | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainRun:
-    """Train one model family into `out`, evaluate it on `test_split` and, with `track`,
-    log everything to one MLflow run (and the model, registered under `register`).
+    """Train the family `model` into `out`, score it on `evaluation.test_split` and, with
+    `tracking.track`, log everything to one MLflow run (and the model, registered under
+    `tracking.register`).
 
-    warm_start: a GRU4Rec model (directory or MLflow URI) to start from; its settings,
-    not the preset's, are the base that `overrides` change. keep_missing, window_days: as
-    `train_evaluate.train_model`'s."""
-    from gru4rec.serving import tracking
+    warm_start: a GRU4Rec model to start from; its settings, not the preset's, are the base
+    that `settings` change. window_days: as `train_evaluate.train_model`'s."""
+    from gru4rec.serving import tracking as mlflow_tracking
 
-    start = None
-    spec = families.get(family)
-    for option, value in (("--warm-start", warm_start), ("--window-days", window_days)):
-        if value is not None and not spec.warm_start:
-            trainable = [n for n, f in families.REGISTRY.items() if f.warm_start]
-            raise ConfigError(
-                f"{option} trains a model epoch by epoch ({', '.join(trainable)}), not {family}."
-            )
-    if keep_missing and warm_start is None:
-        raise ConfigError("--keep-missing-items goes with --warm-start (it names the old items).")
-    if warm_start is not None:
-        start = load_warm_start(warm_start, keep_missing)
+    family = _trainable(model, warm_start, window_days)
+    start = (
+        None if warm_start is None else load_warm_start(warm_start.model, warm_start.keep_missing)
+    )
     base = get_preset(preset) if start is None else start.config
-    config = apply_overrides(base, overrides)
+    config = family.configure(apply_overrides(base, compute.seeded(settings or {})))
     run: Any = contextlib.nullcontext()
-    if track:
-        run = tracking.start_run(tracking_uri, experiment, run_name)
+    if tracking.track:
+        run = mlflow_tracking.start_run(
+            tracking.tracking_uri, tracking.experiment, tracking.run_name
+        )
     with run:
-        tags = {"command": "train", "family": family}
-        if spec.takes_preset:
+        tags = {"command": "train", "family": model}
+        if family.takes_preset:
             tags["preset"] = preset
         if start is not None:
             tags["warm_start"] = start.source
         seconds = None
         scorer: Any
-        if spec.warm_start:
-            config = spec.configure(config)
+        if family.warm_start:
             scorer, items, result = train_tracked(
                 data_dir,
                 config,
                 out,
-                track=track,
+                track=tracking.track,
                 tags=tags,
-                split=split,
-                device=device,
-                num_threads=threads,
+                split=evaluation.train_split,
+                device=compute.device,
+                num_threads=compute.threads,
                 callbacks=callbacks,
-                valid_split=valid_split,
+                valid_split=evaluation.valid_split,
                 warm_start=start,
                 window_days=window_days,
-                **evaluation,
+                **evaluation.scoring,
             )
             seconds = result.seconds
         else:
-            if track:
-                tracking.log_inputs(data_dir, tags)
+            if tracking.track:
+                mlflow_tracking.log_inputs(data_dir, tags)
             scorer, items = fit_family(
-                family,
+                model,
                 data_dir,
                 out,
                 preset=preset,
-                overrides=overrides,
-                split=split,
-                ties=evaluation["ties"],
-                device=device,
-                num_threads=threads,
+                settings=settings,
+                evaluation=evaluation,
+                compute=compute,
                 callbacks=lambda label: callbacks,
             )
         metrics = None
-        if test_split != "none":
-            metrics = evaluate_split(scorer, items, data_dir, split=test_split, **evaluation)
-        model_uri = resolved = None
-        if track:
-            import mlflow
-
-            resolved = mlflow.get_tracking_uri()
-            run_info = {
-                "run_id": mlflow.active_run().info.run_id,  # type: ignore[union-attr]
-                "tracking_uri": resolved,
-                "experiment": experiment,
-            }
-            write_json(out / "mlflow_run.json", run_info)  # lets `gru4rec index` log here
-            if metrics is not None:
-                tracking.log_test_metrics(metrics, prefix=f"{test_split}_")
-            model_uri = tracking.log_model(out, registered_name=register).model_uri
+        if evaluation.test_split != "none":
+            metrics = evaluate_split(
+                scorer, items, data_dir, split=evaluation.test_split, **evaluation.scoring
+            )
+        model_uri, resolved = _log_trained(out, metrics, evaluation, tracking)
     return TrainRun(scorer, items, metrics, seconds, model_uri, resolved)
+
+
+def _trainable(
+    model: str, warm_start: WarmStart | None, window_days: float | None
+) -> families.Family:
+    """The family `model`, checked against the options that only epoch-wise training takes."""
+    family = families.get(model)
+    for option, value in (("--warm-start", warm_start), ("--window-days", window_days)):
+        if value is not None and not family.warm_start:
+            trainable = [n for n, f in families.REGISTRY.items() if f.warm_start]
+            raise ConfigError(
+                f"{option} trains a model epoch by epoch ({', '.join(trainable)}), not {model}."
+            )
+    return family
+
+
+def _log_trained(
+    out: Path, metrics: dict[str, Any] | None, evaluation: Evaluation, tracking: Tracking
+) -> tuple[str | None, str | None]:
+    """Inside the active run (with `tracking.track`): the test metrics and the model.
+    Returns (the logged model's URI, the tracking URI), or Nones untracked."""
+    if not tracking.track:
+        return None, None
+    import mlflow
+
+    from gru4rec.serving import tracking as mlflow_tracking
+
+    resolved = mlflow.get_tracking_uri()
+    run_info = {
+        "run_id": mlflow.active_run().info.run_id,  # type: ignore[union-attr]
+        "tracking_uri": resolved,
+        "experiment": tracking.experiment,
+    }
+    write_json(out / "mlflow_run.json", run_info)  # lets `gru4rec index` log here
+    if metrics is not None:
+        mlflow_tracking.log_test_metrics(metrics, prefix=f"{evaluation.test_split}_")
+    return mlflow_tracking.log_model(out, registered_name=tracking.register).model_uri, resolved
 
 
 def select_run(
@@ -154,52 +178,45 @@ def select_run(
     out: Path,
     candidates: list[Candidate],
     *,
-    overrides: dict[str, str],
-    metric: str,
-    ties: Any,
-    device: str = "auto",
-    threads: int | None = None,
+    settings: Mapping[str, str] | None = None,
+    evaluation: Evaluation = Evaluation(),
+    compute: Compute = Compute(),
+    tracking: Tracking = Tracking(experiment="gru4rec-select"),
     callbacks: Callable[[str], Sequence[Callback]] | None = None,
     report: Callable[[str], None] = lambda line: None,
-    track: bool = True,
-    tracking_uri: str | None = None,
-    experiment: str = "gru4rec-select",
-    register: str | None = None,
-) -> tuple[SelectionResult, str | None]:
+) -> SelectionResult:
     """`select_model` as a tracked run: a parent run with every candidate's valid metric,
     the choice and its test metrics, a nested run per candidate, and the chosen model
-    (registered under `register`). Returns the result and the logged model's URI."""
-    from gru4rec.serving import tracking
+    (registered under `tracking.register`; its URI in the result's `model_uri`)."""
+    from gru4rec.serving import tracking as mlflow_tracking
 
     names = ",".join(candidate.name for candidate in candidates)
+    metric, uri, experiment = evaluation.metric, tracking.tracking_uri, tracking.experiment
     parent: Any = contextlib.nullcontext()
-    if track:
-        parent = tracking.start_run(tracking_uri, experiment, f"select {data_dir.name}")
+    if tracking.track:
+        parent = mlflow_tracking.start_run(uri, experiment, f"select {data_dir.name}")
 
     def on_candidate(name: str, metrics: dict[str, Any]) -> None:
         report(f"select: {name} on valid: {metric} {metrics[metric]:.4f}")
-        if track:
-            with tracking.start_run(tracking_uri, experiment, name, nested=True):
-                tracking.log_inputs(data_dir, {"candidate": name, "command": "select"})
-                tracking.log_test_metrics(metrics, prefix="valid_")
+        if tracking.track:
+            with mlflow_tracking.start_run(uri, experiment, name, nested=True):
+                mlflow_tracking.log_inputs(data_dir, {"candidate": name, "command": "select"})
+                mlflow_tracking.log_test_metrics(metrics, prefix="valid_")
 
-    model_uri = None
     with parent:
-        if track:
-            tracking.log_inputs(data_dir, {"command": "select", "candidates": names})
+        if tracking.track:
+            mlflow_tracking.log_inputs(data_dir, {"command": "select", "candidates": names})
         result = select_model(
             data_dir,
             out,
             candidates,
-            overrides=overrides,
-            metric=metric,
-            ties=ties,
-            device=device,
-            num_threads=threads,
+            settings=settings,
+            evaluation=evaluation,
+            compute=compute,
             callbacks=callbacks,
             on_candidate=on_candidate,
         )
-        if track:
+        if tracking.track:
             import mlflow
 
             mlflow.set_tags({"chosen": result.chosen, "family": result.family})
@@ -207,10 +224,10 @@ def select_run(
                 mlflow.log_metric(
                     f"valid_{name.replace(':', '_')}_{metric.replace('@', '_at_')}", values[metric]
                 )
-            tracking.log_test_metrics(result.test)
-            model_uri = tracking.log_model(out, registered_name=register).model_uri
-    result.model_uri = model_uri
-    return result, model_uri
+            mlflow_tracking.log_test_metrics(result.test)
+            logged = mlflow_tracking.log_model(out, registered_name=tracking.register)
+            result.model_uri = logged.model_uri
+    return result
 
 
 @dataclass
@@ -225,59 +242,113 @@ class TuneRun:
 
 def tune_run(
     data_dir: Path,
-    base: GRU4RecConfig,
-    dimensions: list[Dimension],
     *,
-    preset: str,
-    trials: int,
-    metric: str,
-    jobs: int,
-    storage: str | None,
-    study: str | None,
-    seed: int,
-    prune: bool,
-    device: str,
-    tracking_uri: str | None,
-    experiment: str,
+    preset: str = "rsc15",
+    settings: Mapping[str, str] | None = None,
+    space: Sequence[str] = (),
+    study: Study = Study(),
+    evaluation: Evaluation = Evaluation(),
+    compute: Compute = Compute(),
+    tracking: Tracking = Tracking(experiment="gru4rec-tune"),
     report: Callable[[str], None] = lambda line: None,
 ) -> TuneRun:
     """`optuna_search` under one MLflow parent run (a nested run per trial), with the best
-    trial's settings and metrics logged to the parent."""
+    trial's settings and metrics logged to the parent.
+
+    settings: fixed GRU4Rec settings over the preset's; space: the searched ones
+    (key=low:high, key=low:high:log or key=a|b|c; none: the authors' space for the loss);
+    compute.seed: the TPE sampler's (worker i: seed + i; default 0)."""
     import mlflow
 
-    from gru4rec.serving import tracking
+    from gru4rec.serving import tracking as mlflow_tracking
 
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    storage = storage or default_storage(uri)
-    study = study or f"tune-{preset}-{data_dir.resolve().name}"
-    started = time.perf_counter()
-    with tracking.start_run(tracking_uri, experiment, f"tune {preset}") as parent:
-        tracking.log_inputs(
-            data_dir, {"preset": preset, "command": "tune", "study": study, "storage": storage}
-        )
-        report(f"tune: study {study!r} in {storage}, {trials} trials, {jobs} worker(s)")
+    base = apply_overrides(get_preset(preset), dict(settings or {}))
+    dimensions = [parse_dimension(text) for text in space] or list(authors_space(base))
+    unknown = [d.name for d in dimensions if d.name not in base.to_dict()]
+    if unknown:
+        apply_overrides(base, {unknown[0]: "0"})  # raises the usual unknown-key error
+    uri = mlflow_tracking.resolve_tracking_uri(tracking.tracking_uri)
+    storage = study.storage or default_storage(uri)
+    name = study.name or f"tune-{preset}-{data_dir.resolve().name}"
+    metric, started = evaluation.metric, time.perf_counter()
+    with mlflow_tracking.start_run(
+        tracking.tracking_uri, tracking.experiment, f"tune {preset}"
+    ) as parent:
+        inputs = {"preset": preset, "command": "tune", "study": name, "storage": storage}
+        mlflow_tracking.log_inputs(data_dir, inputs)
+        report(f"tune: study {name!r} in {storage}, {study.trials} trials, {study.jobs} worker(s)")
         results = optuna_search(
             data_dir,
             base,
             dimensions,
-            trials=trials,
+            trials=study.trials,
             metric=metric,
-            jobs=jobs,
+            jobs=study.jobs,
             storage=storage,
-            study_name=study,
-            seed=seed,
-            prune=prune,
-            device=device,
-            tracking=TrackingTarget(uri, experiment, parent.info.run_id),
+            study_name=name,
+            seed=compute.seed or 0,
+            prune=study.prune,
+            device=compute.device,
+            tracking=TrackingTarget(uri, tracking.experiment, parent.info.run_id),
         )
         seconds = time.perf_counter() - started
         best = results[0]
         mlflow.log_dict({"overrides": best.overrides, "metrics": best.metrics}, "best.json")
         mlflow.log_metrics(
             {
-                f"best_valid_{tracking.metric_key(metric)}": best.metrics[metric],
+                f"best_valid_{mlflow_tracking.metric_key(metric)}": best.metrics[metric],
                 "tune_seconds": seconds,
                 "pruned_trials": sum(t.state == "PRUNED" for t in results),
             }
         )
-    return TuneRun(results, seconds, storage, study)
+    return TuneRun(results, seconds, storage, name)
+
+
+@dataclass(frozen=True)
+class BaselineRow:
+    """One model of `baselines_run`'s table: its name, test metrics and training seconds."""
+
+    name: str
+    metrics: dict[str, Any]
+    seconds: float | None  # None: not known (a model trained elsewhere without timings)
+
+
+def baselines_run(
+    data_dir: Path,
+    names: Sequence[str],
+    *,
+    models: Sequence[Path] = (),
+    evaluation: Evaluation = Evaluation(),
+    tracking: Tracking = Tracking(experiment="gru4rec-baselines"),
+    report: Callable[[str], None] = lambda line: None,
+) -> list[BaselineRow]:
+    """Each baseline in `names` fitted on train and scored on test by the same harness as
+    GRU4Rec (with `tracking.track`, one MLflow run each), then each trained model directory
+    of `models` scored on the same split, with its training time where it recorded one."""
+    from gru4rec.scoring.baselines import BASELINES
+    from gru4rec.serving import tracking as mlflow_tracking
+
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown baseline(s) {unknown}: choose from {', '.join(BASELINES)}.")
+    rows = []
+    for name in names:
+        report(f"baselines: fitting and evaluating {name}")
+        run: Any = contextlib.nullcontext()
+        if tracking.track:
+            run = mlflow_tracking.start_run(tracking.tracking_uri, tracking.experiment, name)
+        with run:
+            metrics = evaluate_baseline(name, data_dir, ties=evaluation.ties)
+            if tracking.track:
+                import mlflow
+
+                mlflow_tracking.log_inputs(data_dir, {"model": name, "command": "baselines"})
+                mlflow_tracking.log_test_metrics(metrics)
+                mlflow.log_metric("train_seconds", metrics["fit_seconds"])
+        rows.append(BaselineRow(name, metrics, metrics["fit_seconds"]))
+    for model_dir in models:
+        metrics = evaluate_model_dir(model_dir, data_dir, ties=evaluation.ties)
+        epochs = read_extra(model_dir).get("epochs", [])
+        seconds = sum(epoch["seconds"] for epoch in epochs) or None
+        rows.append(BaselineRow(f"GRU4Rec ({model_dir.name})", metrics, seconds))
+    return rows

@@ -27,8 +27,8 @@ from gru4rec.network.warm_start import (
     warm_optimizer_state,
     warm_start_model,
 )
+from gru4rec.options import CUTOFFS
 from gru4rec.scoring.contract import SessionScorer
-from gru4rec.scoring.cutoffs import CUTOFFS
 from gru4rec.scoring.evaluate import TieMode, evaluate
 from gru4rec.serving import families
 from gru4rec.serving.checkpoint import (
@@ -41,6 +41,18 @@ from gru4rec.serving.checkpoint import (
 from gru4rec.serving.saved_models import model_family
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A model to continue training from (`--warm-start`).
+
+    model: a model directory or an MLflow URI such as `models:/NAME@champion`.
+    keep_missing: keep its items that the new data lacks (support 0); else drop them.
+    """
+
+    model: str
+    keep_missing: bool = False
 
 
 @dataclass(frozen=True, eq=False)

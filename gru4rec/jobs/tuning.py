@@ -102,6 +102,22 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class Study:
+    """An Optuna study to run or continue (`gru4rec tune`'s options).
+
+    trials: finished (completed or pruned) trials it should hold; jobs: worker processes;
+    storage: its Optuna storage URL (None: beside an SQLite MLflow store, else ./optuna.db);
+    name: its name (None: tune-PRESET-DATA); prune: stop trials below the median early.
+    """
+
+    trials: int = 20
+    jobs: int = 1
+    storage: str | None = None
+    name: str | None = None
+    prune: bool = True
+
+
+@dataclass(frozen=True)
 class TrackingTarget:
     """Where workers log each trial: a nested run under `parent_run_id`."""
 

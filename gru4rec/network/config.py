@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 from gru4rec.errors import ConfigError
+from gru4rec.network.presets import PRESET_SETTINGS
 
 EmbeddingMode = Literal["shared", "separate", "none"]
 LossName = Literal["cross-entropy", "bpr-max"]
@@ -168,86 +169,9 @@ def _check_types(config: GRU4RecConfig) -> None:
             raise ConfigError(f"{name}={value!r} is not {_type_name(kind)} (a finite value).")
 
 
-# The reference's tuned settings (shared embedding, 10 epochs, 2048 negatives).
+# The reference's tuned settings, one per dataset (`presets.PRESET_SETTINGS`, the one list).
 PRESETS: dict[str, GRU4RecConfig] = {
-    "rsc15": GRU4RecConfig(
-        loss="cross-entropy",
-        elu_param=0.0,
-        layers=(100,),
-        batch_size=32,
-        dropout_p_embed=0.0,
-        dropout_p_hidden=0.4,
-        learning_rate=0.2,
-        momentum=0.2,
-        sample_alpha=0.5,
-        bpreg=0.0,
-        logq=1.0,
-    ),
-    "yoochoose": GRU4RecConfig(
-        loss="cross-entropy",
-        elu_param=0.0,
-        layers=(480,),
-        batch_size=48,
-        dropout_p_embed=0.0,
-        dropout_p_hidden=0.2,
-        learning_rate=0.07,
-        momentum=0.0,
-        sample_alpha=0.2,
-        bpreg=0.0,
-        logq=1.0,
-    ),
-    "rees46": GRU4RecConfig(
-        loss="cross-entropy",
-        elu_param=0.0,
-        layers=(512,),
-        batch_size=240,
-        dropout_p_embed=0.45,
-        dropout_p_hidden=0.0,
-        learning_rate=0.065,
-        momentum=0.0,
-        sample_alpha=0.5,
-        bpreg=0.0,
-        logq=1.0,
-    ),
-    "coveo": GRU4RecConfig(
-        loss="bpr-max",
-        elu_param=1.0,
-        layers=(512,),
-        batch_size=144,
-        dropout_p_embed=0.35,
-        dropout_p_hidden=0.0,
-        learning_rate=0.05,
-        momentum=0.4,
-        sample_alpha=0.2,
-        bpreg=1.85,
-        logq=0.0,
-    ),
-    "retailrocket": GRU4RecConfig(
-        loss="bpr-max",
-        elu_param=0.5,
-        layers=(224,),
-        batch_size=80,
-        dropout_p_embed=0.5,
-        dropout_p_hidden=0.05,
-        learning_rate=0.05,
-        momentum=0.4,
-        sample_alpha=0.4,
-        bpreg=1.95,
-        logq=0.0,
-    ),
-    "diginetica": GRU4RecConfig(
-        loss="bpr-max",
-        elu_param=1.0,
-        layers=(512,),
-        batch_size=128,
-        dropout_p_embed=0.5,
-        dropout_p_hidden=0.3,
-        learning_rate=0.05,
-        momentum=0.15,
-        sample_alpha=0.3,
-        bpreg=0.9,
-        logq=0.0,
-    ),
+    name: GRU4RecConfig(**settings) for name, settings in PRESET_SETTINGS.items()
 }
 
 

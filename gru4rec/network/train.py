@@ -179,12 +179,7 @@ def fit(
     """
     device = torch.device(device)
     support = _check_inputs(model, data, item_support)
-    plan = plan_session_parallel(data, config.batch_size)
-    inputs = torch.from_numpy(plan.inputs).to(device)
-    targets = torch.from_numpy(plan.targets).to(device)
-    schedule = _Schedule(
-        inputs=inputs, targets=targets, steps=_device_steps(plan, device, inputs, targets)
-    )
+    schedule = _build_schedule(data, config.batch_size, device)
     model.to(device)
     was_training = model.training
     model.train(True)
@@ -197,19 +192,7 @@ def fit(
             num_threads = default_threads()
         flush = kernels.subnormals_flushed() if device.type == "cpu" else contextlib.nullcontext()
         with _threads(num_threads), _seeded(config.seed, device), flush:
-            if backward == "fast" and not model.fused_step:
-                logger.warning(
-                    "%s trains with the autograd step (the fused fast step covers plain "
-                    "GRU4Rec): about 2-3x slower per event",
-                    type(model).__name__,
-                )
-                backward = "autograd"
-            if backward == "fast":
-                step = FastStep(model, config, support, device)
-            elif backward == "autograd":
-                step = AutogradStep(model, config, support, device)
-            else:
-                raise ValueError(f"backward must be 'fast' or 'autograd', got {backward!r}")
+            step = _make_step(model, config, support, device, backward)
             if optimizer_state is not None:
                 step.load_optimizer_state(optimizer_state)
             for callback in callbacks:
@@ -220,25 +203,7 @@ def fit(
                     kernels.flush_subnormals(True)  # on any new thread too
                 stats = _run_epoch(epoch, schedule, model, step, callbacks, device)
                 epochs.append(stats)
-                logger.info(
-                    "epoch %d: loss %.4f, %.1f s, %.0f events/s, %d threads",
-                    epoch,
-                    stats.loss,
-                    stats.seconds,
-                    stats.events_per_s,
-                    torch.get_num_threads(),
-                )
-                if diverging_epoch(epochs) == epoch:  # said once, at the first such epoch
-                    logger.warning(
-                        "epoch %d: loss %.4g is over %g times the lowest earlier epoch's "
-                        "(%.4g): the training is diverging and the model will score poorly; "
-                        "lower learning_rate or momentum (--set learning_rate=...), or try "
-                        "another preset",
-                        epoch,
-                        stats.loss,
-                        DIVERGING_GROWTH,
-                        min(e.loss for e in epochs[:-1]),
-                    )
+                _log_epoch(stats, epochs)
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, stats)
         final_state = step.optimizer_state()
@@ -252,6 +217,63 @@ def fit(
     for callback in callbacks:
         callback.on_train_end(result)
     return result
+
+
+def _build_schedule(data: SessionData, batch_size: int, device: torch.device) -> _Schedule:
+    """The session-parallel plan of `data` for `batch_size` slots, on `device`."""
+    plan = plan_session_parallel(data, batch_size)
+    inputs = torch.from_numpy(plan.inputs).to(device)
+    targets = torch.from_numpy(plan.targets).to(device)
+    return _Schedule(
+        inputs=inputs, targets=targets, steps=_device_steps(plan, device, inputs, targets)
+    )
+
+
+def _make_step(
+    model: GRU4Rec,
+    config: GRU4RecConfig,
+    support: Tensor,
+    device: torch.device,
+    backward: Literal["fast", "autograd"],
+) -> TrainStep:
+    """The step `backward` names; the autograd step for a model the fast step does not cover
+    (said in a warning)."""
+    if backward == "fast" and not model.fused_step:
+        logger.warning(
+            "%s trains with the autograd step (the fused fast step covers plain "
+            "GRU4Rec): about 2-3x slower per event",
+            type(model).__name__,
+        )
+        backward = "autograd"
+    if backward == "fast":
+        return FastStep(model, config, support, device)
+    if backward == "autograd":
+        return AutogradStep(model, config, support, device)
+    raise ValueError(f"backward must be 'fast' or 'autograd', got {backward!r}")
+
+
+def _log_epoch(stats: EpochStats, epochs: Sequence[EpochStats]) -> None:
+    """Log an epoch's figures, and warn at the first epoch whose loss says the training
+    diverges (`epochs`: every epoch so far, `stats` the last)."""
+    logger.info(
+        "epoch %d: loss %.4f, %.1f s, %.0f events/s, %d threads",
+        stats.epoch,
+        stats.loss,
+        stats.seconds,
+        stats.events_per_s,
+        torch.get_num_threads(),
+    )
+    if diverging_epoch(epochs) == stats.epoch:  # said once, at the first such epoch
+        logger.warning(
+            "epoch %d: loss %.4g is over %g times the lowest earlier epoch's "
+            "(%.4g): the training is diverging and the model will score poorly; "
+            "lower learning_rate or momentum (--set learning_rate=...), or try "
+            "another preset",
+            stats.epoch,
+            stats.loss,
+            DIVERGING_GROWTH,
+            min(e.loss for e in epochs[:-1]),
+        )
 
 
 class TrainStep(Protocol):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import torch
@@ -32,14 +32,13 @@ from torch import Tensor
 from gru4rec.errors import ConfigError, Gru4RecError, InputDataError
 from gru4rec.network.batching import session_parallel_steps
 from gru4rec.network.model import GRU4Rec
+from gru4rec.options import CUTOFFS, TieMode
 from gru4rec.scoring.contract import SessionBatch, SessionCursor, SessionScorer, repeat_targets
-from gru4rec.scoring.cutoffs import CUTOFFS
 from gru4rec.scoring.neural import as_scorer
 
 if TYPE_CHECKING:
     from gru4rec.network.data import SessionData
 
-TieMode = Literal["standard", "conservative", "median"]
 TIE_MODES: tuple[str, ...] = get_args(TieMode)
 _CPU_COLUMN_CHUNK = 1024
 

@@ -37,9 +37,9 @@ from torch import Tensor
 
 from gru4rec.errors import ConfigError
 from gru4rec.network.data import SessionData
+from gru4rec.options import with_metric
 from gru4rec.scoring.baselines import Baseline
 from gru4rec.scoring.contract import SessionBatch, SessionScorer, repeat_targets
-from gru4rec.scoring.cutoffs import with_metric
 from gru4rec.scoring.evaluate import MetricAccumulator, TieMode, scored_steps
 from gru4rec.scoring.neural import GRU4RecScorer
 

@@ -62,6 +62,12 @@ def model_family(model_dir: str | Path) -> str:
     return str(family)
 
 
+def read_extra(model_dir: str | Path) -> dict[str, Any]:
+    """The notes a model directory keeps in config.json's "extra" (training data, timings)."""
+    meta = json.loads((Path(model_dir) / CONFIG_FILE).read_text())
+    return dict(meta.get("extra") or {})
+
+
 def save_scorer(
     model_dir: str | Path,
     scorer: SessionScorer,
@@ -97,4 +103,4 @@ def load_scorer(model_dir: str | Path, device: str = "auto") -> tuple[SessionSco
     return scorer, items
 
 
-__all__ = ["load_scorer", "model_family", "save_scorer"]
+__all__ = ["load_scorer", "model_family", "read_extra", "save_scorer"]

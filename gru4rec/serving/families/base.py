@@ -26,9 +26,9 @@ import polars as pl
 from gru4rec.errors import CheckpointError, ConfigError
 from gru4rec.network.config import GRU4RecConfig
 from gru4rec.network.data import SessionData
+from gru4rec.options import TieMode
 from gru4rec.scoring.baselines import Baseline
 from gru4rec.scoring.contract import SessionScorer
-from gru4rec.scoring.evaluate import TieMode
 from gru4rec.scoring.neural import GRU4RecScorer
 from gru4rec.serving.checkpoint import staged_model_dir
 
@@ -77,10 +77,10 @@ class Fitting(Protocol):
     def seed(self) -> int: ...
 
     @property
-    def num_threads(self) -> int | None: ...
+    def threads(self) -> int | None: ...
 
     @property
-    def overrides(self) -> Mapping[str, str]:
+    def settings(self) -> Mapping[str, str]:
         """`--set` values for every GRU4Rec preset."""
         ...
 

@@ -31,10 +31,10 @@ class NetworkFamily(Family):
         self.name, self.repeat, self.summary = name, repeat, summary
         self.scorer_type = RepeatGRU4RecScorer if repeat else GRU4RecScorer
 
-    def preset_config(self, preset: str, overrides: Mapping[str, str]) -> GRU4RecConfig:
-        """The preset with the overrides: `repeat_window` applies to the repeat-aware family
-        alone (the same overrides go to every candidate of a selection)."""
-        values = dict(overrides)
+    def preset_config(self, preset: str, settings: Mapping[str, str]) -> GRU4RecConfig:
+        """The preset with the settings: `repeat_window` applies to the repeat-aware family
+        alone (the same settings go to every candidate of a selection)."""
+        values = dict(settings)
         if not self.repeat:
             values.pop("repeat_window", None)
         return self.configure(apply_overrides(get_preset(preset), values))
@@ -45,8 +45,8 @@ class NetworkFamily(Family):
         return config
 
     def network(self, fitting: Fitting, preset: str, split: str) -> GRU4RecScorer:
-        """This family's network with `preset` and the fitting's overrides, trained on `split`."""
-        config = self.preset_config(preset, fitting.overrides)
+        """This family's network with `preset` and the fitting's settings, trained on `split`."""
+        config = self.preset_config(preset, fitting.settings)
         return fitting.trained(config, split, (self.name, preset, split))
 
     def fit(

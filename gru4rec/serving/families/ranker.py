@@ -75,7 +75,7 @@ def learned_ranker(fitting: Fitting, preset: str) -> tuple[RankerFit, float]:
             cutoffs=fitting.cutoffs,
             ties=fitting.ties,
             seed=fitting.seed,
-            num_threads=fitting.num_threads,
+            num_threads=fitting.threads,
         )
         return fit, table.recall
 
