@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from gru4rec.jobs.batch_recommend import recommend_file
-    from gru4rec.jobs.ray_recommend import recommend_on_ray
+    from gru4rec.jobs.ray_recommend import RayPool, recommend_on_ray
     from gru4rec.pipelines.sources import resolve_spec
     from gru4rec.serving.recommend import Recommender
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 spec,
                 Path(folder) / f"ray{cores}",
                 batch_size=args.batch_size,
-                actors=cores,
+                pool=RayPool(actors=cores),
             )
             results[f"ray_{cores}"] = n / (time.perf_counter() - started)
             print(

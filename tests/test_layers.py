@@ -234,3 +234,37 @@ def test_the_checker_sees_a_circle(tmp_path: Path) -> None:
         ["gru4rec.model", "gru4rec.repeat", "gru4rec.scorers"],
         ["gru4rec.pipelines.buckets", "gru4rec.pipelines.prepare"],
     ]
+
+
+def _top_level_imports(folder: Path) -> dict[Path, set[str]]:
+    """Each file under `folder` and the top-level names of what it imports."""
+    found = {}
+    for path in folder.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+        found[path] = names
+    return found
+
+
+@pytest.mark.parametrize(
+    "folder, forbidden",
+    [
+        # The library never needs the benchmarks or the tests to run.
+        ("gru4rec", {"benchmarks", "tests"}),
+        ("pipelines", {"benchmarks", "tests"}),
+        # Helpers that tests and benchmarks share (local servers, the reference's figures)
+        # live in benchmarks/, which the tests may import: never the other way round.
+        ("benchmarks", {"tests"}),
+    ],
+)
+def test_the_library_imports_neither_benchmarks_nor_tests(folder: str, forbidden: set[str]) -> None:
+    bad = {
+        str(path.relative_to(ROOT)): sorted(names & forbidden)
+        for path, names in _top_level_imports(ROOT / folder).items()
+        if names & forbidden
+    }
+    assert not bad

@@ -20,7 +20,7 @@ from gru4rec.serving.recommend import Recommender
 from tests.rankings import assert_same_ranking
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra gru4rec[ray]")
-from gru4rec.jobs.ray_recommend import SessionScorer, recommend_on_ray  # noqa: E402
+from gru4rec.jobs.ray_recommend import RayPool, SessionScorer, recommend_on_ray  # noqa: E402
 
 runner = CliRunner()
 PREPARED = resolve_spec("prepared")
@@ -70,7 +70,7 @@ def test_ray_writes_the_rows_the_single_process_path_writes(
     )
     # Buckets of about 40 sessions over 2 actors: the sessions spread over many buckets.
     summary = recommend_on_ray(
-        str(tiny_model), sessions, PREPARED, tmp_path / "ray", k=7, batch_size=40, actors=2
+        str(tiny_model), sessions, PREPARED, tmp_path / "ray", k=7, batch_size=40, pool=RayPool(2)
     )
     expected, got = _read(tmp_path / "local.parquet"), _read(tmp_path / "ray")
     assert len(list((tmp_path / "ray").glob("*.parquet"))) > 2
@@ -113,7 +113,7 @@ def test_a_failure_mid_way_leaves_no_output(
             tmp_path / "ray",
             k=5,
             batch_size=20,
-            actors=1,
+            pool=RayPool(1),
             scorer=FailingScorer,
         )
     assert list(tmp_path.iterdir()) == []  # neither the output nor its staging folder
@@ -132,8 +132,8 @@ def test_a_registered_model_by_its_mlflow_uri(
     with tracking.start_run(uri, "ray", "log"):
         tracking.log_model(tiny_model, registered_name="tiny")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    recommend_on_ray("models:/tiny/1", sessions, PREPARED, tmp_path / "uri", k=3, actors=1)
-    recommend_on_ray(str(tiny_model), sessions, PREPARED, tmp_path / "dir", k=3, actors=1)
+    recommend_on_ray("models:/tiny/1", sessions, PREPARED, tmp_path / "uri", k=3, pool=RayPool(1))
+    recommend_on_ray(str(tiny_model), sessions, PREPARED, tmp_path / "dir", k=3, pool=RayPool(1))
     got = _read(tmp_path / "uri")
     assert got.equals(_read(tmp_path / "dir")) and got["rank"].max() == 3
 
@@ -323,7 +323,7 @@ def test_ray_serves_the_ranker_with_candidates_from_its_index(
         tmp_path / "ray",
         k=7,
         batch_size=40,
-        actors=2,
+        pool=RayPool(2),
         index="hnsw",
     )
     expected, got = _read(tmp_path / "local.parquet"), _read(tmp_path / "ray")

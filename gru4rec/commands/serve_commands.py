@@ -32,6 +32,7 @@ from gru4rec.commands.options import (
 )
 from gru4rec.errors import ConfigError
 from gru4rec.fileio import write_json
+from gru4rec.options import Compute
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -225,56 +226,29 @@ def recommend(
             raise ConfigError("--items scores one session: leave out --input and --out.")
         _recommend_one(model, items, k, exclude_seen, device, index_kind, json_out)
         return
-    input_path = required("--input", input_path)
-    out = required("--out", out)
-    from gru4rec import api
     from gru4rec.commands.display import progress_bar
-    from gru4rec.jobs.batch_recommend import recommend_file
+    from gru4rec.jobs.recommendations import RayPool, recommend_sessions
     from gru4rec.pipelines.sources import resolve_spec
 
-    spec = resolve_spec(
-        log_format.value,
-        session_col=session_col,
-        item_col=item_col,
-        time_col=time_col,
-        time_unit=time_unit,
-        order_col=order_col,
-        separator=separator,
-    )
-    if engine == EngineChoice.ray:
-        summary = _recommend_on_ray(
+    columns = {"session_col": session_col, "item_col": item_col, "time_col": time_col}
+    columns |= {"time_unit": time_unit, "order_col": order_col, "separator": separator}
+    ray = engine == EngineChoice.ray
+    with progress_bar(console) as progress:
+        task = progress.add_task("recommending", total=None, info="", visible=not ray)
+        summary = recommend_sessions(
             model,
-            input_path,
-            spec,
-            out,
+            required("--input", input_path),
+            resolve_spec(log_format.value, **columns),
+            required("--out", out),
             k=k,
             exclude_seen=exclude_seen,
             batch_size=batch_size,
-            actors=actors,
-            cpus_per_actor=cpus_per_actor,
-            address=ray_address,
-            device=device.value,
             index=index_kind.value,
+            compute=Compute(device.value),
+            pool=RayPool(actors, cpus_per_actor, ray_address) if ray else None,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    else:
-        recommender = api.load(model, device=device.value, index=index_kind.value)
-        with progress_bar(console) as progress:
-            task = progress.add_task("recommending", total=None, info="")
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
-            summary = recommend_file(
-                recommender,
-                input_path,
-                spec,
-                out,
-                k=k,
-                exclude_seen=exclude_seen,
-                batch_size=batch_size,
-                progress=advance,
-            )
-    _report(out, summary)
+    _report(required("--out", out), summary)
     if json_out:
         write_json(json_out, {"out": str(out), **summary})
 
@@ -370,16 +344,3 @@ def _report(output: Path, summary: dict[str, Any]) -> None:
         f"{summary['unknown_item_events']:,} unknown item events skipped, "
         f"{summary['rows']:,} rows, {summary['sessions_per_s']:,.0f} sessions/s{actors}"
     )
-
-
-def _recommend_on_ray(model: str, *args: Any, **options: Any) -> dict:
-    """`jobs.ray_recommend.recommend_on_ray`, or what to install when Ray is missing."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "--engine ray needs Ray: pip install 'gru4rec[ray]' (or use --engine local)."
-        ) from None
-    from gru4rec.jobs.ray_recommend import recommend_on_ray
-
-    return recommend_on_ray(model, *args, **options)

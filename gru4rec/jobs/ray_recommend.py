@@ -16,7 +16,7 @@ with one (or RAY_ADDRESS), that cluster is used. Ray is the optional extra
 
 Example:
     >>> summary = recommend_on_ray("models/m", Path("sessions.parquet"), spec,
-    ...                            Path("recs"), actors=2)
+    ...                            Path("recs"), pool=RayPool(actors=2))
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,19 @@ class SessionScorer:
         return pa.table({name: [value] for name, value in counts.items()})
 
 
+@dataclass(frozen=True)
+class RayPool:
+    """The actors that score the buckets (`recommend --engine ray`'s options).
+
+    actors: the pool's size (None: the cluster's CPUs / cpus_per_actor); address: the Ray
+    cluster (None: $RAY_ADDRESS, else a local instance started and stopped here).
+    """
+
+    actors: int | None = None
+    cpus_per_actor: float = 1.0
+    address: str | None = None
+
+
 def recommend_on_ray(
     model: str,
     input_path: Path,
@@ -92,9 +106,7 @@ def recommend_on_ray(
     k: int = 20,
     exclude_seen: bool = False,
     batch_size: int = 1024,
-    actors: int | None = None,
-    cpus_per_actor: float = 1.0,
-    address: str | None = None,
+    pool: RayPool = RayPool(),
     device: str = "cpu",
     index: str = "none",
     scorer: type = SessionScorer,
@@ -103,11 +115,10 @@ def recommend_on_ray(
 
     The rows are the single-process path's (`recommend_file`): `session_id, rank, item_id,
     score`, one file per bucket of about `batch_size` sessions (at most 256 buckets),
-    each in order of session start then rank. actors: the pool's size (default: the
-    cluster's CPUs / cpus_per_actor). index: as `Recommender.from_path`'s, in every actor.
-    scorer: the actor class. Returns the summary
-    `recommend_file` returns, with `actors`, `buckets` and `read_seconds` (the driver's
-    pass over the input; `seconds` is the scoring).
+    each in order of session start then rank. index: as `Recommender.from_path`'s, in every
+    actor. scorer: the actor class. Returns the summary `recommend_file` returns, with
+    `actors`, `buckets` and `read_seconds` (the driver's pass over the input; `seconds` is
+    the scoring).
     """
     import ray
 
@@ -118,45 +129,25 @@ def recommend_on_ray(
     inputs = staging_beside(output.with_name(output.name + "-input"), folder=True)
     started_ray = not ray.is_initialized()
     try:
-        model_dir = fetch_checkpoint(model)
-        # On this machine the actors read the directory fetched here; on a cluster each
-        # fetches the model itself, from the tracking server this process uses.
-        remote = (address or os.environ.get("RAY_ADDRESS")) is not None
-        source = model if remote and not Path(model).exists() else str(model_dir)
-        if started_ray:
-            env = {"MLFLOW_TRACKING_URI": resolve_tracking_uri()} if source == model else {}
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-                runtime_env={"env_vars": env},
-            )
-        pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
+        source = _start_ray(model, pool.address, started=started_ray)
+        size = pool.actors or max(
+            1, int(ray.cluster_resources().get("CPU", 1) // pool.cpus_per_actor)
+        )
         read_started = time.perf_counter()
-        files, _ = expand_inputs([input_path])  # a file, a directory of parts or a pattern
-        wanted = math.ceil(count_events(files) / (MEAN_SESSION_EVENTS * batch_size))
-        buckets = partition(files, spec, inputs, min(max(wanted, pool), MAX_BUCKETS), compact=False)
+        buckets = _bucket_inputs(input_path, spec, inputs, size, batch_size)
         read_seconds = time.perf_counter() - read_started
-        pool = min(pool, len(buckets))  # an actor without a bucket would only load the model
+        size = min(size, len(buckets))  # an actor without a bucket would only load the model
         started = time.perf_counter()
+        arguments = (source, k, exclude_seen, device, str(staging), batch_size, index)
         written = (
             ray.data.from_items([{"bucket": str(bucket)} for bucket in buckets])
             .map_batches(
                 scorer,
-                fn_constructor_args=(
-                    source,
-                    k,
-                    exclude_seen,
-                    device,
-                    str(staging),
-                    batch_size,
-                    index,
-                ),
+                fn_constructor_args=arguments,
                 batch_size=1,
                 batch_format="pyarrow",
-                num_cpus=cpus_per_actor,
-                compute=ray.data.ActorPoolStrategy(size=pool),
+                num_cpus=pool.cpus_per_actor,
+                compute=ray.data.ActorPoolStrategy(size=size),
             )
             .take_all()
         )
@@ -177,10 +168,41 @@ def recommend_on_ray(
         **counts,
         "seconds": seconds,
         "sessions_per_s": served / seconds if seconds > 0 else 0.0,
-        "actors": pool,
+        "actors": size,
         "buckets": len(buckets),
         "read_seconds": read_seconds,
     }
+
+
+def _start_ray(model: str, address: str | None, *, started: bool) -> str:
+    """Ray initialised (unless it was already); returns where the actors load the model."""
+    import ray
+
+    model_dir = fetch_checkpoint(model)
+    # On this machine the actors read the directory fetched here; on a cluster each
+    # fetches the model itself, from the tracking server this process uses.
+    remote = (address or os.environ.get("RAY_ADDRESS")) is not None
+    source = model if remote and not Path(model).exists() else str(model_dir)
+    if started:
+        env = {"MLFLOW_TRACKING_URI": resolve_tracking_uri()} if source == model else {}
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": env},
+        )
+    return source
+
+
+def _bucket_inputs(
+    input_path: Path, spec: SourceSpec, folder: Path, actors: int, batch_size: int
+) -> list[Path]:
+    """The input's sessions in Parquet buckets under `folder`: about `batch_size` sessions
+    a bucket, at least one an actor, at most MAX_BUCKETS."""
+    files, _ = expand_inputs([input_path])  # a file, a directory of parts or a pattern
+    wanted = math.ceil(count_events(files) / (MEAN_SESSION_EVENTS * batch_size))
+    return partition(files, spec, folder, min(max(wanted, actors), MAX_BUCKETS), compact=False)
 
 
 def _staging_dir(output: Path) -> Path:
