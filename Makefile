@@ -49,8 +49,10 @@ lint: setup
 		ln -s "$$PWD/$$entry" build/typecheck/gru4rec/$$(basename $$entry); done
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist), each taking whole test files, so that a file's shared
+# fixtures (a trained model, a running server) are made once.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench-prepare: setup
 	$(BIN)/python -m benchmarks.prepare_bench --events 30000000 --repeats 3
