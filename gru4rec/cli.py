@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from gru4rec import __version__
 from gru4rec.commands import data_commands, job_commands, model_commands, serve_commands
@@ -22,7 +21,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console(stderr=True)
 
 
 def _print_version(asked: bool) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from gru4rec.commands.consoles import errors, screen
 from gru4rec.commands.failures import friendly_errors
 from gru4rec.commands.options import (
     EventCol,
@@ -31,8 +30,6 @@ from gru4rec.commands.options import (
 from gru4rec.fileio import write_json
 
 # Wide enough for the summary table when the output is a file or a pipe (rich assumes 80).
-out_console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
 
 
 class GeneratedFormat(StrEnum):
@@ -105,7 +102,7 @@ def generate(
     )
     clicks = generate_clicks(spec)
     write_click_log(clicks, target, log_format.value)
-    err_console.print(f"wrote {clicks.height:,} events of {sessions:,} sessions to {target}")
+    errors.print(f"wrote {clicks.height:,} events of {sessions:,} sessions to {target}")
 
 
 def prepare(
@@ -219,7 +216,7 @@ def prepare(
     from gru4rec import api
     from gru4rec.pipelines.prepare import summary_notes
 
-    with err_console.status("preparing") as status:
+    with errors.status("preparing") as status:
         manifest = api.prepare(
             inputs,
             out,
@@ -248,12 +245,12 @@ def prepare(
             valid_fraction=valid_fraction,
             min_split_sessions=min_split_sessions,
         )
-    out_console.print(summary_table(manifest))
+    screen().print(summary_table(manifest))
     for line in summary_notes(manifest):
-        out_console.print(line)
+        screen().print(line)
     if json_out:
         write_json(json_out, manifest)
-    err_console.print(f"wrote {out} in {manifest['seconds']} s")
+    errors.print(f"wrote {out} in {manifest['seconds']} s")
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
@@ -309,7 +306,7 @@ def datasets(ctx: typer.Context, json_out: JsonOut = None) -> None:
     from gru4rec.pipelines.datasets import CATALOGUE
 
     for log in CATALOGUE.values():
-        out_console.print(f"[bold]{log.name}[/]: {log.title}", highlight=False)
+        screen().print(f"[bold]{log.name}[/]: {log.title}", highlight=False)
         for label, value in (
             ("domain", log.domain),
             ("source", log.source),
@@ -318,7 +315,7 @@ def datasets(ctx: typer.Context, json_out: JsonOut = None) -> None:
             ("download", log.download or f"by hand: {log.by_hand}"),
             ("prepare", log.prepare.format(dir="DIR")),
         ):
-            out_console.print(f"  {label:<9} {value}", highlight=False, soft_wrap=True)
+            screen().print(f"  {label:<9} {value}", highlight=False, soft_wrap=True)
     if json_out:
         import dataclasses
 
@@ -351,7 +348,7 @@ def fetch(
 
     log = public_log(name)
     download_source(name, directory, url)  # where there is none: what to do by hand
-    with progress_bar(err_console) as progress:
+    with progress_bar(errors) as progress:
         task = progress.add_task(f"downloading {name}", total=None, info="")
         path, digest = fetch_log(
             name,
@@ -360,10 +357,10 @@ def fetch(
             sha256=sha256,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    err_console.print(f"wrote {path} (sha256 {digest})", highlight=False)
+    errors.print(f"wrote {path} (sha256 {digest})", highlight=False)
     if log.unpack:
-        err_console.print(f"next: cd {directory} && {log.unpack}", highlight=False)
-    err_console.print(f"then: {log.prepare.format(dir=directory)}", highlight=False)
+        errors.print(f"next: cd {directory} && {log.unpack}", highlight=False)
+    errors.print(f"then: {log.prepare.format(dir=directory)}", highlight=False)
 
 
 datasets_app.callback()(friendly_errors(datasets))

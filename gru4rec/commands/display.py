@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from gru4rec.commands.consoles import errors
 from gru4rec.network.config import GRU4RecConfig
 from gru4rec.network.train import Callback, EpochStats
 
@@ -34,7 +35,7 @@ def progress_bar(console: Console | None = None) -> Progress:
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeRemainingColumn(),
-        console=console or Console(stderr=True),
+        console=console or errors,
     )
 
 

@@ -8,12 +8,11 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from gru4rec.commands.consoles import errors
 from gru4rec.errors import Gru4RecError
 
 F = TypeVar("F", bound=Callable[..., Any])
-_errors = Console(stderr=True)
 
 
 def friendly_errors(command: F) -> F:
@@ -24,7 +23,7 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except Gru4RecError as error:
-            _errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return run  # type: ignore[return-value]

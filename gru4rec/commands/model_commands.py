@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from gru4rec.commands.consoles import errors, screen
 from gru4rec.commands.options import (
     Cutoffs,
     Device,
@@ -34,11 +33,6 @@ from gru4rec.commands.options import (
 )
 from gru4rec.fileio import write_json
 from gru4rec.options import Compute, Evaluation, Tracking
-
-console = Console(stderr=True)
-
-
-out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def train(
@@ -102,7 +96,7 @@ def train(
     evaluation = Evaluation(
         train_split, test_split, valid_split, parse_cutoffs(cutoffs, list(ctx.args)), ties.value
     )
-    with progress_bar(console) as progress:
+    with progress_bar(errors) as progress:
         done = api.train(
             data_dir,
             out,
@@ -118,15 +112,15 @@ def train(
             callbacks=[EpochProgress(progress)],
         )
     if done.train_seconds is not None:
-        console.print(f"saved the model to {out} ({done.train_seconds:.1f} s of training)")
+        errors.print(f"saved the model to {out} ({done.train_seconds:.1f} s of training)")
     else:
-        console.print(f"saved the {model} model to {out}")
+        errors.print(f"saved the {model} model to {out}")
     if done.metrics is not None:
-        out_console.print(metrics_table(done.metrics, title=f"{test_split}: {out}"))
+        screen().print(metrics_table(done.metrics, title=f"{test_split}: {out}"))
         if json_out:
             write_json(json_out, done.metrics)
     if done.model_uri is not None:
-        console.print(f"logged to MLflow ({done.tracking_uri}): {done.model_uri}")
+        errors.print(f"logged to MLflow ({done.tracking_uri}): {done.model_uri}")
 
 
 def evaluate(
@@ -164,7 +158,7 @@ def evaluate(
     data = required("DATA", renamed("--data", old_data, "DATA", data))
     options = {"cutoffs": parse_cutoffs(cutoffs, list(ctx.args)), "ties": ties.value}
     model_dir = fetch_checkpoint(model)
-    with progress_bar(console) as progress:
+    with progress_bar(errors) as progress:
         task = progress.add_task(f"evaluating {split}", total=n_test_events(data, split), info="")
         metrics = evaluate_model_dir(
             model_dir,
@@ -175,7 +169,7 @@ def evaluate(
             progress=lambda done: progress.update(task, completed=done),
             **options,
         )
-    out_console.print(metrics_table(metrics, title=f"{split}: {model}"))
+    screen().print(metrics_table(metrics, title=f"{split}: {model}"))
     if json_out:
         write_json(json_out, metrics)
-        console.print(f"wrote {json_out}")
+        errors.print(f"wrote {json_out}")

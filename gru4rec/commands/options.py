@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from gru4rec.commands.consoles import errors
 from gru4rec.errors import ConfigError
 from gru4rec.network.presets import PRESET_SETTINGS
 from gru4rec.options import CUTOFFS, spelled
 from gru4rec.pipelines.formats import FORMATS
 
-_console = Console(stderr=True)
 T = TypeVar("T")
 E = TypeVar("E")
 
@@ -266,7 +265,7 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
 
 def deprecated(old: str, new: str) -> None:
     """Say on stderr that `old` is spelt `new` now and goes in the next release."""
-    _console.print(
+    errors.print(
         f"[yellow]deprecated:[/] {old} is now {new}; the old spelling goes in the next release.",
         highlight=False,
         soft_wrap=True,

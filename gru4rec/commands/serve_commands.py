@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from gru4rec.commands.consoles import errors, screen
 from gru4rec.commands.options import (
     Device,
     DeviceChoice,
@@ -35,8 +34,6 @@ from gru4rec.fileio import write_json
 from gru4rec.options import Compute
 
 logger = logging.getLogger(__name__)
-console = Console(stderr=True)
-out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def index(
@@ -85,10 +82,10 @@ def index(
         nlist=nlist,
         nprobe=nprobe,
     )
-    with console.status(f"building a {kind} index"):
+    with errors.status(f"building a {kind} index"):
         item_index, folder = build_index(model_dir, options, data=data)
     meta = item_index.meta
-    console.print(
+    errors.print(
         f"wrote {folder}: {kind}, {meta['n_items']:,} items of dimension {meta['dim']}, "
         f"recall@20 against exact {meta['recall_at_20']:.4f} "
         f"({meta['recall_queries']:,} queries), built in {meta['build_seconds']:.1f} s"
@@ -102,7 +99,7 @@ def index(
 def _log_index_to_run(model_dir: Path, folder: Path, meta: dict[str, Any], uri: str | None) -> None:
     run_file = model_dir / "mlflow_run.json"
     if not run_file.exists():
-        console.print("the model has no MLflow run (trained with --no-track): index not logged")
+        errors.print("the model has no MLflow run (trained with --no-track): index not logged")
         return
     import mlflow
 
@@ -113,7 +110,7 @@ def _log_index_to_run(model_dir: Path, folder: Path, meta: dict[str, Any], uri: 
     with mlflow.start_run(run_id=run["run_id"]):
         mlflow.log_artifacts(str(folder), artifact_path="index")
         mlflow.log_metrics(numeric_metrics({f"index_{k}": v for k, v in meta.items()}))
-    console.print(f"logged the index to MLflow run {run['run_id']}")
+    errors.print(f"logged the index to MLflow run {run['run_id']}")
 
 
 def recommend(
@@ -233,7 +230,7 @@ def recommend(
     columns = {"session_col": session_col, "item_col": item_col, "time_col": time_col}
     columns |= {"time_unit": time_unit, "order_col": order_col, "separator": separator}
     ray = engine == EngineChoice.ray
-    with progress_bar(console) as progress:
+    with progress_bar(errors) as progress:
         task = progress.add_task("recommending", total=None, info="", visible=not ray)
         summary = recommend_sessions(
             model,
@@ -274,7 +271,7 @@ def _recommend_one(
             "recommend from."
         )
     if unknown:
-        console.print(f"skipped items the model does not know: {', '.join(unknown)}")
+        errors.print(f"skipped items the model does not know: {', '.join(unknown)}")
     table, _skipped = recommender.recommend([session], k, exclude_seen=exclude_seen)
     rows = table.select("rank", "item_id", "score")
     _print_ranked(rows, f"top {k} after {', '.join(given)}", json_out, {"items": given})
@@ -331,14 +328,14 @@ def _print_ranked(rows: Any, title: str, json_out: Path | None, query: dict[str,
         table.add_column(column, justify="right")
     for rank, item_id, score in rows.iter_rows():
         table.add_row(str(rank), str(item_id), f"{score:.4f}")
-    out_console.print(table)
+    screen().print(table)
     if json_out:
         write_json(json_out, {**query, "ranked": rows.to_dicts()})
 
 
 def _report(output: Path, summary: dict[str, Any]) -> None:
     actors = f" on {summary['actors']} Ray actors" if "actors" in summary else ""
-    console.print(
+    errors.print(
         f"wrote {output}: {summary['sessions_served']:,} sessions served, "
         f"{summary['sessions_skipped']:,} skipped (no known item), "
         f"{summary['unknown_item_events']:,} unknown item events skipped, "
