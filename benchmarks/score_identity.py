@@ -51,14 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
         return recommender.recommend(lists, args.k, batch_size=batch_size)[0]
 
-    base = scored(1, 1)
-    longest = max(len(s) for s in lists)
-    print(
-        f"{len(lists):,} sessions (longest {longest} events), k {args.k}; against batch 1, 1 thread:"
-    )
-    for batch_size, threads in ((512, 1), (1, 2), (512, 2), (4096, 2)):
-        row = compare(base, scored(batch_size, threads))
-        print(f"  batch {batch_size:>5}, {threads} threads: {row}")
+    kept_threads = torch.get_num_threads()  # restored: a caller's process keeps its own
+    try:
+        base = scored(1, 1)
+        longest = max(len(s) for s in lists)
+        print(
+            f"{len(lists):,} sessions (longest {longest} events), k {args.k}; "
+            "against batch 1, 1 thread:"
+        )
+        for batch_size, threads in ((512, 1), (1, 2), (512, 2), (4096, 2)):
+            row = compare(base, scored(batch_size, threads))
+            print(f"  batch {batch_size:>5}, {threads} threads: {row}")
+    finally:
+        torch.set_num_threads(kept_threads)
     if args.ray:
         from gru4rec.jobs.ray_recommend import recommend_on_ray
 

@@ -247,7 +247,15 @@ def test_the_batch_benchmarks_run(
     figures = json.loads((tmp_path / "ray.json").read_text())
     assert figures and all(value for value in figures.values())
     capsys.readouterr()
-    assert score_identity.main([*argv, "--k", "5"]) == 0
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # a count the benchmark never sets itself
+    try:
+        assert score_identity.main([*argv, "--k", "5"]) == 0
+        assert torch.get_num_threads() == 3  # the benchmark gives back the caller's threads
+    finally:
+        torch.set_num_threads(threads)
     said = capsys.readouterr().out.splitlines()
     n_sessions = pl.read_parquet(tiny_prepared / "test.parquet")["session_id"].n_unique()
     assert said[0].startswith(f"{n_sessions:,} sessions (longest ")
