@@ -27,7 +27,8 @@ import functools
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -133,12 +134,16 @@ class Fitting:
         self.compute, self.threads, self.callbacks = compute, compute.threads, callbacks
         self.seed = int(self.settings.get("seed", 42))
         self.n_items = items.height
-        self.evaluation: dict[str, Any] = {"ties": self.ties, "cutoffs": self.cutoffs}
         self._splits: dict[str, SessionData] = {}
         self._fits: dict[tuple[str, ...], Any] = {}
         self._cost: dict[tuple[str, ...], float] = {}
         self._used: set[tuple[str, ...]] = set()
         self._fitting_seconds = 0.0
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """The keyword arguments of every evaluation: ties and cutoffs."""
+        return {"ties": self.ties, "cutoffs": self.cutoffs}
 
     def split(self, name: str) -> SessionData:
         if name not in self._splits:
@@ -219,18 +224,15 @@ def select_model(
     """
     data_dir = Path(data_dir)
     _check_splits(data_dir)
-    items = load_items(data_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".select-", dir=out_dir.parent) as scratch:
-        fitting = Fitting(
-            data_dir,
-            items,
-            Path(scratch),
-            settings=settings,
-            evaluation=evaluation,
-            compute=compute,
-            callbacks=callbacks,
-        )
+    with _fitting_beside(
+        out_dir,
+        data_dir,
+        settings=settings,
+        evaluation=evaluation,
+        compute=compute,
+        callbacks=callbacks,
+    ) as fitting:
+        items = fitting.items
         on_valid, seconds = _score_candidates(candidates, fitting, on_candidate)
         metric = evaluation.metric
         # The first of equally good candidates wins (the order given: simpler ones first).
@@ -330,22 +332,43 @@ def fit_family(
             callbacks=callbacks,
         )
         return load_scorer(result.model_dir, device=compute.device)
-    items = load_items(data_dir)
+    with _fitting_beside(
+        out_dir,
+        data_dir,
+        settings=settings,
+        evaluation=evaluation,
+        compute=compute,
+        callbacks=callbacks,
+    ) as fitting:
+        scorer = family.fit(candidate, fitting, split, {})
+        extra = {"data_dir": str(Path(data_dir).resolve()), "train_split": split}
+        save_scorer(out_dir, scorer, fitting.items, train_data=fitting.split(split), extra=extra)
+    return scorer, fitting.items
+
+
+@contextmanager
+def _fitting_beside(
+    out_dir: Path,
+    data_dir: Path,
+    *,
+    settings: Mapping[str, str] | None,
+    evaluation: Evaluation,
+    compute: Compute,
+    callbacks: Callable[[str], Sequence[Callback]] | None,
+) -> Iterator[Fitting]:
+    """A `Fitting` over `data_dir` whose trainings write into a temporary folder beside
+    `out_dir` (the same file system as the model it makes), removed afterwards."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fit-", dir=out_dir.parent) as scratch:
-        fitting = Fitting(
+    with tempfile.TemporaryDirectory(prefix=".fitting-", dir=out_dir.parent) as scratch:
+        yield Fitting(
             data_dir,
-            items,
+            load_items(data_dir),
             Path(scratch),
             settings=settings,
             evaluation=evaluation,
             compute=compute,
             callbacks=callbacks,
         )
-        scorer = family.fit(candidate, fitting, split, {})
-        extra = {"data_dir": str(Path(data_dir).resolve()), "train_split": split}
-        save_scorer(out_dir, scorer, items, train_data=fitting.split(split), extra=extra)
-    return scorer, items
 
 
 __all__ = [
