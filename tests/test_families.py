@@ -53,7 +53,6 @@ class SuccessorFamily(Family):
     """A family written in this file alone: counted on the split, saved as one array."""
 
     name = "successor"
-    summary = "counts of the items that followed the session's last item"
     scorer_type = SuccessorScorer
 
     def fit(

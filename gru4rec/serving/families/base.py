@@ -116,7 +116,6 @@ class Family(ABC):
     """
 
     name: str
-    summary: str  # one line for --help
     scorer_type: type[SessionScorer]
     takes_preset: ClassVar[bool] = False  # trains GRU4Rec with a preset (`family:PRESET`)
     chosen_on_valid: ClassVar[bool] = False  # its fitting learns or chooses on valid

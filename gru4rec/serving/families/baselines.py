@@ -28,7 +28,6 @@ class BaselineFamily(Family):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.summary = f"the {name} baseline"
         self.scorer_type = BASELINES[name]
 
     def fit(

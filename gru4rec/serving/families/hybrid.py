@@ -55,7 +55,6 @@ class HybridFamily(Family):
     cutoffs, no coverage)."""
 
     name = "hybrid"
-    summary = "GRU4Rec mixed with the session's items and V-SKNN, weights chosen on valid"
     scorer_type = HybridScorer
     takes_preset = True
     chosen_on_valid = True

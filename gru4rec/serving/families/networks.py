@@ -27,8 +27,8 @@ class NetworkFamily(Family):
     takes_preset = True
     warm_start = True
 
-    def __init__(self, name: str, *, repeat: bool, summary: str) -> None:
-        self.name, self.repeat, self.summary = name, repeat, summary
+    def __init__(self, name: str, *, repeat: bool) -> None:
+        self.name, self.repeat = name, repeat
         self.scorer_type = RepeatGRU4RecScorer if repeat else GRU4RecScorer
 
     def preset_config(self, preset: str, settings: Mapping[str, str]) -> GRU4RecConfig:
@@ -83,14 +83,7 @@ def network_config(scorer: GRU4RecScorer) -> GRU4RecConfig:
     return scorer.config
 
 
-GRU4REC = NetworkFamily(
-    "gru4rec", repeat=False, summary="GRU4Rec, session-parallel mini-batches (the default)"
-)
-REPEAT = NetworkFamily(
-    "repeat",
-    repeat=True,
-    summary="GRU4Rec with a learned repeat gate over the session's last repeat_window items "
-    f"(default {DEFAULT_REPEAT_WINDOW})",
-)
+GRU4REC = NetworkFamily("gru4rec", repeat=False)
+REPEAT = NetworkFamily("repeat", repeat=True)
 
 __all__ = ["DEFAULT_REPEAT_WINDOW", "GRU4REC", "REPEAT", "NetworkFamily", "network_config"]

@@ -86,7 +86,6 @@ class RankerFamily(Family):
     """Its validation metrics are out of fold."""
 
     name = "ranker"
-    summary = "LambdaMART over candidates of GRU4Rec, kNN and the session, learned on valid"
     scorer_type = RankerScorer
     takes_preset = True
     chosen_on_valid = True
