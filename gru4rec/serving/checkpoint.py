@@ -129,10 +129,13 @@ def staged_model_dir(model_dir: Path, meta: dict[str, Any], items: pl.DataFrame)
 
 
 def load_checkpoint(
-    model_dir: str | Path, device: str | torch.device = "auto"
+    model_dir: str | Path,
+    device: str | torch.device = "auto",
+    items: pl.DataFrame | None = None,
 ) -> tuple[GRU4Rec, GRU4RecConfig, pl.DataFrame]:
     """Read a model directory: (model in eval mode on `device`, config, item map).
 
+    items: its item map, where the caller has already read it (`read_items`).
     Raises CheckpointError naming the file when one is missing, corrupt, or inconsistent
     with the others (weight shapes vs config vs item map).
     """
@@ -144,7 +147,7 @@ def load_checkpoint(
     meta_path = model_dir / CONFIG_FILE
     config, n_items = _read_meta(meta_path)
     items_path = model_dir / ITEMS_FILE
-    items = read_items(items_path)
+    items = read_items(items_path) if items is None else items
     _check_items(items, n_items, items_path)
 
     target = resolve_device(device)

@@ -69,7 +69,7 @@ class NetworkFamily(Family):
     def load(
         self, model_dir: Path, meta: Mapping[str, Any], items: pl.DataFrame, device: str
     ) -> SessionScorer:
-        model, config, _items = load_checkpoint(model_dir, device=device)
+        model, config, _items = load_checkpoint(model_dir, device=device, items=items)
         return as_scorer(model, config)
 
     def network_dir(self, model_dir: Path) -> Path | None:
